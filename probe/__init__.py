@@ -1,0 +1,52 @@
+"""quota-probe: read LLM account quotas through warm, per-home probe subprocesses.
+
+The module-level functions use one default :class:`ProbeService`, built on first use under
+a lock and published only once fully constructed, so no thread can see a half-built one.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any
+
+from probe.config import ProbeConfig
+from probe.errors import UnknownProviderError
+from probe.service import HomeArg, ProbeService
+from probe.snapshot import Snapshot
+
+__all__ = ["ProbeService", "ProbeConfig", "Snapshot", "UnknownProviderError",
+           "fetch", "afetch", "invalidate", "stats"]
+
+_default_service: ProbeService | None = None
+_default_lock = threading.Lock()
+
+
+def _service() -> ProbeService:
+    global _default_service
+    service = _default_service
+    if service is None:
+        with _default_lock:
+            service = _default_service
+            if service is None:
+                service = ProbeService(ProbeConfig())
+                atexit.register(service.close)
+                _default_service = service  # published only after construction finished
+    return service
+
+
+def fetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
+          timeout: float | None = None) -> Snapshot:
+    return _service().fetch(provider, home=home, refresh=refresh, timeout=timeout)
+
+
+async def afetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
+                 timeout: float | None = None) -> Snapshot:
+    return await _service().afetch(provider, home=home, refresh=refresh, timeout=timeout)
+
+
+def invalidate(*, home: HomeArg = None, provider: str | None = None) -> None:
+    _service().invalidate(home=home, provider=provider)
+
+
+def stats() -> dict[str, Any]:
+    return _service().stats()

@@ -1,0 +1,93 @@
+"""In-memory TTL cache of snapshots, keyed by (home, provider, credential fingerprint).
+
+The fingerprint in the key means a rewritten credential file can never be answered from
+an entry made with the old one, even before a rotation is noticed. Only answers worth
+repeating are stored: available snapshots and definitive account states
+(``no_credentials``, ``unauthorized``, ``forbidden``); transient errors never are.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from probe.snapshot import DEFINITIVE_ERRORS, Snapshot
+
+CacheKey = tuple[str, str, tuple]
+
+
+def cacheable(snap: Snapshot) -> bool:
+    return snap.error is None or snap.error.code in DEFINITIVE_ERRORS
+
+
+class SnapshotCache:
+    """Entries plus each home's rotation *generation*, under one lock.
+
+    They share the lock because the stale-result guard is a compare-and-put: a probe
+    remembers the generation it started under, and its result is stored only if no
+    invalidation happened since. Checking and storing in two steps would let an
+    invalidation slip in between and leave a pre-rotation result in the cache.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._entries: dict[CacheKey, tuple[float, Snapshot]] = {}
+        #: per-home invalidation counts; a flush of everything bumps ``_epoch`` instead, so
+        #: it also covers homes this cache has never seen (a probe in flight for one of them
+        #: must not store its result either). A home's generation is the sum of the two.
+        self._generations: dict[str, int] = {}
+        self._epoch = 0
+
+    def generation(self, home: Path | str) -> int:
+        with self._lock:
+            return self._generation_locked(str(home))
+
+    def _generation_locked(self, home: str) -> int:
+        return self._epoch + self._generations.get(home, 0)
+
+    def get(self, key: CacheKey) -> Snapshot | None:
+        """A snapshot younger than the TTL, or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def last_good(self, key: CacheKey, generation: int) -> Snapshot | None:
+        """The latest *available* snapshot for ``key``, however old, if the home was not
+        rotated since ``generation``: what a settings panel should keep showing (marked
+        stale) while the provider is rate-limiting or failing transiently."""
+        with self._lock:
+            if self._generation_locked(key[0]) != generation:
+                return None
+            entry = self._entries.get(key)
+        if entry is None or entry[1].error is not None or not entry[1].available:
+            return None
+        return entry[1]
+
+    def put(self, key: CacheKey, snap: Snapshot, generation: int) -> bool:
+        """Store ``snap`` if it is worth caching and its home is still at ``generation``."""
+        if not cacheable(snap):
+            return False
+        with self._lock:
+            if self._generation_locked(key[0]) != generation:
+                return False
+            # Entries are kept past their TTL (for last_good), so forget the ones a
+            # credential change made unreachable: same home and provider, old fingerprint.
+            for old in [k for k in self._entries if k[:2] == key[:2] and k != key]:
+                del self._entries[old]
+            self._entries[key] = (time.monotonic() + self.ttl_s, snap)
+            return True
+
+    def invalidate(self, home: Path | None = None, provider: str | None = None) -> None:
+        """Bump the home's generation (every home's when None) and forget its entries for
+        ``provider`` (all providers when None)."""
+        with self._lock:
+            if home is None:
+                self._epoch += 1
+            else:
+                self._generations[str(home)] = self._generations.get(str(home), 0) + 1
+            for key in [k for k in self._entries
+                        if (home is None or k[0] == str(home)) and (provider is None or k[1] == provider)]:
+                del self._entries[key]

@@ -1,0 +1,148 @@
+"""The ``probe`` command (click). Exit codes (SPEC §10): 0 available, 1 unavailable or any
+error code in the snapshot, 2 usage error (unknown provider, bad option)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from probe.config import ProbeConfig
+from probe.errors import UnknownProviderError
+from probe.render import snapshot_text
+from probe.service import ProbeService
+from probe.snapshot import Snapshot
+from workers.providers import NAMES as PROVIDER_NAMES
+
+EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
+
+
+def _exit_code(snaps: list[Snapshot]) -> int:
+    return EXIT_OK if all(s.available and s.error is None for s in snaps) else EXIT_UNAVAILABLE
+
+
+def _print_snapshots(snaps: list[Snapshot], as_json: bool) -> None:
+    if as_json:
+        payload = snaps[0].to_dict() if len(snaps) == 1 else [s.to_dict() for s in snaps]
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo("\n\n".join(snapshot_text(s) for s in snaps))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """quota-probe: how much of each LLM account's quota is left."""
+
+
+@main.command()
+@click.argument("provider")
+@click.option("--home", "home", type=click.Path(path_type=str), default=None,
+              help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
+@click.option("--refresh", is_flag=True, help="Skip the cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.001, max=3600), default=None,
+              help="Seconds before the probe gives up (default 20).")
+def fetch(provider: str, home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
+    """Show PROVIDER's quota for one home."""
+    with ProbeService(ProbeConfig(pool_size=0)) as service:
+        try:
+            snap = service.fetch(provider, home=home, refresh=refresh, timeout=timeout)
+        except UnknownProviderError as exc:
+            if as_json:
+                click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
+            else:
+                click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+    _print_snapshots([snap], as_json)
+    sys.exit(_exit_code([snap]))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshots as a JSON list.")
+def demo(as_json: bool) -> None:
+    """Probe all four providers against the built-in emulator with a throw-away home."""
+    from probe.demo import demo_homes
+    from probe.emulator import Emulator
+
+    with Emulator() as emulator, demo_homes() as homes:
+        config = ProbeConfig(pool_size=0, provider_urls=emulator.provider_urls())
+        with ProbeService(config) as service:
+            snaps = [service.fetch(p, home=homes["main"]) for p in PROVIDER_NAMES]
+    _print_snapshots(snaps, as_json)
+    sys.exit(_exit_code(snaps))
+
+
+@main.command()
+@click.option("--home", "home", required=True,
+              help="The home to rotate: a path (in-process) or, with --server, the backend's home id.")
+@click.option("--provider", default=None, type=click.Choice(PROVIDER_NAMES), help="Only this provider.")
+@click.option("--server", default=None, metavar="URL", help="Tell a running backend (POST /api/rotate).")
+@click.option("--token", default=None, envvar="PROBE_TOKEN", help="The backend's bearer token (or $PROBE_TOKEN).")
+@click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
+              help="Shared cache directory whose entries for this home to drop (in-process mode).")
+def rotate(home: str, provider: str | None, server: str | None, token: str | None, cache_dir: str | None) -> None:
+    """Credential-rotation hook: flush a home's cached quota and workers.
+
+    In-process, this drops the home's entries from the shared cache (--cache-dir); services
+    in other processes also notice rewritten credential files on their own. With --server,
+    the running backend flushes the home's cache and closes its workers.
+    """
+    if server:
+        from probe.rotate_client import RotateError, rotate_remote
+
+        try:
+            rotate_remote(server, home, provider, token)
+        except RotateError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        click.echo(f"Rotated {home} on {server}.")
+        return
+    from probe.homes import HomeNotFound, resolve_home
+
+    try:
+        home_dir = resolve_home(home)
+    except (HomeNotFound, ValueError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    with ProbeService(ProbeConfig(pool_size=0, cache_dir=cache_dir)) as service:
+        service.invalidate(home=home_dir, provider=provider)
+    click.echo(f"Rotated {home_dir}" + (f" ({provider})" if provider else "") + ".")
+
+
+@main.command()
+@click.option("--server", default=None, metavar="URL",
+              help="Ask a running backend (its /api/pool) instead of scanning this host.")
+@click.option("--json", "as_json", is_flag=True)
+def status(server: str | None, as_json: bool) -> None:
+    """Workers per home: slots, alive, busy, pids, RSS."""
+    from probe.status import local_workers, status_text
+
+    if server:
+        import httpx
+
+        try:
+            response = httpx.get(server.rstrip("/") + "/api/pool", timeout=10)
+            response.raise_for_status()
+            homes = response.json().get("homes", {})
+        except (httpx.HTTPError, ValueError) as exc:
+            click.echo(f"Error: could not read {server}/api/pool ({type(exc).__name__}).", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+    else:
+        homes = local_workers()
+    click.echo(json.dumps(homes, indent=2) if as_json else status_text(homes))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="0 picks a free port.")
+def emulator(host: str, port: int) -> None:
+    """Run the provider emulator until Ctrl-C."""
+    from probe.emulator import serve_forever_cli
+
+    serve_forever_cli(host, port)
+
+
+if __name__ == "__main__":
+    main()

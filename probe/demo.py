@@ -1,0 +1,61 @@
+"""Throw-away demo homes whose emulator tokens drive each scenario (SPEC §8).
+
+The tokens are fake and only mean something to the built-in emulator; the scenario
+markers in them (``-429-``) are what make one home show a rate-limit badge.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def write_home(root: Path, name: str, *, anthropic: str | None = None, codex: str | None = None,
+               openrouter: str | None = None, deepseek: str | None = None,
+               codex_account: str | None = None) -> Path:
+    """Create ``root/name`` with a ``.env`` and ``auth.json`` holding the given tokens."""
+    home = root / name
+    home.mkdir(parents=True, exist_ok=True)
+    env_lines = ["# demo home written by quota-probe"]
+    if anthropic:
+        env_lines.append(f"ANTHROPIC_TOKEN={anthropic}")
+    if openrouter:
+        env_lines.append(f"OPENROUTER_API_KEY={openrouter}")
+    if deepseek:
+        env_lines.append(f"DEEPSEEK_API_KEY={deepseek}")
+    (home / ".env").write_text("\n".join(env_lines) + "\n")
+    auth: dict = {}
+    if codex:
+        tokens = {"access_token": codex}
+        if codex_account:
+            tokens["account_id"] = codex_account
+        auth["providers"] = {"openai-codex": {"tokens": tokens}}
+    (home / "auth.json").write_text(json.dumps(auth, indent=2) + "\n")
+    for path in (home / ".env", home / "auth.json"):
+        path.chmod(0o600)
+    return home
+
+
+def make_demo_homes(root: Path) -> dict[str, Path]:
+    return {
+        "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main", codex="demo-codex-main",
+                           codex_account="acct-demo-main", openrouter="sk-or-v1-demo-main",
+                           deepseek="sk-demo-main"),
+        "team": write_home(root, "team", anthropic="sk-ant-oat01-demo-team",
+                           openrouter="sk-or-v1-demo-team"),
+        "limited": write_home(root, "limited", anthropic="sk-ant-oat01-demo-429-limited",
+                              codex="demo-codex-limited"),
+        "empty": write_home(root, "empty"),
+    }
+
+
+@contextlib.contextmanager
+def demo_homes() -> Iterator[dict[str, Path]]:
+    root = Path(tempfile.mkdtemp(prefix="quota-probe-demo-"))
+    try:
+        yield make_demo_homes(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Shared on-disk snapshot cache for several processes on one host (SPEC §7).
+
+Layout: ``<cache_dir>/<sha256(home)[:16]>/<provider>.<sha256(fingerprint)[:16]>.json`` plus
+one ``<provider>.lock`` per (home, provider). File names carry hashes only: never a path
+fragment a client chose, never anything derived from a secret beyond a hash of stat data.
+
+* Writes are atomic (temp file in the same directory + ``os.replace``) and made under the
+  (home, provider) file lock, so a reader sees an old file or a new one, never half of one.
+* The same lock is held for the whole probe: at most one process probes a given (home,
+  provider) at a time; the others wait (within their deadline) and then read its result.
+* Freshness is wall-clock (``expires_at``), the only clock processes share.
+* A corrupt or truncated file is ignored (and replaced by the next write); a read-only or
+  full disk degrades to "no shared cache" with one logged warning, never a failed probe.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import filelock
+
+from probe.snapshot import Snapshot
+
+log = logging.getLogger("probe.disk_cache")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class DiskCache:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._warned = False
+
+    def _home_dir(self, home: str) -> Path:
+        return self.directory / _digest(home)
+
+    def _file(self, home: str, provider: str, fingerprint: tuple) -> Path:
+        return self._home_dir(home) / f"{provider}.{_digest(repr(fingerprint))}.json"
+
+    def _warn(self, what: str, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("shared cache %s failed (%s); continuing without it", what, type(exc).__name__)
+
+    def read(self, home: str, provider: str, fingerprint: tuple, *, written_after: float | None = None) -> Snapshot | None:
+        """A fresh snapshot, or None. ``written_after`` (wall clock) also demands that it was
+        stored after that moment — a result another process produced while we waited."""
+        path = self._file(home, provider, fingerprint)
+        try:
+            data = json.loads(path.read_bytes())
+            if data["expires_at"] <= time.time():
+                return None
+            if written_after is not None and data["written_at"] < written_after:
+                return None
+            snap = Snapshot.from_dict(data["snapshot"])
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._warn("read", exc)
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # corrupt or truncated: ignored, the next write replaces it
+        return snap if snap.home == home and snap.provider == provider else None
+
+    def write(self, home: str, provider: str, fingerprint: tuple, snap: Snapshot, ttl_s: float) -> None:
+        path = self._file(home, provider, fingerprint)
+        now = time.time()
+        payload = json.dumps({"written_at": now, "expires_at": now + ttl_s, "snapshot": snap.to_dict()})
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(payload)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            self._warn("write", exc)
+
+    @contextlib.contextmanager
+    def probe_lock(self, home: str, provider: str, timeout_s: float) -> Iterator[bool]:
+        """Hold the (home, provider) lock across processes; yields False if it could not be
+        had within ``timeout_s`` (or the directory is unusable: then True, unlocked —
+        probing unshared beats not probing)."""
+        lock_path = self._home_dir(home) / f"{provider}.lock"
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lock = filelock.FileLock(str(lock_path), timeout=max(0.0, timeout_s), thread_local=False,
+                                     poll_interval=0.005)
+            lock.acquire()
+        except filelock.Timeout:
+            yield False
+            return
+        except OSError as exc:
+            self._warn("lock", exc)
+            yield True
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def drop(self, home: str | None, provider: str | None) -> None:
+        """Forget stored snapshots of one home (all when None) for one provider (all when None)."""
+        homes = [self._home_dir(home)] if home is not None else [p for p in self.directory.glob("*") if p.is_dir()]
+        pattern = f"{provider}.*.json" if provider else "*.json"
+        for directory in homes:
+            for path in directory.glob(pattern):
+                with contextlib.suppress(OSError):
+                    path.unlink()

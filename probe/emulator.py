@@ -1,0 +1,378 @@
+"""The built-in provider emulator: a real HTTP/1.1 server on 127.0.0.1 serving the usage
+endpoints of all four providers with their real response shapes (SPEC §8).
+
+The bearer token picks the behaviour, so a home's ``.env`` alone drives a scenario:
+
+* a token containing ``-401-``, ``-403-``, ``-429-`` (with ``Retry-After: 7``), ``-500-``,
+  ``-503-`` gets that status; ``-hang-`` never gets an answer (until :meth:`Emulator.stop`);
+  ``-garbage-`` gets a 200 whose body is not JSON; ``-huge-`` a 2 MiB JSON body;
+  ``-reset-`` a closed connection; ``-slow<ms>-`` the normal answer after exactly that
+  delay; ``-keyfail-`` fails only OpenRouter's ``/key``;
+* any other token gets a deterministic, plausible quota derived from the token
+  (:func:`quota_body`), so tests can tell whose credential produced a snapshot.
+
+Why it is written this way: the emulator must not distort latency. Each response goes
+out in one ``sendall`` (status line, headers and body in one buffer) on a socket with
+``TCP_NODELAY``; a reply written in two pieces waits ~40 ms for a delayed ACK on loopback
+(measured here: 44 ms vs 0.56 ms for the same GET). Tests may also :meth:`Emulator.script`
+an exact response per token.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import signal
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+ANTHROPIC_PATH = "/api/oauth/usage"
+CODEX_PATHS = ("/backend-api/wham/usage", "/api/codex/usage")
+OPENROUTER_CREDITS_PATH = "/api/v1/credits"
+OPENROUTER_KEY_PATH = "/api/v1/key"
+DEEPSEEK_PATH = "/user/balance"
+HUGE_BODY_BYTES = 2 * 1024 * 1024
+RETRY_AFTER_S = 7
+IDLE_CONNECTION_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    token: str | None
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass(frozen=True)
+class Scripted:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    status: int = 200
+    delay_ms: int = 0
+    hang: bool = False
+    garbage: bool = False
+    huge: bool = False
+    reset: bool = False
+    keyfail: bool = False
+
+
+_STATUS_MARKERS = {"-401-": 401, "-403-": 403, "-429-": 429, "-500-": 500, "-503-": 503}
+_SLOW = re.compile(r"-slow(\d{1,6})-")
+
+
+def scenario_for(token: str) -> Scenario:
+    """The behaviour a token asks for, from the markers it contains."""
+    status = next((code for marker, code in _STATUS_MARKERS.items() if marker in token), 200)
+    slow = _SLOW.search(token)
+    return Scenario(status=status, delay_ms=int(slow.group(1)) if slow else 0, hang="-hang-" in token,
+                    garbage="-garbage-" in token, huge="-huge-" in token, reset="-reset-" in token,
+                    keyfail="-keyfail-" in token)
+
+
+# -- deterministic quota bodies ---------------------------------------------------------
+def _seed(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _future(seed_byte: int, unit_s: int) -> datetime:
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    return now + timedelta(seconds=(seed_byte % 50 + 1) * unit_s)
+
+
+def _anthropic(token: str) -> dict[str, Any]:
+    h = _seed(token)
+    reset_session = _future(h[2], 300).replace(microsecond=288792)
+    return {
+        "five_hour": {"utilization": round(h[0] / 255 * 100, 1), "resets_at": reset_session.isoformat()},
+        "seven_day": {"utilization": round(h[1] / 255 * 100, 1), "resets_at": _future(h[3], 10800).isoformat()},
+        "seven_day_opus": {"utilization": round(h[4] / 255 * 100, 1), "resets_at": _future(h[3], 10800).isoformat()}
+        if h[5] % 2 else None,
+        "extra_usage": {"is_enabled": True, "used_credits": h[6] * 10, "monthly_limit": 5000, "currency": "USD"}
+        if h[7] % 2 else {"is_enabled": False, "used_credits": None, "monthly_limit": None, "currency": None},
+    }
+
+
+def _codex(token: str) -> dict[str, Any]:
+    h = _seed(token)
+    return {
+        "plan_type": ("plus", "pro", "team", "free")[h[0] % 4],
+        "rate_limit": {
+            "primary_window": {"used_percent": h[1] % 101, "limit_window_seconds": 18000,
+                               "reset_at": int(_future(h[2], 300).timestamp())},
+            "secondary_window": {"used_percent": h[3] % 101, "limit_window_seconds": 604800,
+                                 "reset_at": _future(h[4], 10800).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        },
+        "credits": {"has_credits": True, "unlimited": False, "balance": round(h[5] / 10, 2)},
+        "rate_limit_reset_credits": {"available_count": h[6] % 3},
+    }
+
+
+def _openrouter_credits(token: str) -> dict[str, Any]:
+    h = _seed(token)
+    total = 10 + h[0] % 90
+    return {"data": {"total_credits": total, "total_usage": round(total * h[1] / 255, 2)}}
+
+
+def _openrouter_key(token: str) -> dict[str, Any]:
+    h = _seed(token)
+    limit = 0 if h[2] % 3 == 0 else 10 + h[2] % 40
+    monthly = round(h[4] / 25.5, 2)
+    return {"data": {"label": "emulated", "limit": limit or None,
+                     "limit_remaining": round(limit * h[3] / 255, 2) if limit else None,
+                     "limit_reset": "monthly" if h[5] % 2 else None,
+                     "usage": round(monthly + h[6] / 10, 2), "usage_daily": round(h[7] / 100, 2),
+                     "usage_weekly": round(h[8] / 50, 2), "usage_monthly": monthly}}
+
+
+def _deepseek(token: str) -> dict[str, Any]:
+    h = _seed(token)
+    granted, topped_up = h[1] / 10, h[2] / 5
+    return {"is_available": True, "balance_infos": [{
+        "currency": "CNY" if h[0] % 2 else "USD", "total_balance": f"{granted + topped_up:.2f}",
+        "granted_balance": f"{granted:.2f}", "topped_up_balance": f"{topped_up:.2f}"}]}
+
+
+_BODIES = {
+    ANTHROPIC_PATH: _anthropic,
+    CODEX_PATHS[0]: _codex,
+    CODEX_PATHS[1]: _codex,
+    OPENROUTER_CREDITS_PATH: _openrouter_credits,
+    OPENROUTER_KEY_PATH: _openrouter_key,
+    DEEPSEEK_PATH: _deepseek,
+}
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
+                500: "api_error", 503: "overloaded_error", 400: "invalid_request_error", 404: "not_found_error"}
+
+
+def quota_body(provider_path: str, token: str) -> dict[str, Any]:
+    """The body the emulator answers on ``provider_path`` for a token without markers.
+    Quota numbers depend on the token alone; reset times are in the near future."""
+    return _BODIES[provider_path](token)
+
+
+def _error_body(status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "error"), "message": message}}
+
+
+# -- the server -------------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+    timeout = IDLE_CONNECTION_TIMEOUT_S
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.request, True)
+
+    def finish(self) -> None:
+        self.server.track(self.request, False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — silence: tokens are in requests
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        emulator = self.server.emulator
+        path = self.path.split("?", 1)[0]
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        emulator._record(RecordedRequest("GET", path, token or None,
+                                         {k.lower(): v for k, v in self.headers.items()}, time.monotonic()))
+        scripted = emulator._scripted(token, path)
+        if scripted is not None:
+            self._reply(scripted.status, scripted.body, scripted.headers)
+            return
+        if path not in _BODIES:
+            self._json(404, _error_body(404, f"No route for {path}."))
+            return
+        if not token:
+            self._json(401, _error_body(401, "Missing bearer token."))
+            return
+        if path == ANTHROPIC_PATH and self.headers.get("anthropic-beta") != "oauth-2025-04-20":
+            self._json(400, _error_body(400, "OAuth usage requires the anthropic-beta header."))
+            return
+        self._serve_scenario(path, token, scenario_for(token))
+
+    def _serve_scenario(self, path: str, token: str, scenario: Scenario) -> None:
+        if scenario.hang:
+            self.server.stopping.wait()
+            self.close_connection = True
+            return
+        if scenario.reset:
+            self.close_connection = True
+            self.request.shutdown(socket.SHUT_RDWR)
+            return
+        if scenario.delay_ms and self.server.stopping.wait(scenario.delay_ms / 1000):
+            self.close_connection = True
+            return
+        if scenario.keyfail and path == OPENROUTER_KEY_PATH:
+            self._json(500, _error_body(500, "Key lookup failed."))
+        elif scenario.status == 429:
+            self._json(429, _error_body(429, "Rate limited."), {"Retry-After": str(RETRY_AFTER_S)})
+        elif scenario.status != 200:
+            self._json(scenario.status, _error_body(scenario.status, f"Emulated HTTP {scenario.status}."))
+        elif scenario.garbage:
+            self._reply(200, b"<html><body>502 Bad Gateway</body></html>", {"Content-Type": "text/html"})
+        elif scenario.huge:
+            self._json(200, {"padding": "x" * HUGE_BODY_BYTES})
+        else:
+            self._json(200, quota_body(path, token))
+
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self._reply(status, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """Status line, headers and body in ONE write: see the module docstring."""
+        reason = self.responses.get(status, ("",))[0]
+        head = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}",
+                *(f"{name}: {value}" for name, value in headers.items())]
+        if self.close_connection:
+            head.append("Connection: close")
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    allow_reuse_address = True
+    daemon_threads = False      # joined in server_close(): stop() leaves no thread behind
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], emulator: "Emulator") -> None:
+        self.emulator = emulator
+        self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self.connections_accepted = 0
+        super().__init__(address, _Handler)
+
+    def track(self, sock: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(sock)
+                self.connections_accepted += 1
+            else:
+                self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        """Wake handler threads parked on idle keep-alive connections so they can end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Emulator:
+    """``with Emulator() as emu: emu.provider_urls()`` — start on an ephemeral port, stop on exit."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._address = (host, port)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._scripts: dict[tuple[str, str | None], Scripted] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "Emulator":
+        self._server = _Server(self._address, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="probe-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping.set()          # releases -hang- and -slow- handlers
+        server.shutdown()              # ends serve_forever
+        server.close_connections()     # ends handlers parked on idle keep-alive sockets
+        server.server_close()          # closes the listener, joins handler threads
+        self._thread.join()
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def provider_urls(self) -> dict[str, str]:
+        """Base URLs per provider, in the form ``PROBE_<PROVIDER>_BASE_URL`` expects."""
+        base = self.base_url
+        return {"anthropic": base, "openai-codex": base + "/backend-api/codex",
+                "openrouter": base + "/api/v1", "deepseek": base}
+
+    def env(self) -> dict[str, str]:
+        return {f"PROBE_{name.upper().replace('-', '_')}_BASE_URL": url for name, url in self.provider_urls().items()}
+
+    @property
+    def connections_accepted(self) -> int:
+        return self._server.connections_accepted if self._server else 0
+
+    # -- scripting and recording ---------------------------------------------------------
+    def script(self, token: str, body: Any = None, *, status: int = 200, headers: dict[str, str] | None = None,
+               raw: bytes | None = None, path: str | None = None) -> None:
+        """Answer requests carrying ``token`` (on ``path``, or any path) with exactly this."""
+        payload = raw if raw is not None else json.dumps(body).encode()
+        content_type = {} if raw is not None else {"Content-Type": "application/json"}
+        with self._lock:
+            self._scripts[(token, path)] = Scripted(status, payload, {**content_type, **(headers or {})})
+
+    def _scripted(self, token: str | None, path: str) -> Scripted | None:
+        if token is None:
+            return None
+        with self._lock:
+            return self._scripts.get((token, path)) or self._scripts.get((token, None))
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def count(self, *, path: str | None = None, token: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self._requests
+                       if (path is None or r.path == path) and (token is None or r.token == token))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+
+def serve_forever_cli(host: str, port: int) -> None:
+    """``probe emulator``: run until SIGINT/SIGTERM, printing what to export."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with Emulator(host, port) as emulator:
+        print(f"Emulator listening on {emulator.base_url}", flush=True)
+        for name, value in emulator.env().items():
+            print(f"export {name}={value}", flush=True)
+        done.wait()

@@ -1,0 +1,30 @@
+"""Exceptions a caller of the Python API may see (everything provider-side is a Snapshot)."""
+from __future__ import annotations
+
+from workers.providers import NAMES as PROVIDER_NAMES
+
+
+class UnknownProviderError(ValueError):
+    """The provider name is not one quota-probe knows (a caller mistake, hence ValueError)."""
+
+    code = "unknown_provider"
+
+
+def check_provider(provider: object) -> str:
+    if not isinstance(provider, str):
+        raise ValueError(f"provider must be a string, not {type(provider).__name__}")
+    if not provider:
+        raise ValueError("provider must not be empty")
+    if provider not in PROVIDER_NAMES:
+        shown = provider if len(provider) <= 64 else provider[:61] + "..."
+        raise UnknownProviderError(
+            f"Unknown provider {shown!r}; known providers: {', '.join(PROVIDER_NAMES)}.")
+    return provider
+
+
+def check_timeout(timeout: object, default_s: float) -> float:
+    if timeout is None:
+        return float(default_s)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise ValueError("timeout must be a number of seconds in (0, 3600]")
+    return float(timeout)

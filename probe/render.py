@@ -1,0 +1,64 @@
+"""Human-readable text for snapshots (the CLI's table)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from probe.snapshot import Snapshot
+
+BAR_WIDTH = 20
+
+
+def countdown(reset_at: str | None, now: datetime | None = None) -> str:
+    """``2026-11-23 05:00 UTC (in 3h 12m)`` — a date for the record, a countdown to act on."""
+    if not reset_at:
+        return ""
+    try:
+        when = datetime.fromisoformat(reset_at.replace("Z", "+00:00"))
+    except ValueError:
+        return reset_at
+    now = now or datetime.now(timezone.utc)
+    seconds = int((when - now).total_seconds())
+    stamp = when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if seconds <= 0:
+        return f"{stamp} (now)"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        left = f"{days}d {hours}h"
+    elif hours:
+        left = f"{hours}h {minutes}m"
+    else:
+        left = f"{max(minutes, 1)}m"
+    return f"{stamp} (in {left})"
+
+
+def bar(remaining_percent: float | None) -> str:
+    if remaining_percent is None:
+        return " " * (BAR_WIDTH + 2)
+    filled = round(max(0.0, min(100.0, remaining_percent)) / 100 * BAR_WIDTH)
+    return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
+
+
+def snapshot_text(snap: Snapshot, now: datetime | None = None) -> str:
+    title = f" — {snap.title}" if snap.title else ""
+    plan = f" ({snap.plan} plan)" if snap.plan else ""
+    lines = [f"{snap.provider}{title}{plan}   home {snap.home}"]
+    if snap.error:
+        lines.append(f"  error {snap.error.code}: {snap.error.message}")
+    if snap.unavailable_reason:
+        lines.append(f"  unavailable: {snap.unavailable_reason}")
+    if snap.stale:
+        lines.append("  (stale: showing the last good reading)")
+    label_width = max((len(w.label) for w in snap.windows), default=0)
+    for window in snap.windows:
+        remaining = "   n/a" if window.remaining_percent is None else f"{window.remaining_percent:5.1f}%"
+        reset = countdown(window.reset_at, now)
+        lines.append(f"  {window.label:<{label_width}}  {remaining} left {bar(window.remaining_percent)}"
+                     + (f"  resets {reset}" if reset else ""))
+        if window.detail:
+            lines.append(f"  {'':<{label_width}}  {window.detail}")
+    lines.extend(f"  {detail}" for detail in snap.details)
+    pid = f", pid {snap.probe.worker_pid}" if snap.probe.worker_pid else ""
+    lines.append(f"  via {snap.probe.path} in {snap.probe.latency_ms:.1f} ms{pid}")
+    return "\n".join(lines)

@@ -1,0 +1,375 @@
+"""``ProbeService``: orchestration only.
+
+One fetch: validate → resolve the home → cache → join an identical in-flight probe →
+claim a warm worker (``probe.pool`` via ``probe.registry``) → or the bounded cold fallback
+(``probe.cold``) → store the result unless the home was rotated meanwhile (``probe.cache``).
+Each of those boxes owns its own state and lock; this module holds none across a probe.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from probe.backoff import Backoff
+from probe.cache import SnapshotCache
+from probe.coalesce import InFlight
+from probe.cold import ColdLimiter
+from probe.config import ProbeConfig
+from probe.disk_cache import DiskCache
+from probe.env import child_env
+from probe.errors import check_provider, check_timeout
+from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
+from probe.pool import RecycleLimits
+from probe.registry import PoolRegistry
+from probe.snapshot import ProbeInfo, Snapshot, monotonic_ms_since
+from probe.spawner import Spawner
+from probe.stats import Stats
+from probe.worker import Worker, WorkerFailed
+
+HomeArg = str | PathLike[str] | None
+
+#: failures that say nothing about the account: the last good snapshot stays worth showing
+TRANSIENT_ERRORS = frozenset({"rate_limited", "timeout", "provider_error", "bad_response",
+                              "worker_crashed", "saturated"})
+
+#: threads that run ``afetch`` calls; each blocks on a pipe, not the CPU
+AFETCH_THREADS = 64
+
+
+def child_timeout_s(deadline: float) -> float:
+    """The provider timeout we hand the child: a little under the caller's deadline, so a
+    hung provider is reported by a live child (which stays warm) instead of by a kill."""
+    remaining_s = deadline - time.monotonic()
+    return max(0.05, remaining_s * 0.9 - 0.05)
+
+
+def _limits(config: ProbeConfig) -> RecycleLimits:
+    return RecycleLimits(config.idle_s, config.max_requests_per_worker, config.max_worker_rss_mb)
+
+
+class ProbeService:
+    """Embeddable quota prober; thread-safe; ``close()`` (or ``with``) when done."""
+
+    def __init__(self, config: ProbeConfig | None = None) -> None:
+        config = config or ProbeConfig()
+        if not isinstance(config, ProbeConfig):
+            raise ValueError("ProbeService takes a ProbeConfig")
+        self._config = config
+        self._config_lock = threading.Lock()
+        self._stats = Stats()
+        self._spawner = Spawner()
+        self._cache = SnapshotCache(config.cache_ttl_s)
+        self._inflight = InFlight()
+        self._backoff = Backoff()
+        self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
+        #: last credential fingerprint seen per home, for automatic rotation
+        self._fingerprints: dict[str, tuple] = {}
+        self._cold = ColdLimiter(config.max_cold_spawns)
+        self._registry = PoolRegistry(
+            pool_size=config.pool_size, max_total_workers=config.max_total_workers, limits=_limits(config),
+            prewarm=config.prewarm, spawner=self._spawner, env_for=self._env_factory(config),
+            on_retire=self._on_retire, on_spawn=lambda worker: self._stats.count("spawns"))
+        self._rotation_locks: dict[str, threading.Lock] = {}
+        self._rotation_locks_guard = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def config(self) -> ProbeConfig:
+        return self._config
+
+    # -- public API ----------------------------------------------------------------------
+    def fetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
+              timeout: float | None = None) -> Snapshot:
+        """The provider's quota for ``home``. Never raises for provider-side trouble (the
+        snapshot carries an ``error``); raises ValueError / UnknownProviderError for caller
+        mistakes and RuntimeError once the service is closed."""
+        started = time.monotonic()
+        provider = check_provider(provider)
+        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
+        if not isinstance(refresh, bool):
+            raise ValueError("refresh must be a bool")
+        if self._closed:
+            raise RuntimeError("this ProbeService is closed")
+        deadline = started + timeout_s
+        try:
+            home_dir = resolve_home(home)
+        except HomeNotFound as exc:
+            return self._record(Snapshot.failed(provider, str(exc.path), "home_not_found", str(exc),
+                                                probe=ProbeInfo("cold", monotonic_ms_since(started))))
+        fingerprint = credential_fingerprint(home_dir)
+        self._notice_rotation(home_dir, fingerprint)
+        key = (str(home_dir), provider, fingerprint)
+        generation = self._cache.generation(home_dir)
+        if not refresh:
+            cached = self._cache.get(key) or self._read_shared(key, generation)
+            if cached is not None:
+                return self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
+                                                                cached.probe.worker_pid)))
+        blocked = self._backoff.blocked(key)
+        if blocked is not None:  # refresh=True does not bypass a rate-limit back-off
+            snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
+                                   probe=ProbeInfo("cache", monotonic_ms_since(started)))
+            return self._record(self._stale_if_possible(snap, key, generation))
+        if not self._config.coalesce:
+            return self._probe_shared(provider, home_dir, key, generation, deadline, started, refresh)
+        flight = (*key, generation)
+        call, leader = self._inflight.join(flight)
+        if leader:
+            result = None
+            try:
+                result = self._probe_shared(provider, home_dir, key, generation, deadline, started, refresh)
+                return result
+            finally:
+                self._inflight.done(flight, call, result)
+        shared = call.wait(deadline - time.monotonic())
+        if shared is not None:
+            return self._record(shared.with_probe(ProbeInfo("coalesced", monotonic_ms_since(started),
+                                                            shared.probe.worker_pid)))
+        if time.monotonic() >= deadline:
+            return self._record(Snapshot.failed(provider, str(home_dir), "timeout",
+                                                "The probe did not finish before its deadline.",
+                                                probe=ProbeInfo("coalesced", monotonic_ms_since(started))))
+        # The leader ended without a snapshot (it was interrupted): probe on our own.
+        return self._probe_shared(provider, home_dir, key, generation, deadline, started, refresh)
+
+    async def afetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
+                     timeout: float | None = None) -> Snapshot:
+        """``fetch`` on the service's own thread pool: the event loop is never blocked.
+
+        Cancelling the awaiting task raises CancelledError here as usual; the probe already
+        running in its thread finishes and releases its worker, so no lock leaks and no late
+        reply is left in a pipe for the next caller.
+        """
+        call = functools.partial(self.fetch, provider, home=home, refresh=refresh, timeout=timeout)
+        return await asyncio.get_running_loop().run_in_executor(self._afetch_executor(), call)
+
+    def invalidate(self, *, home: HomeArg = None, provider: str | None = None) -> None:
+        """Credential-rotation hook (SPEC §6): drop the home's cache entries (for
+        ``provider``, or all), bump its generation so probes already running cannot store
+        their results, and close its workers. Other homes are untouched. With no
+        arguments, every home is flushed."""
+        if provider is not None:
+            check_provider(provider)
+        target = None if home is None else home_path(home)
+        with self._rotation_lock(str(target)):
+            self._rotate_locked(target, provider)
+
+    def _rotate_locked(self, home: Path | None, provider: str | None) -> None:
+        """Generation bump + cache drop first, so no probe running now can store its
+        result; then the workers, closed outside every lock but this home's rotation lock."""
+        self._cache.invalidate(home, provider)
+        if self._disk is not None:
+            self._disk.drop(None if home is None else str(home), provider)
+        self._backoff.forget(lambda key: (home is None or key[0] == str(home))
+                             and (provider is None or key[1] == provider))
+        self._registry.flush(home)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus per-home pool state (SPEC §9); plain JSON-able data."""
+        data = self._stats.as_dict()
+        homes = self._registry.state()
+        for home, state in homes.items():
+            state["generation"] = self._cache.generation(home)
+        data["homes"] = {home: {k: state[k] for k in ("slots", "alive", "busy", "generation", "workers")}
+                         for home, state in homes.items()}
+        return data
+
+    def configure(self, config: ProbeConfig) -> None:
+        """Apply a new configuration. Unchanged values are a no-op (no worker restarted, no
+        connection dropped); a change touches only what depends on it."""
+        if not isinstance(config, ProbeConfig):
+            raise ValueError("configure() takes a ProbeConfig")
+        with self._config_lock:
+            old = self._config
+            if config == old:
+                return
+            self._config = config
+            self._cache.ttl_s = config.cache_ttl_s
+            if config.cache_dir != old.cache_dir:
+                self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
+            if config.max_cold_spawns != old.max_cold_spawns:
+                self._cold = ColdLimiter(config.max_cold_spawns)
+            urls_changed = config.provider_urls != old.provider_urls
+            self._registry.reconfigure(
+                pool_size=config.pool_size, max_total_workers=config.max_total_workers,
+                limits=_limits(config), prewarm=config.prewarm,
+                env_for=self._env_factory(config) if urls_changed else None)
+
+    def close(self) -> None:
+        """Close every worker and thread of this service; idempotent."""
+        with self._config_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._registry.close()
+        executor = self._executor
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        # Ends the spawner thread; any worker still running (a busy one, a cold one-shot)
+        # gets SIGKILL from the kernel through PR_SET_PDEATHSIG.
+        self._spawner.close()
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> "ProbeService":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+    @staticmethod
+    def _env_factory(config: ProbeConfig):
+        return lambda home: child_env(home, config.provider_urls)
+
+    def _afetch_executor(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(AFETCH_THREADS, thread_name_prefix="probe-afetch")
+            return self._executor
+
+    def _rotation_lock(self, home: str) -> threading.Lock:
+        with self._rotation_locks_guard:
+            return self._rotation_locks.setdefault(home, threading.Lock())
+
+    def _on_retire(self, worker: Worker, reason: str) -> None:
+        if reason == "recycle":
+            self._stats.count("recycles")
+
+    def _record(self, snap: Snapshot) -> Snapshot:
+        self._stats.fetched(snap.probe.path, snap.error.code if snap.error else None)
+        return snap
+
+    def _read_shared(self, key: tuple, generation: int, written_after: float | None = None) -> Snapshot | None:
+        """Another process's fresh result from the shared cache, adopted into ours."""
+        if self._disk is None:
+            return None
+        snap = self._disk.read(key[0], key[1], key[2], written_after=written_after)
+        if snap is not None:
+            self._cache.put(key, snap, generation)
+        return snap
+
+    def _probe_shared(self, provider: str, home: Path, key: tuple, generation: int,
+                      deadline: float, started: float, refresh: bool) -> Snapshot:
+        """With a shared cache, probe under the (home, provider) file lock so at most one
+        process on the host probes it at a time; a process that waited for the lock takes
+        the result the holder just stored instead of probing again."""
+        disk = self._disk
+        if disk is None:
+            return self._probe_and_store(provider, home, key, generation, deadline, started)
+        waiting_since = time.time()
+        with disk.probe_lock(key[0], provider, deadline - time.monotonic()) as locked:
+            if not locked:
+                snap = Snapshot.failed(provider, str(home), "timeout",
+                                       "Another process is probing this account; it did not finish in time.",
+                                       probe=ProbeInfo("cache", monotonic_ms_since(started)))
+                return self._record(self._stale_if_possible(snap, key, generation))
+            shared = self._read_shared(key, generation, written_after=waiting_since if refresh else None)
+            if shared is not None:
+                return self._record(shared.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
+                                                                shared.probe.worker_pid)))
+            return self._probe_and_store(provider, home, key, generation, deadline, started)
+
+    def _probe_and_store(self, provider: str, home: Path, key: tuple, generation: int,
+                         deadline: float, started: float) -> Snapshot:
+        snap = self._probe(provider, home, deadline, started)
+        if snap.error is None:
+            self._backoff.succeeded(key)
+        elif snap.error.code == "rate_limited":
+            self._backoff.rate_limited(key, snap.error.retry_after_s)
+        if self._cache.put(key, snap, generation) and self._disk is not None:
+            self._disk.write(key[0], key[1], key[2], snap, self._config.cache_ttl_s)
+        return self._record(self._stale_if_possible(snap, key, generation))
+
+    def _stale_if_possible(self, snap: Snapshot, key: tuple, generation: int) -> Snapshot:
+        """A transient failure is answered with the last good snapshot of the same
+        credential and generation, marked stale, with the error attached; a definitive
+        one (or no good snapshot) is answered as it is."""
+        if snap.error is None or snap.error.code not in TRANSIENT_ERRORS:
+            return snap
+        good = self._cache.last_good(key, generation)
+        if good is None:
+            return snap
+        return dataclasses.replace(good, stale=True, error=snap.error, probe=snap.probe)
+
+    def _notice_rotation(self, home: Path, fingerprint: tuple) -> None:
+        """Rotate a home on our own when its credential files changed since we last looked
+        (a credential manager that only rewrites the file is enough)."""
+        name = str(home)
+        if self._fingerprints.get(name) == fingerprint:
+            return
+        with self._rotation_lock(name):
+            previous = self._fingerprints.get(name)
+            if previous == fingerprint:
+                return
+            self._fingerprints[name] = fingerprint
+            if previous is not None:
+                self._rotate_locked(home, None)
+
+    def _probe(self, provider: str, home: Path, deadline: float, started: float) -> Snapshot:
+        config = self._config
+        if config.pool_size > 0:
+            pool = self._registry.pool(home)
+            worker = pool.claim(max(0.0, min(config.claim_wait_s, deadline - time.monotonic())))
+            if worker is not None:
+                try:
+                    if worker.started:
+                        return self._ask(worker, provider, home, deadline, started, "warm")
+                    if self._registry.start(worker):
+                        return self._ask(worker, provider, home, deadline, started, "slot_start")
+                except WorkerFailed as exc:
+                    return self._failed(provider, home, exc, started, "slot_start", worker.pid)
+                finally:
+                    pool.release(worker)
+        return self._probe_cold(provider, home, deadline, started)
+
+    def _probe_cold(self, provider: str, home: Path, deadline: float, started: float) -> Snapshot:
+        cold = self._cold
+        if not cold.acquire(deadline):
+            return Snapshot.failed(provider, str(home), "saturated",
+                                   "Every probe slot is busy; try again shortly.",
+                                   probe=ProbeInfo("cold", monotonic_ms_since(started)))
+        self._stats.cold_started()
+        worker = Worker(home, self._env_factory(self._config)(home), self._spawner, once=True)
+        try:
+            worker.start()
+            self._stats.count("spawns")
+            return self._ask(worker, provider, home, deadline, started, "cold")
+        except WorkerFailed as exc:
+            return self._failed(provider, home, exc, started, "cold", worker.pid)
+        finally:
+            worker.close()
+            self._stats.cold_finished()
+            cold.release()
+
+    def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
+             path: str) -> Snapshot:
+        """One probe request to a worker the caller owns; always a Snapshot."""
+        message = {"op": "probe", "provider": provider, "timeout_s": child_timeout_s(deadline)}
+        try:
+            reply = worker.request(message, deadline)
+            if not reply.get("ok") or not isinstance(reply.get("snapshot"), dict):
+                raise WorkerFailed("The worker sent a malformed reply.")
+            try:
+                return Snapshot.from_child(reply["snapshot"], home=str(home), probe=ProbeInfo(
+                    path, monotonic_ms_since(started), worker.pid))
+            except ValueError:
+                raise WorkerFailed("The worker sent a malformed snapshot.") from None
+        except WorkerFailed as exc:
+            worker.kill()
+            self._stats.count("kills")
+            return self._failed(provider, home, exc, started, path, worker.pid)
+
+    def _failed(self, provider: str, home: Path, exc: WorkerFailed, started: float, path: str,
+                pid: int | None) -> Snapshot:
+        return Snapshot.failed(provider, str(home), exc.code, str(exc),
+                               probe=ProbeInfo(path, monotonic_ms_since(started), pid))

@@ -1,0 +1,163 @@
+"""The Snapshot: the one shape every user sees (SPEC §4) — Python API, CLI ``--json``, HTTP.
+
+The child builds the provider part as a plain dict; the parent adds where it came from
+(``home``, ``fetched_at``, ``probe``) and parses it here, so a malformed child reply is caught
+at one border instead of leaking half-shaped data to callers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+PATHS = ("cache", "warm", "slot_start", "cold", "coalesced")
+ERROR_CODES = (
+    "no_credentials", "unauthorized", "forbidden", "rate_limited", "provider_error",
+    "bad_response", "timeout", "worker_crashed", "saturated", "home_not_found",
+    "unknown_provider",
+)
+#: errors that describe the account, not a passing condition: worth caching like a success
+DEFINITIVE_ERRORS = frozenset({"no_credentials", "unauthorized", "forbidden"})
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Window:
+    label: str
+    used_percent: float | None
+    remaining_percent: float | None
+    reset_at: str | None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    code: str
+    message: str
+    #: seconds the provider asked us to wait (429 Retry-After); kept for back-off, not serialized
+    retry_after_s: float | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    path: str
+    latency_ms: float
+    worker_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    provider: str
+    home: str
+    available: bool
+    title: str | None = None
+    plan: str | None = None
+    source: str | None = None
+    windows: tuple[Window, ...] = ()
+    details: tuple[str, ...] = ()
+    unavailable_reason: str | None = None
+    error: ProbeError | None = None
+    stale: bool = False
+    fetched_at: str = field(default_factory=utc_now_iso)
+    probe: ProbeInfo = field(default_factory=lambda: ProbeInfo("cold", 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "home": self.home,
+            "available": self.available,
+            "title": self.title,
+            "plan": self.plan,
+            "source": self.source,
+            "windows": [dataclasses.asdict(w) for w in self.windows],
+            "details": list(self.details),
+            "unavailable_reason": self.unavailable_reason,
+            "error": self.error.to_dict() if self.error else None,
+            "stale": self.stale,
+            "fetched_at": self.fetched_at,
+            "probe": dataclasses.asdict(self.probe),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
+        """Inverse of :meth:`to_dict` (also used for cache files). Raises ValueError on a bad shape."""
+        try:
+            probe = data.get("probe") or {"path": "cold", "latency_ms": 0.0}
+            return cls(
+                provider=_str(data["provider"]),
+                home=_str(data["home"]),
+                available=bool(data["available"]),
+                title=_opt_str(data.get("title")),
+                plan=_opt_str(data.get("plan")),
+                source=_opt_str(data.get("source")),
+                windows=tuple(_window(w) for w in data.get("windows") or ()),
+                details=tuple(_str(d) for d in data.get("details") or ()),
+                unavailable_reason=_opt_str(data.get("unavailable_reason")),
+                error=_error(data.get("error")),
+                stale=bool(data.get("stale", False)),
+                fetched_at=_str(data.get("fetched_at") or utc_now_iso()),
+                probe=ProbeInfo(_str(probe["path"]), float(probe["latency_ms"]), probe.get("worker_pid")),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a snapshot: {type(exc).__name__}") from None
+
+    @classmethod
+    def from_child(cls, data: dict[str, Any], *, home: str, probe: ProbeInfo) -> "Snapshot":
+        """Wrap the provider part a worker sent with the parent's facts."""
+        return cls.from_dict({**data, "home": home, "stale": False, "fetched_at": utc_now_iso(), "probe": dataclasses.asdict(probe)})
+
+    @classmethod
+    def failed(cls, provider: str, home: str, code: str, message: str, *, probe: ProbeInfo,
+               retry_after_s: float | None = None) -> "Snapshot":
+        return cls(provider=provider, home=home, available=False,
+                   error=ProbeError(code, message, retry_after_s), probe=probe)
+
+    def with_probe(self, probe: ProbeInfo, **changes: Any) -> "Snapshot":
+        return dataclasses.replace(self, probe=probe, **changes)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("expected a number")
+    return float(value)
+
+
+def _window(data: dict[str, Any]) -> Window:
+    return Window(
+        label=_str(data["label"]),
+        used_percent=_opt_float(data.get("used_percent")),
+        remaining_percent=_opt_float(data.get("remaining_percent")),
+        reset_at=_opt_str(data.get("reset_at")),
+        detail=_opt_str(data.get("detail")),
+    )
+
+
+def _error(data: Any) -> ProbeError | None:
+    if data is None:
+        return None
+    retry = data.get("retry_after_s")
+    return ProbeError(_str(data["code"]), _str(data["message"]), _opt_float(retry))
+
+
+def monotonic_ms_since(start: float) -> float:
+    return round((time.monotonic() - start) * 1000.0, 3)

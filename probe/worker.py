@@ -1,0 +1,217 @@
+"""One worker process: start it, talk to it over its pipes, kill it and its tree.
+
+A ``Worker`` is owned by whoever holds ``worker.lock`` (the pool hands it out held). Any
+thread may set ``closed`` (e.g. a credential rotation flagging a busy worker); only the
+owner terminates the process. That split is what lets a rotation retire a busy worker
+without tearing the pipe out from under the caller using it.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from probe.spawner import Spawner, SpawnerClosed
+
+#: a snapshot is a few KiB; a reply past this is a broken worker, not data
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+#: how long a worker may take to exit after EOF on stdin before it is killed
+EXIT_GRACE_S = 1.0
+
+_request_ids = itertools.count(1)
+
+
+class WorkerFailed(Exception):
+    """The worker could not answer; it has been killed and marked closed."""
+
+    code = "worker_crashed"
+
+
+class WorkerTimeout(WorkerFailed):
+    code = "timeout"
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and every descendant, then reap the process.
+
+    Descendants are listed *before* the kill: once the parent dies they are re-parented
+    and can no longer be found through it. The pid cannot have been reused while we list:
+    we have not called wait() yet, so the process is at worst a zombie still holding it.
+    """
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+    psutil.wait_procs(descendants, timeout=EXIT_GRACE_S)
+
+
+class Worker:
+    """A handle on one ``python -m workers`` process for one home (maybe not started yet)."""
+
+    def __init__(self, home: Path, env: dict[str, str], spawner: Spawner, *, once: bool = False) -> None:
+        self.home = home
+        self.once = once
+        self.lock = threading.Lock()
+        #: set by anyone who wants this worker gone; the owner retires it on release
+        self.closed = False
+        self.requests_served = 0
+        self.idle_since = time.monotonic()
+        self.proc: subprocess.Popen | None = None
+        self._env = env
+        self._spawner = spawner
+        self._buffer = bytearray()
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self.proc is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def rss_mb(self) -> float | None:
+        if self.proc is None:
+            return None
+        try:
+            return round(psutil.Process(self.proc.pid).memory_info().rss / 1048576, 1)
+        except psutil.Error:
+            return None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the process (caller owns the worker). Raises WorkerFailed if it cannot."""
+        argv = [sys.executable, "-P", "-m", "workers"] + (["--once"] if self.once else [])
+        debug = bool(self._env.get("PROBE_DEBUG"))
+        try:
+            self.proc = self._spawner.popen(
+                argv, env=self._env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=None if debug else subprocess.DEVNULL,
+                # Own session: a Ctrl-C in the terminal goes to the parent, which shuts the
+                # pool down in order, instead of killing workers mid-reply.
+                start_new_session=True,
+            )
+        except SpawnerClosed:
+            self.closed = True
+            raise WorkerFailed("The service is shutting down.") from None
+        except OSError as exc:
+            self.closed = True
+            raise WorkerFailed(f"Could not start a worker process ({type(exc).__name__}).") from None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def kill(self) -> None:
+        """Kill the whole tree now (timeouts, crashes, protocol garbage)."""
+        self.closed = True
+        if self.proc is not None:
+            kill_tree(self.proc)
+            self._close_pipes()
+
+    def close(self) -> None:
+        """Ask the worker to leave (EOF), kill it if it does not; idempotent."""
+        self.closed = True
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+    # -- talking -------------------------------------------------------------------------
+    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Send one request and return the reply carrying its id.
+
+        ``deadline`` is a ``time.monotonic()`` value. On timeout, EOF, a broken pipe or a
+        garbage reply the worker is killed (with its tree) and marked closed before
+        WorkerTimeout / WorkerFailed is raised, so no caller can reuse a confused process.
+        """
+        if self.proc is None:
+            raise WorkerFailed("The worker was never started.")
+        request_id = f"{os.getpid()}-{next(_request_ids)}"
+        line = json.dumps({**message, "id": request_id}, separators=(",", ":")).encode() + b"\n"
+        try:
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+            if self.once:
+                self.proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            self.kill()
+            raise WorkerFailed("The worker process exited before it took the request.") from None
+        try:
+            while True:
+                reply = self._read_reply(deadline)
+                if reply.get("id") == request_id:
+                    self.requests_served += 1
+                    return reply
+                # A reply to some other request is never handed to this caller; skip it.
+        except WorkerFailed:
+            self.kill()
+            raise
+
+    def _read_reply(self, deadline: float) -> dict[str, Any]:
+        fd = self.proc.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    raise WorkerFailed("The worker sent a malformed reply.") from None
+                if not isinstance(reply, dict):
+                    raise WorkerFailed("The worker sent a malformed reply.")
+                return reply
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise WorkerTimeout("The probe did not finish before its deadline.")
+            if not poller.poll(max(1, math.ceil(remaining_s * 1000.0))):
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise WorkerFailed("The worker process exited in the middle of a probe.")
+            self._buffer += chunk
+            if len(self._buffer) > MAX_REPLY_BYTES:
+                raise WorkerFailed("The worker sent an oversized reply.")

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Warm-pool benchmark: every figure measured in one run against the built-in emulator.
+
+    python scripts/bench_pool.py [--quick] [--output BENCHMARKS.md]
+
+Prints a table and writes BENCHMARKS.md. Ratios compare figures from this one run only,
+so the machine's speed cancels out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+from probe import ProbeConfig, ProbeService
+from probe.demo import write_home
+from probe.emulator import Emulator
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def direct_get(emulator: Emulator, token: str, n: int) -> list[float]:
+    """The physical limit: one in-process keep-alive client, same URL, same headers."""
+    url = emulator.base_url + "/api/oauth/usage"
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
+               "anthropic-beta": "oauth-2025-04-20", "Content-Type": "application/json"}
+    out = []
+    with httpx.Client() as client:
+        for _ in range(20):
+            client.get(url, headers=headers).json()
+        for _ in range(n):
+            start = time.perf_counter()
+            client.get(url, headers=headers).json()
+            out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def sequential(service: ProbeService, home: Path, provider: str, n: int, warmup: int = 10) -> list[float]:
+    for _ in range(warmup):
+        service.fetch(provider, home=home, refresh=True)
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        snap = service.fetch(provider, home=home, refresh=True)
+        out.append((time.perf_counter() - start) * 1000)
+        assert snap.error is None, snap.error
+    return out
+
+
+def concurrent(service: ProbeService, home: Path, provider: str, callers: int, per_caller: int) -> tuple[list[float], Counter, float]:
+    """``callers`` threads, each ``per_caller`` sequential fetches; returns latencies, paths, wall s."""
+    latencies: list[float] = []
+    paths: Counter = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(callers + 1)
+
+    def run() -> None:
+        barrier.wait()
+        for _ in range(per_caller):
+            start = time.perf_counter()
+            snap = service.fetch(provider, home=home, refresh=True)
+            elapsed = (time.perf_counter() - start) * 1000
+            with lock:
+                latencies.append(elapsed)
+                paths[snap.probe.path if snap.error is None else f"error:{snap.error.code}"] += 1
+
+    threads = [threading.Thread(target=run) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return latencies, paths, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--output", default="BENCHMARKS.md")
+    args = parser.parse_args()
+    n_seq = 100 if args.quick else 500
+    n_cold = 5 if args.quick else 20
+    per_caller = 10 if args.quick else 50
+
+    rows: list[tuple[str, str]] = []
+    with Emulator() as emulator, tempfile.TemporaryDirectory() as tmp:
+        token = "sk-ant-oat01-bench"
+        home = write_home(Path(tmp), "bench", anthropic=token)
+        slow_home = write_home(Path(tmp), "slow", anthropic="sk-ant-oat01-bench-slow50-")
+        urls = emulator.provider_urls()
+
+        direct = direct_get(emulator, token, n_seq)
+        with ProbeService(ProbeConfig(provider_urls=urls)) as service:
+            warm = sequential(service, home, "anthropic", n_seq)
+        with ProbeService(ProbeConfig(pool_size=0, provider_urls=urls)) as service:
+            cold = sequential(service, home, "anthropic", n_cold, warmup=1)
+
+        with ProbeService(ProbeConfig(pool_size=8, coalesce=False, provider_urls=urls)) as service:
+            concurrent(service, home, "anthropic", 8, 2)   # warm-up: start all 8 slots
+            _, paths8, _ = concurrent(service, home, "anthropic", 8, per_caller)
+
+        contention = {}
+        for label, wait in (("wait", 0.25), ("nowait", 0.0)):
+            config = ProbeConfig(pool_size=2, coalesce=False, claim_wait_s=wait, provider_urls=urls)
+            with ProbeService(config) as service:
+                concurrent(service, slow_home, "anthropic", 2, 2)
+                latencies, paths, wall = concurrent(service, slow_home, "anthropic", 8, per_caller)
+            total = sum(paths.values())
+            contention[label] = {
+                "p50": statistics.median(latencies), "p99": percentile(latencies, 99),
+                "cold_pct": 100 * paths.get("cold", 0) / total, "paths": dict(paths),
+                "rps": total / wall,
+            }
+
+    med_direct, med_warm, med_cold = statistics.median(direct), statistics.median(warm), statistics.median(cold)
+    results = {
+        "direct_median_ms": med_direct, "warm_median_ms": med_warm, "cold_median_ms": med_cold,
+        "warm_over_direct": med_warm / med_direct, "cold_over_warm": med_cold / med_warm,
+        "pool8_paths": dict(paths8), "contention": contention,
+    }
+    rows = [
+        ("direct in-process httpx GET, median", f"{med_direct:.3f} ms"),
+        ("warm fetch(refresh=True), median", f"{med_warm:.3f} ms  (p99 {percentile(warm, 99):.3f} ms)"),
+        ("warm / direct", f"{med_warm / med_direct:.2f}x  (target <= 1.5x)"),
+        ("cold one-shot, median", f"{med_cold:.1f} ms"),
+        ("cold / warm", f"{med_cold / med_warm:.0f}x  (target >= 50x)"),
+        ("8 callers, pool_size=8: paths", json.dumps(dict(paths8)) + "  (target: 0 cold)"),
+    ]
+    for label in ("wait", "nowait"):
+        c = contention[label]
+        name = "claim_wait_s=0.25" if label == "wait" else "claim_wait_s=0 (no-wait design)"
+        rows.append((f"8 callers, pool_size=2, 50 ms provider, {name}",
+                     f"p50 {c['p50']:.1f} ms, p99 {c['p99']:.1f} ms, cold {c['cold_pct']:.1f} %, "
+                     f"{c['rps']:.0f} req/s, paths {json.dumps(c['paths'])}"))
+    width = max(len(r[0]) for r in rows)
+    table = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    print(table)
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    md = [
+        "# Benchmarks", "",
+        f"Measured {now} on {machine} ({__import__('os').cpu_count()} cores), one run of",
+        f"`python scripts/bench_pool.py{' --quick' if args.quick else ''}` against the built-in emulator.", "",
+        "| measurement | result |", "| --- | --- |",
+        *[f"| {name} | {value} |" for name, value in rows], "",
+        "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", "",
+    ]
+    Path(args.output).write_text("\n".join(md))
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Shared fixtures: a real provider emulator on 127.0.0.1, throw-away homes, and a guard
+that fails any test leaving a child process behind."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from probe.demo import write_home
+from support import live_children
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator["Emulator"]:  # noqa: F821
+    from probe.emulator import Emulator
+
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator_env(emulator, monkeypatch: pytest.MonkeyPatch):
+    """Point every provider's base URL at the emulator through the environment."""
+    for name, value in emulator.env().items():
+        monkeypatch.setenv(name, value)
+    return emulator
+
+
+@pytest.fixture
+def make_home(tmp_path: Path) -> Callable[..., Path]:
+    """``make_home("a", anthropic="sk-ant-oat-…")`` → a home directory with those tokens."""
+
+    def make(name: str = "home", **tokens: str) -> Path:
+        return write_home(tmp_path / "homes", name, **tokens)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    before = {p.pid for p in live_children()}
+    yield
+    deadline = time.monotonic() + 5.0
+    leaked = [p for p in live_children() if p.pid not in before]
+    while leaked and time.monotonic() < deadline:
+        psutil.wait_procs(leaked, timeout=0.1)
+        leaked = [p for p in live_children() if p.pid not in before]
+    assert not leaked, f"test leaked processes: {[p.pid for p in leaked]}"

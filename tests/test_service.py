@@ -1,0 +1,260 @@
+"""ProbeService end to end: real worker processes probing the real emulator over HTTP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from probe.snapshot import PATHS
+from support import live_children, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+SPEC_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details",
+             "unavailable_reason", "error", "stale", "fetched_at", "probe"]
+
+
+@pytest.fixture
+def make_service(emulator):
+    services: list[ProbeService] = []
+
+    def make(**overrides) -> ProbeService:
+        overrides.setdefault("provider_urls", emulator.provider_urls())
+        service = ProbeService(ProbeConfig(**overrides))
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.close()
+
+
+def worker_pids(service: ProbeService, home: Path) -> set[int]:
+    state = service.stats()["homes"].get(str(home))
+    return {w["pid"] for w in state["workers"]} if state else set()
+
+
+def test_fetch_returns_spec_shape_then_stays_warm(make_service, make_home, emulator):
+    home = make_home("a", anthropic="sk-ant-oat01-shape")
+    service = make_service()
+    first = service.fetch("anthropic", home=home)
+    assert list(first.to_dict()) == SPEC_KEYS
+    assert first.available and first.error is None and first.windows
+    assert first.probe.path == "slot_start"
+    second = service.fetch("anthropic", home=home, refresh=True)
+    assert second.probe.path == "warm" and second.probe.worker_pid == first.probe.worker_pid
+    third = service.fetch("anthropic", home=home)
+    assert third.probe.path == "cache"
+    assert emulator.count(token="sk-ant-oat01-shape") == 2
+
+
+def test_home_identity_shares_one_pool(make_service, make_home, tmp_path):
+    home = make_home("ident", deepseek="sk-ident")
+    (tmp_path / "alias").symlink_to(home)
+    service = make_service()
+    first = service.fetch("deepseek", home=home)
+    again = service.fetch("deepseek", home=f"{tmp_path}/alias/", refresh=True)
+    assert again.probe.path == "warm" and again.probe.worker_pid == first.probe.worker_pid
+    assert list(service.stats()["homes"]) == [str(home.resolve())]
+
+
+def test_pool_size_zero_means_every_probe_is_cold(make_service, make_home):
+    home = make_home("cold", openrouter="sk-or-cold")
+    service = make_service(pool_size=0)
+    paths = [service.fetch("openrouter", home=home, refresh=True).probe.path for _ in range(2)]
+    assert paths == ["cold", "cold"]
+    assert service.stats()["homes"] == {}
+
+
+def test_missing_home_is_a_typed_error(make_service, tmp_path):
+    snap = make_service().fetch("anthropic", home=tmp_path / "nope")
+    assert snap.error.code == "home_not_found" and snap.home == str((tmp_path / "nope").resolve())
+
+
+def test_worker_env_names_its_home_and_carries_no_parent_credentials(make_service, make_home, emulator, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-oat01-parent-secret-value")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-parent-secret-value")
+    home_a = make_home("env-a", openrouter="sk-or-home-a")
+    home_b = make_home("env-b")
+    service = make_service()
+    snap_a = service.fetch("openrouter", home=home_a)
+    environ = psutil.Process(snap_a.probe.worker_pid).environ()
+    assert environ["HERMES_HOME"] == str(home_a.resolve())
+    assert "ANTHROPIC_API_KEY" not in environ and "OPENROUTER_API_KEY" not in environ
+    snap_b = service.fetch("anthropic", home=home_b)
+    assert snap_b.error.code == "no_credentials"
+    snap_b = service.fetch("openrouter", home=home_b)
+    assert snap_b.error.code == "no_credentials"
+    tokens = {r.token for r in emulator.requests()}
+    assert "sk-ant-oat01-parent-secret-value" not in tokens and "sk-or-parent-secret-value" not in tokens
+
+
+def test_hung_provider_times_out_inside_the_deadline(make_service, make_home):
+    home = make_home("hang", anthropic="sk-ant-oat01-hang-x")
+    service = make_service()
+    snap = service.fetch("anthropic", home=home, timeout=1.0)
+    assert snap.error.code == "timeout"
+    assert snap.probe.latency_ms < 2500  # deadline 1 s, margin for a loaded 2-core machine
+
+
+def test_unresponsive_worker_is_killed_at_the_deadline_and_replaced(make_service, make_home):
+    """A worker that stops answering altogether (SIGSTOP) is killed with its tree when
+    the caller's deadline passes; the next fetch gets a fresh process."""
+    home = make_home("stop", deepseek="sk-stop")
+    service = make_service(pool_size=1)
+    pid = service.fetch("deepseek", home=home).probe.worker_pid
+    os.kill(pid, signal.SIGSTOP)
+    snap = service.fetch("deepseek", home=home, refresh=True, timeout=0.5)
+    assert snap.error.code == "timeout"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    healed = service.fetch("deepseek", home=home, refresh=True)
+    assert healed.available and healed.probe.worker_pid != pid
+    assert service.stats()["kills"] >= 1
+
+
+def test_worker_crash_mid_request_is_typed_and_pool_heals(make_service, make_home, emulator):
+    home = make_home("crash", deepseek="sk-crash-slow3000-")
+    service = make_service(pool_size=1)
+    service.fetch("deepseek", home=make_home("crash-warm", deepseek="sk-warm"))  # unrelated home
+    result = []
+    thread = threading.Thread(target=lambda: result.append(service.fetch("deepseek", home=home)))
+    thread.start()
+    assert wait_until(lambda: emulator.count(token="sk-crash-slow3000-") == 1)
+    pid = next(iter(worker_pids(service, home)))
+    os.kill(pid, signal.SIGKILL)
+    thread.join(10)
+    assert result[0].error.code == "worker_crashed"
+    assert "sk-crash" not in json.dumps(result[0].to_dict())
+    state = service.stats()["homes"][str(home.resolve())]
+    assert state["alive"] == 0 and state["slots"] == 1
+
+
+def test_identical_concurrent_fetches_share_one_probe(make_service, make_home, emulator):
+    home = make_home("co", openrouter="sk-or-co-slow300-")
+    service = make_service(pool_size=2)
+    barrier = threading.Barrier(6)
+    results = []
+
+    def call():
+        barrier.wait()
+        results.append(service.fetch("openrouter", home=home, refresh=True))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    paths = sorted(r.probe.path for r in results)
+    assert paths.count("coalesced") >= 4, paths
+    assert all(r.available for r in results)
+    # one probe = one /credits plus one /key request
+    assert emulator.count(path="/api/v1/credits", token="sk-or-co-slow300-") == 6 - paths.count("coalesced")
+
+
+def test_coalescing_can_be_switched_off(make_service, make_home, emulator):
+    home = make_home("noco", deepseek="sk-noco-slow200-")
+    service = make_service(pool_size=4, coalesce=False)
+    barrier = threading.Barrier(3)
+    results = []
+
+    def call():
+        barrier.wait()
+        results.append(service.fetch("deepseek", home=home, refresh=True))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "coalesced" not in {r.probe.path for r in results}
+    assert emulator.count(token="sk-noco-slow200-") == 3
+
+
+def test_cold_fallback_is_bounded(make_service, make_home):
+    """A burst far larger than the pool never forks more than pool_size + max_cold_spawns
+    processes; callers past the bound get ``saturated`` within their deadline."""
+    home = make_home("burst", deepseek="sk-burst-slow400-")
+    service = make_service(pool_size=1, claim_wait_s=0, max_cold_spawns=2, coalesce=False)
+    service.fetch("deepseek", home=make_home("burst-warm", deepseek="sk-w"))
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], len(live_children()))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    barrier = threading.Barrier(12)
+    results = []
+
+    def call():
+        barrier.wait()
+        results.append(service.fetch("deepseek", home=home, refresh=True, timeout=1.5))
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    sampler.join()
+    codes = [r.error.code if r.error else "ok" for r in results]
+    assert len(results) == 12
+    assert peak[0] <= 2 + 1 + 1, f"peak children {peak[0]}"  # this home's slot + 2 cold + the other home's worker
+    assert "saturated" in codes
+    assert service.stats()["cold_running"] == 0
+
+
+def test_global_budget_closes_least_recently_used_idle_worker(make_service, make_home):
+    homes = [make_home(f"budget{i}", deepseek=f"sk-budget-{i}") for i in range(3)]
+    service = make_service(pool_size=1, max_total_workers=2)
+    pids = [service.fetch("deepseek", home=h).probe.worker_pid for h in homes]
+    stats = service.stats()
+    alive = {home: state["alive"] for home, state in stats["homes"].items()}
+    assert sum(alive.values()) == 2
+    assert alive[str(homes[0].resolve())] == 0, "the least recently used home lost its worker"
+    assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_idle_workers_are_reaped_without_any_fetch(make_service, make_home):
+    home = make_home("idle", deepseek="sk-idle")
+    service = make_service(idle_s=0.2)
+    service.fetch("deepseek", home=home)
+    assert wait_until(lambda: service.stats()["homes"][str(home.resolve())]["alive"] == 0)
+
+
+def test_worker_recycled_after_max_requests(make_service, make_home):
+    home = make_home("recycle", deepseek="sk-recycle")
+    service = make_service(pool_size=1, max_requests_per_worker=2)
+    pids = [service.fetch("deepseek", home=home, refresh=True).probe.worker_pid for _ in range(3)]
+    assert pids[0] == pids[1] != pids[2]
+    assert service.stats()["recycles"] == 1
+
+
+def test_prewarm_starts_slots_in_the_background(make_service, make_home):
+    home = make_home("prewarm", deepseek="sk-prewarm")
+    service = make_service(pool_size=2, prewarm=True)
+    service.fetch("deepseek", home=home)
+    assert wait_until(lambda: service.stats()["homes"][str(home.resolve())]["alive"] == 2)
+    paths = {service.fetch("deepseek", home=home, refresh=True).probe.path for _ in range(3)}
+    assert paths == {"warm"}
+
+
+def test_stats_shape(make_service, make_home):
+    home = make_home("stats", deepseek="sk-stats")
+    service = make_service()
+    service.fetch("deepseek", home=home)
+    stats = json.loads(json.dumps(service.stats()))
+    assert set(stats["fetches"]) == set(PATHS)
+    assert {"errors", "spawns", "kills", "recycles", "cold_running", "homes"} <= set(stats)
+    state = stats["homes"][str(home.resolve())]
+    assert set(state) == {"slots", "alive", "busy", "generation", "workers"}
+    assert set(state["workers"][0]) == {"pid", "busy", "requests", "rss_mb", "idle_s"}
+    assert state["workers"][0]["rss_mb"] > 1

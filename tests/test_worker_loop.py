@@ -1,0 +1,181 @@
+"""The child loop over real pipes: protocol, robustness, lifetime."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from probe.env import child_env
+from probe.spawner import Spawner
+from probe.worker import Worker
+
+pytestmark = pytest.mark.timeout(30)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_raw(home: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-P", "-m", "workers", *extra], env=child_env(home),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def ask(proc: subprocess.Popen, line: bytes) -> dict:
+    proc.stdin.write(line + b"\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def test_ping_echoes_id_and_pid(tmp_path):
+    proc = start_raw(tmp_path)
+    try:
+        assert ask(proc, b'{"id": "a1", "op": "ping"}') == {"id": "a1", "ok": True, "pid": proc.pid}
+        assert ask(proc, b'{"id": 7, "op": "ping"}')["id"] == 7
+    finally:
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("line, expected_id", [
+    (b"not json at all", None),
+    (b"[1, 2, 3]", None),
+    (b'{"op": "ping"}', None),
+    (b'{"id": true, "op": "ping"}', None),
+    (b'{"id": "x", "op": "explode"}', "x"),
+    (b'{"id": "y", "op": "probe"}', "y"),
+    (b'{"id": "z", "op": "probe", "provider": "anthropic", "timeout_s": -1}', "z"),
+    (b"\xff\xfe\x00garbage", None),
+    (b"x" * 200_000, None),
+])
+def test_malformed_request_gets_error_reply_and_loop_survives(tmp_path, line, expected_id):
+    proc = start_raw(tmp_path)
+    try:
+        reply = ask(proc, line)
+        assert reply["ok"] is False and reply["id"] == expected_id
+        assert reply["error"]["code"] == "bad_request"
+        assert ask(proc, b'{"id": "after", "op": "ping"}')["ok"] is True
+    finally:
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        assert proc.stderr.read() == b"", "no traceback on stderr"
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_shutdown_replies_then_exits(tmp_path):
+    proc = start_raw(tmp_path)
+    assert ask(proc, b'{"id": "s", "op": "shutdown"}') == {"id": "s", "ok": True}
+    assert proc.wait(10) == 0
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        pipe.close()
+
+
+def test_eof_on_stdin_ends_the_loop(tmp_path):
+    proc = start_raw(tmp_path)
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+    assert proc.stdout.read() == b""
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_once_answers_a_single_request_and_exits(tmp_path):
+    proc = start_raw(tmp_path, "--once")
+    out, err = proc.communicate(b'{"id": 1, "op": "ping"}\n{"id": 2, "op": "ping"}\n', timeout=10)
+    assert [json.loads(l)["id"] for l in out.splitlines()] == [1]
+    assert proc.returncode == 0 and err == b""
+
+
+def test_probe_without_home_is_typed_error(tmp_path):
+    env = child_env(tmp_path / "gone")
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "workers", "--once"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, _ = proc.communicate(b'{"id": 1, "op": "probe", "provider": "anthropic"}\n', timeout=20)
+    snap = json.loads(out)["snapshot"]
+    assert snap["available"] is False and snap["error"]["code"] == "home_not_found"
+
+
+def test_workers_package_never_imports_probe():
+    for path in (ROOT / "workers").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "probe" or n.startswith("probe.") for n in names), f"{path} imports {names}"
+
+
+def test_reply_with_wrong_id_is_never_returned(tmp_path):
+    """A reply that belongs to another request (here one injected behind the handle's back)
+    is skipped; the caller gets the reply carrying its own id."""
+    spawner = Spawner()
+    worker = Worker(tmp_path, child_env(tmp_path), spawner)
+    try:
+        worker.start()
+        worker.proc.stdin.write(b'{"id": "intruder", "op": "ping"}\n')
+        reply = worker.request({"op": "ping"}, time.monotonic() + 10)
+        assert reply["ok"] and reply["id"] != "intruder"
+        assert reply["id"].endswith(f"-{reply['id'].split('-')[-1]}")
+    finally:
+        worker.close()
+        spawner.close()
+
+
+def test_worker_survives_exit_of_the_thread_that_asked_for_it(tmp_path):
+    """PR_SET_PDEATHSIG fires when the forking *thread* exits. A worker requested from a
+    short-lived thread must outlive that thread (it is forked by the spawner thread)."""
+    spawner = Spawner()
+    worker = Worker(tmp_path, child_env(tmp_path), spawner)
+    starter = threading.Thread(target=worker.start)
+    starter.start()
+    starter.join()
+    try:
+        reply = worker.request({"op": "ping"}, time.monotonic() + 10)
+        assert reply["pid"] == worker.pid
+    finally:
+        worker.close()
+        spawner.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_the_trap_is_real_a_child_forked_by_a_dying_thread_is_killed(tmp_path):
+    """Control for the test above: forking from the short-lived thread itself gets the
+    worker SIGKILLed when that thread ends, so the spawner thread is what saves it."""
+    box: list[subprocess.Popen] = []
+
+    def fork_and_leave():
+        proc = start_raw(tmp_path)
+        assert ask(proc, b'{"id": 1, "op": "ping"}')["ok"]  # the child is up: its prctl is armed
+        box.append(proc)
+
+    thread = threading.Thread(target=fork_and_leave)
+    thread.start()
+    thread.join()
+    proc = box[0]
+    try:
+        assert proc.wait(10) == -9
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_spawner_close_takes_its_workers_along(tmp_path):
+    """The worker's life is bound to the spawner thread: when it ends, the kernel kills the
+    worker even though nobody closed its stdin."""
+    spawner = Spawner()
+    worker = Worker(tmp_path, child_env(tmp_path), spawner)
+    worker.start()
+    assert worker.request({"op": "ping"}, time.monotonic() + 10)["ok"]
+    spawner.close()
+    assert worker.proc.wait(10) == -9
+    worker.close()

@@ -1,0 +1,169 @@
+"""``python -m workers [--once]``: the probe loop.
+
+Protocol: one JSON object per line each way. Requests carry an ``id`` that the reply
+echoes, so the parent can never hand a caller somebody else's answer::
+
+    {"id": "7", "op": "probe", "provider": "anthropic", "timeout_s": 20}
+    {"id": "7", "ok": true, "snapshot": {...}}
+    {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
+    {"id": "9", "op": "shutdown"}  -> {"id": "9", "ok": true}, then exit
+
+A line that is not a valid request gets ``{"id": <id or null>, "ok": false, "error":
+{"code": "bad_request", ...}}`` and the loop goes on. EOF on stdin ends the loop.
+``--once`` answers a single request and exits (the cold one-shot path).
+
+stdout carries protocol lines only: at start-up the real stdout is moved to a private
+descriptor and fd 1 is pointed at stderr, so a stray print() in any library cannot
+corrupt the protocol.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from workers.lifeline import die_with_parent
+
+#: a request is a few hundred bytes; anything longer is garbage, not worth buffering
+MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_TIMEOUT_S = 20.0
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _take_protocol_stdout() -> BinaryIO:
+    proto = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto
+
+
+def _read_request_line(stdin: BinaryIO) -> bytes | None:
+    """One line, or None at EOF. An over-long line is drained and reported as bad."""
+    line = stdin.readline(MAX_REQUEST_BYTES + 1)
+    if not line:
+        return None
+    if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+        while True:  # drain the rest of the oversized line
+            rest = stdin.readline(MAX_REQUEST_BYTES)
+            if not rest or rest.endswith(b"\n"):
+                break
+        return b"\x00oversized"
+    return line
+
+
+def _decode(line: bytes) -> tuple[Any, dict]:
+    """Return (id, request) or raise BadRequest carrying whatever id could be recovered."""
+    if line.startswith(b"\x00oversized"):
+        raise BadRequest(None, "request line is longer than 64 KiB")
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(None, "request is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise BadRequest(None, "request is not a JSON object")
+    request_id = request.get("id")
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        raise BadRequest(None, "request has no string or integer id")
+    op = request.get("op")
+    if op not in ("probe", "ping", "shutdown"):
+        raise BadRequest(request_id, "unknown op")
+    if op == "probe":
+        if not isinstance(request.get("provider"), str):
+            raise BadRequest(request_id, "probe needs a provider name")
+        timeout_s = request.get("timeout_s", DEFAULT_TIMEOUT_S)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
+            raise BadRequest(request_id, "timeout_s must be a number of seconds in (0, 3600]")
+    return request_id, request
+
+
+class Loop:
+    """Owns the worker's one HTTP client, so keep-alive connections outlive single probes."""
+
+    def __init__(self) -> None:
+        self._http = None
+        self.home = os.environ.get("HERMES_HOME", "")
+
+    def http(self):
+        if self._http is None:
+            from workers.http import ProviderHttp
+
+            self._http = ProviderHttp()
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def handle(self, line: bytes) -> tuple[dict, bool]:
+        """Return (reply, keep_going)."""
+        try:
+            request_id, request = _decode(line)
+        except BadRequest as exc:
+            request_id, message = exc.args
+            return {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": message}}, True
+        op = request["op"]
+        if op == "ping":
+            return {"id": request_id, "ok": True, "pid": os.getpid()}, True
+        if op == "shutdown":
+            return {"id": request_id, "ok": True}, False
+        return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], float(request.get("timeout_s", DEFAULT_TIMEOUT_S)))}, True
+
+    def probe(self, provider: str, timeout_s: float) -> dict:
+        from workers.credentials import load_home
+        from workers.providers import run_probe
+        from workers.result import failure
+
+        if not self.home or not Path(self.home).is_dir():
+            return failure(provider, "home_not_found", "The worker's home directory does not exist.")
+        # Credentials are read on every probe: a rewritten .env takes effect immediately.
+        return run_probe(provider, load_home(Path(self.home)), self.http(), timeout_s)
+
+
+def _preload() -> None:
+    import importlib
+
+    from workers.providers import MODULES
+
+    for module in ("workers.credentials", "workers.http", *MODULES.values()):
+        importlib.import_module(module)
+
+
+def _write(out: BinaryIO, reply: dict) -> None:
+    out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    once = "--once" in argv
+    die_with_parent()
+    out = _take_protocol_stdout()
+    stdin = sys.stdin.buffer
+    loop = Loop()
+    if not once:
+        # Warm workers pay the import cost up front, not on their first probe.
+        _preload()
+    try:
+        while True:
+            line = _read_request_line(stdin)
+            if line is None:
+                return 0
+            reply, keep_going = loop.handle(line)
+            try:
+                _write(out, reply)
+            except BrokenPipeError:
+                return 0
+            if once or not keep_going:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

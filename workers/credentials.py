@@ -1,0 +1,159 @@
+"""Credentials from a home's ``.env`` and ``auth.json`` — read-only, the one parser.
+
+Why errors are remembered instead of raised: a malformed ``.env`` must not break a
+provider whose credential lives in ``auth.json`` (and vice versa). A provider that needs a
+value from a malformed file gets ``no_credentials`` naming the file (and the line, for
+``.env``) — never the line's content, which may be a secret.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workers.result import ProbeFailure
+
+MAX_FILE_BYTES = 1024 * 1024
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+class DotenvError(ValueError):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines; ``#`` comments (whole line, or after whitespace following an
+    unquoted value); blank lines; optional ``export ``; optional single or double quotes
+    (double quotes understand ``\\n``, ``\\t``, ``\\"`` and ``\\\\``). Later keys win.
+    Raises DotenvError(line, reason) for a line that is none of these."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export ") or line.startswith("export\t"):
+            line = line[7:].lstrip()
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep:
+            raise DotenvError(number, "expected KEY=VALUE")
+        if not _KEY.fullmatch(key):
+            raise DotenvError(number, "invalid variable name")
+        values[key] = _value(rest.strip(), number)
+    return values
+
+
+def _value(rest: str, number: int) -> str:
+    if rest[:1] in ("'", '"'):
+        quote = rest[0]
+        end = _closing_quote(rest, quote)
+        if end < 0:
+            raise DotenvError(number, "unterminated quote")
+        trailing = rest[end + 1:].strip()
+        if trailing and not trailing.startswith("#"):
+            raise DotenvError(number, "text after the closing quote")
+        inner = rest[1:end]
+        if quote == '"':
+            inner = re.sub(r'\\(["\\ntr])', lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), inner)
+        return inner
+    comment = re.search(r"\s#", rest)
+    return (rest[:comment.start()] if comment else rest).strip()
+
+
+def _closing_quote(text: str, quote: str) -> int:
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and quote == '"':
+            index += 2
+            continue
+        if char == quote:
+            return index
+        index += 1
+    return -1
+
+
+@dataclass
+class HomeCredentials:
+    """What one probe may read from a home, loaded fresh for every probe."""
+
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+    auth: dict[str, Any] = field(default_factory=dict)
+    env_error: str | None = None
+    auth_error: str | None = None
+
+    def env_value(self, *names: str) -> tuple[str, str] | None:
+        """(name, value) of the first non-empty variable among ``names``; raises
+        no_credentials if the ``.env`` could not be read and none was found."""
+        for name in names:
+            value = self.env.get(name, "").strip()
+            if value:
+                return name, value
+        if self.env_error:
+            raise ProbeFailure("no_credentials", self.env_error)
+        return None
+
+    def auth_json(self) -> dict[str, Any]:
+        """The parsed ``auth.json`` (empty when missing); raises no_credentials if malformed."""
+        if self.auth_error:
+            raise ProbeFailure("no_credentials", self.auth_error)
+        return self.auth
+
+
+def _read_text(path: Path) -> str | None:
+    """The file's text, None if missing; raises OSError/ValueError for unusable files."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError("is larger than 1 MiB")
+    return data.decode("utf-8-sig")
+
+
+def load_home(home: Path) -> HomeCredentials:
+    creds = HomeCredentials(home=home)
+    env_path, auth_path = home / ".env", home / "auth.json"
+    try:
+        text = _read_text(env_path)
+        if text is not None:
+            creds.env = parse_dotenv(text)
+    except DotenvError as exc:
+        creds.env_error = f"{env_path}:{exc.line} is malformed ({exc.reason})."
+    except UnicodeDecodeError:
+        creds.env_error = f"{env_path} is not UTF-8 text."
+    except (OSError, ValueError) as exc:
+        creds.env_error = f"{env_path} could not be read ({_why(exc)})."
+    try:
+        text = _read_text(auth_path)
+        if text is not None and text.strip():
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError
+            creds.auth = data
+    except UnicodeDecodeError:
+        creds.auth_error = f"{auth_path} is not UTF-8 text."
+    except json.JSONDecodeError as exc:
+        creds.auth_error = f"{auth_path} is not valid JSON (line {exc.lineno})."
+    except TypeError:
+        creds.auth_error = f"{auth_path} must hold a JSON object."
+    except (OSError, ValueError, RecursionError) as exc:
+        creds.auth_error = f"{auth_path} could not be read ({_why(exc)})."
+    return creds
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    if isinstance(exc, ValueError) and str(exc) == "is larger than 1 MiB":
+        return "larger than 1 MiB"
+    return type(exc).__name__

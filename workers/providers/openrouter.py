@@ -1,0 +1,63 @@
+"""OpenRouter credits and API-key quota (PROVIDERS.md § openrouter).
+
+``/credits`` is the probe: its failure fails the snapshot. ``/key`` only adds the key's
+own limit and usage lines, so its failure just leaves them out.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from workers.credentials import HomeCredentials
+from workers.http import ProviderHttp, base_url
+from workers.result import ProbeFailure, as_dict, money, number, snapshot, window
+
+NAME = "openrouter"
+LABEL = "OpenRouter"
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+TITLE = "Credits"
+SOURCE = "credits_api"
+
+
+def credits_line(body: Any) -> str:
+    data = as_dict(as_dict(body, LABEL).get("data"), LABEL)
+    total, usage = number(data.get("total_credits")), number(data.get("total_usage"))
+    if total is None or usage is None:
+        raise ProbeFailure("bad_response", "The OpenRouter credits response has an unexpected shape.")
+    return f"Credits balance: {money(max(0.0, total - usage))}"
+
+
+def key_parts(body: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """(windows, details) from ``/key``; a shape it does not understand adds nothing."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        return [], []
+    windows = []
+    limit, remaining = number(data.get("limit")), number(data.get("limit_remaining"))
+    if limit is not None and limit > 0 and remaining is not None and 0 <= remaining <= limit:
+        reset = data.get("limit_reset")
+        detail = f"{money(remaining)} of {money(limit)} remaining"
+        if isinstance(reset, str) and reset:
+            detail += f" • resets {reset}"
+        windows.append(window("API key quota", (limit - remaining) / limit * 100, None, detail))
+    parts = []
+    for key, suffix in (("usage", "total"), ("usage_daily", "today"), ("usage_weekly", "this week"),
+                        ("usage_monthly", "this month")):
+        value = number(data.get(key))
+        if value:
+            parts.append(f"{money(value)} {suffix}")
+    return windows, ["API key usage: " + " • ".join(parts)] if parts else []
+
+
+def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
+    found = home.env_value("OPENROUTER_API_KEY")
+    if found is None:
+        raise ProbeFailure("no_credentials", "No OPENROUTER_API_KEY in this home's .env.")
+    token = found[1]
+    base = base_url(NAME, DEFAULT_BASE_URL)
+    balance = credits_line(http.get_json(base + "/credits", token=token, provider_label=LABEL, timeout_s=timeout_s))
+    try:
+        windows, details = key_parts(http.get_json(base + "/key", token=token, provider_label=LABEL,
+                                                   timeout_s=timeout_s))
+    except ProbeFailure:
+        windows, details = [], []
+    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=[balance, *details])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import signal
 import socket
@@ -257,6 +258,15 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._connections_lock = threading.Lock()
         self.connections_accepted = 0
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hang up mid-reply all the time here (timeouts, -reset-, stop()): that is
+        not worth a traceback on stderr. Anything else is logged by type, quietly."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            logging.getLogger("probe.emulator").warning("request failed: %s", type(exc).__name__)
 
     def track(self, sock: socket.socket, open_: bool) -> None:
         with self._connections_lock:

@@ -168,6 +168,12 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "error"), "message": message}}
 
 
+def provider_urls_for(base_url: str) -> dict[str, str]:
+    """Each provider's base URL on an emulator listening at ``base_url``."""
+    return {"anthropic": base_url, "openai-codex": base_url + "/backend-api/codex",
+            "openrouter": base_url + "/api/v1", "deepseek": base_url}
+
+
 # -- the server -------------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -332,9 +338,7 @@ class Emulator:
 
     def provider_urls(self) -> dict[str, str]:
         """Base URLs per provider, in the form ``PROBE_<PROVIDER>_BASE_URL`` expects."""
-        base = self.base_url
-        return {"anthropic": base, "openai-codex": base + "/backend-api/codex",
-                "openrouter": base + "/api/v1", "deepseek": base}
+        return provider_urls_for(self.base_url)
 
     def env(self) -> dict[str, str]:
         return {f"PROBE_{name.upper().replace('-', '_')}_BASE_URL": url for name, url in self.provider_urls().items()}

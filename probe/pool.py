@@ -5,7 +5,8 @@ worker's lock happens under it. That is the whole concurrency story of this modu
 
 * claim = pick a free worker and ``lock.acquire(blocking=False)`` it while holding the
   condition, so choosing and taking are one step (no check-then-act window);
-* release = unlock and ``notify`` under the condition, so a waiter wakes for *any* slot;
+* release = unlock and ``notify_all`` under the condition: waiters, served in arrival order,
+  wake for *any* slot (not one they polled);
 * under the condition, ``worker.lock.locked()`` therefore means "busy" without races, which
   is what lets cleanup promise it never touches a busy worker;
 * processes are terminated only after the condition is released (closing a worker can take
@@ -13,6 +14,7 @@ worker's lock happens under it. That is the whole concurrency story of this modu
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -73,26 +75,42 @@ class HomePool:
         self._on_retire = on_retire
         self._cond = threading.Condition()
         self._slots: list[Worker] = [new_worker() for _ in range(size)]
+        #: claimers in arrival order; only the first may take a worker
+        self._waiters: collections.deque[object] = collections.deque()
         self._closed = False
 
     # -- claiming ------------------------------------------------------------------------
     def claim(self, wait_s: float) -> Worker | None:
         """A worker whose ``lock`` the caller now holds, or None when every slot stayed busy
-        for ``wait_s``. The caller must hand it back with :meth:`release` in a ``finally``."""
+        for ``wait_s``. The caller must hand it back with :meth:`release` in a ``finally``.
+
+        Waiters are served first come, first served: a caller that arrives while others
+        wait queues behind them instead of barging in on the next release. Without that,
+        under load a waiter could lose every race until its ``claim_wait_s`` ran out and
+        be pushed onto the (slow) cold path while newcomers were served warm.
+        """
         give_up = time.monotonic() + wait_s
         retired: list[Worker] = []
+        ticket = object()
         try:
             with self._cond:
-                while not self._closed:
-                    retired += self._evict_stale_locked()
-                    worker = self._take_free_locked()
-                    if worker is not None:
-                        return worker
-                    remaining_s = give_up - time.monotonic()
-                    if remaining_s <= 0:
-                        return None
-                    self._cond.wait(remaining_s)
-                return None
+                self._waiters.append(ticket)
+                try:
+                    while not self._closed:
+                        retired += self._evict_stale_locked()
+                        if self._waiters[0] is ticket:
+                            worker = self._take_free_locked()
+                            if worker is not None:
+                                return worker
+                        remaining_s = give_up - time.monotonic()
+                        if remaining_s <= 0:
+                            return None
+                        self._cond.wait(remaining_s)
+                    return None
+                finally:
+                    self._waiters.remove(ticket)
+                    if self._waiters:
+                        self._cond.notify_all()  # the next in line may be able to go now
         finally:
             close_workers(retired)
 
@@ -117,7 +135,7 @@ class HomePool:
             if reason is not None and in_slots:
                 self._slots[self._slots.index(worker)] = self._new_worker()
             worker.lock.release()
-            self._cond.notify()
+            self._cond.notify_all()  # only the head of the queue can take it; wake it wherever it is
         if reason is not None:
             self._retire([(worker, reason)])
 

@@ -80,6 +80,7 @@ class Worker:
         self._env = env
         self._spawner = spawner
         self._buffer = bytearray()
+        self._poller: select.poll | None = None
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -121,6 +122,8 @@ class Worker:
             self.closed = True
             raise WorkerFailed(f"Could not start a worker process ({type(exc).__name__}).") from None
         os.set_blocking(self.proc.stdout.fileno(), False)
+        self._poller = select.poll()
+        self._poller.register(self.proc.stdout.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
 
     def kill(self) -> None:
         """Kill the whole tree now (timeouts, crashes, protocol garbage)."""
@@ -187,8 +190,6 @@ class Worker:
 
     def _read_reply(self, deadline: float) -> dict[str, Any]:
         fd = self.proc.stdout.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
@@ -204,7 +205,7 @@ class Worker:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 raise WorkerTimeout("The probe did not finish before its deadline.")
-            if not poller.poll(max(1, math.ceil(remaining_s * 1000.0))):
+            if not self._poller.poll(max(1, math.ceil(remaining_s * 1000.0))):
                 continue
             try:
                 chunk = os.read(fd, 65536)

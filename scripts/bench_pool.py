@@ -4,19 +4,23 @@
     python scripts/bench_pool.py [--quick] [--output BENCHMARKS.md]
 
 Prints a table and writes BENCHMARKS.md. Ratios compare figures from this one run only,
-so the machine's speed cancels out.
+so the machine's speed cancels out. The emulator runs in a process of its own (a real
+provider is remote), reached the same way by the direct client and by the workers.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +28,7 @@ import httpx
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
-from probe.emulator import Emulator
+from probe.emulator import provider_urls_for
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,9 +36,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def direct_get(emulator: Emulator, token: str, n: int) -> list[float]:
+@contextlib.contextmanager
+def emulator_process() -> Iterator[str]:
+    """The emulator in a process of its own, as a real provider is remote: the direct
+    client and the workers then reach it the same way, and it never competes with the
+    measuring process for its GIL. Yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "emulator", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        yield line.rsplit(" ", 1)[-1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def direct_get(base_url: str, token: str, n: int) -> list[float]:
     """The physical limit: one in-process keep-alive client, same URL, same headers."""
-    url = emulator.base_url + "/api/oauth/usage"
+    url = base_url + "/api/oauth/usage"
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                "anthropic-beta": "oauth-2025-04-20", "Content-Type": "application/json"}
     out = []
@@ -97,13 +117,13 @@ def main() -> int:
     per_caller = 10 if args.quick else 50
 
     rows: list[tuple[str, str]] = []
-    with Emulator() as emulator, tempfile.TemporaryDirectory() as tmp:
+    with emulator_process() as base_url, tempfile.TemporaryDirectory() as tmp:
         token = "sk-ant-oat01-bench"
         home = write_home(Path(tmp), "bench", anthropic=token)
         slow_home = write_home(Path(tmp), "slow", anthropic="sk-ant-oat01-bench-slow50-")
-        urls = emulator.provider_urls()
+        urls = provider_urls_for(base_url)
 
-        direct = direct_get(emulator, token, n_seq)
+        direct = direct_get(base_url, token, n_seq)
         with ProbeService(ProbeConfig(provider_urls=urls)) as service:
             warm = sequential(service, home, "anthropic", n_seq)
         with ProbeService(ProbeConfig(pool_size=0, provider_urls=urls)) as service:

@@ -180,3 +180,34 @@ def test_stale_processes_are_closed_outside_the_pool_lock(tmp_path, spawner):
     cleaner.join(10)
     assert claimed and claimed[0] is not None, "claim blocked behind a closing process"
     pool.release(claimed[0])
+
+
+def test_waiters_are_served_in_arrival_order_and_newcomers_do_not_barge(tmp_path, spawner):
+    """Under load a waiter must not lose every race to callers arriving after it (it would
+    be pushed onto the cold path while newcomers are served warm)."""
+    from support import wait_until
+
+    pool = make_pool(tmp_path, spawner, size=1)
+    held = pool.claim(0)
+    order: list[str] = []
+    got: dict[str, Worker] = {}
+
+    def waiter(name: str) -> None:
+        worker = pool.claim(30.0)
+        order.append(name)
+        got[name] = worker
+
+    first = threading.Thread(target=waiter, args=("first",))
+    first.start()
+    assert wait_until(lambda: len(pool._waiters) == 1)
+    second = threading.Thread(target=waiter, args=("second",))
+    second.start()
+    assert wait_until(lambda: len(pool._waiters) == 2)
+    assert pool.claim(0) is None, "a newcomer must queue behind the waiters"
+    pool.release(held)
+    first.join(10)
+    assert order == ["first"] and got["first"] is held
+    pool.release(got["first"])
+    second.join(10)
+    assert order == ["first", "second"]
+    pool.release(got["second"])

@@ -87,6 +87,8 @@ class Loop:
     def __init__(self) -> None:
         self._http = None
         self.home = os.environ.get("HERMES_HOME", "")
+        self._credentials = None
+        self._credentials_stat: tuple | None = None
 
     def http(self):
         if self._http is None:
@@ -113,15 +115,25 @@ class Loop:
             return {"id": request_id, "ok": True}, False
         return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], float(request.get("timeout_s", DEFAULT_TIMEOUT_S)))}, True
 
+    def credentials(self):
+        """The home's credentials, re-read whenever a credential file's stat data changed
+        (inode, size, mtime, ctime): a rewritten ``.env`` takes effect on the next probe,
+        and an unchanged one costs two stat calls instead of two reads and a parse."""
+        from workers.credentials import credential_stat, load_home
+
+        home = Path(self.home)
+        stat = credential_stat(home)
+        if stat != self._credentials_stat or self._credentials is None:
+            self._credentials, self._credentials_stat = load_home(home), stat
+        return self._credentials
+
     def probe(self, provider: str, timeout_s: float) -> dict:
-        from workers.credentials import load_home
         from workers.providers import run_probe
         from workers.result import failure
 
-        if not self.home or not Path(self.home).is_dir():
+        if not self.home or not os.path.isdir(self.home):
             return failure(provider, "home_not_found", "The worker's home directory does not exist.")
-        # Credentials are read on every probe: a rewritten .env takes effect immediately.
-        return run_probe(provider, load_home(Path(self.home)), self.http(), timeout_s)
+        return run_probe(provider, self.credentials(), self.http(), timeout_s)
 
 
 def _preload() -> None:

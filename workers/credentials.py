@@ -8,6 +8,7 @@ value from a malformed file gets ``no_credentials`` naming the file (and the lin
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,19 @@ def _read_text(path: Path) -> str | None:
     if len(data) > MAX_FILE_BYTES:
         raise ValueError("is larger than 1 MiB")
     return data.decode("utf-8-sig")
+
+
+def credential_stat(home: Path) -> tuple:
+    """Stat data of the credential files, to notice a rewrite without reading them."""
+    parts = []
+    for name in (".env", "auth.json"):
+        try:
+            st = os.stat(home / name)
+        except OSError:
+            parts.append(None)
+        else:
+            parts.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(parts)
 
 
 def load_home(home: Path) -> HomeCredentials:

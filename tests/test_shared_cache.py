@@ -1,0 +1,97 @@
+"""The shared on-disk cache (SPEC §7): several processes, one probe per (home, provider)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from support import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_two_processes_twenty_fetches_one_provider_request(emulator, make_home, tmp_path):
+    token = "sk-shared-slow300-"
+    home = make_home("shared", deepseek=token)
+    cache_dir, go = tmp_path / "cache", tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import os, sys, threading, time, json
+        from probe import ProbeConfig, ProbeService
+        service = ProbeService(ProbeConfig(cache_dir={str(cache_dir)!r}, provider_urls={emulator.provider_urls()!r}))
+        print("ready", flush=True)
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.005)
+        out = []
+        threads = [threading.Thread(target=lambda: out.append(service.fetch("deepseek", home={str(home)!r})))
+                   for _ in range(10)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(json.dumps([(s.available, s.probe.path) for s in out]), flush=True)
+        service.close()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [json.loads(proc.stdout.readline()) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.wait(30)
+            proc.stdout.close()
+    flat = [r for result in results for r in result]
+    assert len(flat) == 20 and all(available for available, _ in flat)
+    assert emulator.count(token=token) == 1, f"{emulator.count(token=token)} provider requests"
+    paths = [path for _, path in flat]
+    probed = [p for p in paths if p not in ("cache", "coalesced")]
+    assert len(probed) == 1, paths       # one probe on the host; the other process read its result
+    assert "cache" in paths
+    for name in (p.name for p in cache_dir.rglob("*")):
+        assert token not in name and "shared" not in name
+
+
+def test_corrupt_cache_file_is_ignored_and_replaced(emulator, make_home, tmp_path):
+    home = make_home("corrupt", deepseek="sk-corrupt")
+    config = ProbeConfig(cache_dir=tmp_path / "cache", provider_urls=emulator.provider_urls())
+    with ProbeService(config) as service:
+        service.fetch("deepseek", home=home)
+    (cached,) = list((tmp_path / "cache").rglob("*.json"))
+    for garbage in (b"", b"{\"truncat", b"[]", json.dumps({"expires_at": 9e12, "written_at": 0, "snapshot": {}}).encode()):
+        cached.write_bytes(garbage)
+        with ProbeService(config) as service:
+            snap = service.fetch("deepseek", home=home)
+        assert snap.available and snap.probe.path != "cache"
+        assert json.loads(cached.read_bytes())["snapshot"]["provider"] == "deepseek"
+
+
+def test_unwritable_cache_dir_degrades_with_one_warning(emulator, make_home, tmp_path, caplog):
+    if os.geteuid() == 0:
+        cache_dir = tmp_path / "not-a-dir"
+        cache_dir.write_text("a file where the cache directory should be")
+    else:
+        cache_dir = tmp_path / "ro"
+        cache_dir.mkdir(mode=0o500)
+    home = make_home("ro", deepseek="sk-ro")
+    caplog.set_level(logging.WARNING, logger="probe.disk_cache")
+    with ProbeService(ProbeConfig(cache_dir=cache_dir, provider_urls=emulator.provider_urls())) as service:
+        snaps = [service.fetch("deepseek", home=home, refresh=True) for _ in range(3)]
+    assert all(s.available for s in snaps)
+    warnings = [r for r in caplog.records if r.name == "probe.disk_cache"]
+    assert len(warnings) == 1 and "continuing without it" in warnings[0].getMessage()
+
+
+def test_rotation_drops_shared_entries(emulator, make_home, tmp_path):
+    home = make_home("rot-shared", deepseek="sk-rot-shared")
+    config = ProbeConfig(cache_dir=tmp_path / "cache", provider_urls=emulator.provider_urls())
+    with ProbeService(config) as one, ProbeService(config) as two:
+        one.fetch("deepseek", home=home)
+        assert two.fetch("deepseek", home=home).probe.path == "cache"
+        one.invalidate(home=home)
+        assert not list((tmp_path / "cache").rglob("*.json"))
+        assert two.fetch("deepseek", home=home, refresh=True).probe.path != "cache"

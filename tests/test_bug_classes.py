@@ -209,18 +209,31 @@ def test_closing_a_shared_worker_under_another_caller_is_deferred(service, make_
 
 def test_stale_result_is_not_cached_after_a_credential_change(service, make_home, emulator):
     """A probe that started before an invalidation returns to its caller but is not
-    stored: the next fetch probes again with the new credential."""
-    home = make_home("stale", deepseek="sk-stale-old-slow400-")
+    stored: the next fetch probes again. The credential files are left alone here (the
+    credential changed elsewhere, e.g. a keychain), so only the generation guard — not
+    the file fingerprint in the cache key — can keep the old result out."""
+    home = make_home("stale", deepseek="sk-stale-slow400-")
     result = []
     thread = threading.Thread(target=lambda: result.append(service.fetch("deepseek", home=home)))
     thread.start()
-    assert wait_until(lambda: emulator.count(token="sk-stale-old-slow400-") == 1)
-    (home / ".env").write_text("DEEPSEEK_API_KEY=sk-stale-new\n")
+    assert wait_until(lambda: emulator.count(token="sk-stale-slow400-") == 1)
     service.invalidate(home=home)
     thread.join()
+    assert result[0].available, "the caller that started before the rotation still gets its answer"
     fresh = service.fetch("deepseek", home=home)
     assert fresh.probe.path != "cache"
-    assert emulator.count(token="sk-stale-new") == 1
+    assert emulator.count(token="sk-stale-slow400-") == 2
+
+
+def test_stale_failure_does_not_outlive_a_credential_change(service, make_home, emulator):
+    """A rate-limit back-off earned with the old credential must not block the new one."""
+    home = make_home("stale-failure", deepseek="sk-stale-failure")
+    emulator.script("sk-stale-failure", {"error": {}}, status=429)
+    assert service.fetch("deepseek", home=home).error.code == "rate_limited"
+    emulator.script("sk-stale-failure", {"is_available": True, "balance_infos": []})
+    service.invalidate(home=home)
+    snap = service.fetch("deepseek", home=home)
+    assert snap.error is None and not snap.stale
 
 
 def test_unlocked_writes_do_not_race_the_stats_serializer(service, make_home):
@@ -252,9 +265,11 @@ def test_unlocked_writes_do_not_race_the_stats_serializer(service, make_home):
 
 
 def test_closing_processes_never_holds_a_global_lock(service, make_home, monkeypatch):
-    """While one home's workers are being closed (slowly), other homes keep working."""
+    """While one home's workers are being closed (slowly), other homes keep working:
+    fetches, stats and a brand-new home all complete before that close is over."""
     slow_home = make_home("slowclose", deepseek="sk-slowclose")
     other = make_home("other", deepseek="sk-other")
+    third = make_home("third", deepseek="sk-third")
     service.fetch("deepseek", home=slow_home)
     service.fetch("deepseek", home=other)
     closing = threading.Event()
@@ -264,19 +279,27 @@ def test_closing_processes_never_holds_a_global_lock(service, make_home, monkeyp
     def slow_close(self):
         if self.home == slow_home.resolve() and self.started:
             closing.set()
-            finish.wait(20)
+            finish.wait(30)
         original_close(self)
 
     monkeypatch.setattr(Worker, "close", slow_close)
     rotation = threading.Thread(target=service.invalidate, kwargs={"home": slow_home})
     rotation.start()
     assert closing.wait(10)
-    try:
-        snap = service.fetch("deepseek", home=other, refresh=True, timeout=5)
-        stats = service.stats()
-        fresh = service.fetch("deepseek", home=make_home("third", deepseek="sk-third"), timeout=10)
-    finally:
-        finish.set()
-        rotation.join()
-    assert snap.available and snap.probe.path == "warm"
-    assert fresh.available and str(other.resolve()) in stats["homes"]
+    seen: dict[str, object] = {}
+
+    def other_homes():
+        seen["warm"] = service.fetch("deepseek", home=other, refresh=True, timeout=5)
+        seen["stats"] = service.stats()
+        seen["new"] = service.fetch("deepseek", home=third, timeout=10)
+
+    worker_thread = threading.Thread(target=other_homes)
+    worker_thread.start()
+    worker_thread.join(20)
+    blocked = worker_thread.is_alive()
+    finish.set()
+    rotation.join()
+    worker_thread.join()
+    assert not blocked, "other homes waited for a process being closed"
+    assert seen["warm"].available and seen["warm"].probe.path == "warm"
+    assert seen["new"].available and str(other.resolve()) in seen["stats"]["homes"]

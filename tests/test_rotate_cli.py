@@ -1,0 +1,91 @@
+"""``probe rotate``: in-process (shared cache) and ``--server`` (POST /api/rotate).
+
+The server side lands with the HTTP backend; until then the client is tested against a
+minimal stub that records what it was sent."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from probe import ProbeConfig, ProbeService
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def probe_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "PROBE_TOKEN"}
+    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
+                          env={**base, **(env or {})}, timeout=50)
+
+
+@pytest.fixture
+def stub_backend():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            auth = self.headers.get("Authorization")
+            received.append({"path": self.path, "body": body, "auth": auth})
+            status = 401 if not auth else 403 if auth != "Bearer right-token" else 404 if body["home"] != "main" else 204
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_rotate_server_sends_home_provider_and_token(stub_backend):
+    url, received = stub_backend
+    result = probe_cli("rotate", "--server", url, "--home", "main", "--provider", "anthropic", "--token", "right-token")
+    assert result.returncode == 0, result.stderr
+    assert received[-1] == {"path": "/api/rotate", "body": {"home": "main", "provider": "anthropic"},
+                            "auth": "Bearer right-token"}
+    via_env = probe_cli("rotate", "--server", url, "--home", "main", env={"PROBE_TOKEN": "right-token"})
+    assert via_env.returncode == 0 and received[-1]["body"] == {"home": "main", "provider": None}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--token", "wrong-token"], "rejected the token"),
+    (["--token", "right-token", "--home", "nope"], "no home 'nope'"),
+    ([], "bearer token is needed"),
+])
+def test_rotate_server_failures_are_clear_and_never_echo_the_token(stub_backend, args, message):
+    url, _ = stub_backend
+    home = ["--home", "main"] if "--home" not in args else []
+    result = probe_cli("rotate", "--server", url, *home, *args)
+    assert result.returncode == 1 and message in result.stderr
+    assert "wrong-token" not in result.stderr + result.stdout
+
+
+def test_rotate_server_unreachable(tmp_path):
+    result = probe_cli("rotate", "--server", "http://127.0.0.1:9", "--home", "main", "--token", "t")
+    assert result.returncode == 1 and "Could not reach" in result.stderr
+
+
+def test_rotate_in_process_drops_shared_cache_entries(emulator, make_home, tmp_path):
+    home = make_home("rot-cli", deepseek="sk-rot-cli")
+    cache_dir = tmp_path / "cache"
+    with ProbeService(ProbeConfig(cache_dir=cache_dir, provider_urls=emulator.provider_urls())) as service:
+        service.fetch("deepseek", home=home)
+    assert list(cache_dir.rglob("*.json"))
+    result = probe_cli("rotate", "--home", str(home), "--cache-dir", str(cache_dir))
+    assert result.returncode == 0 and "Rotated" in result.stdout
+    assert not list(cache_dir.rglob("*.json"))
+    missing = probe_cli("rotate", "--home", str(tmp_path / "missing"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr

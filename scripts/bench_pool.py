@@ -25,10 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
 from probe.emulator import provider_urls_for
+from probe.env import child_env
+from probe.spawner import Spawner
+from probe.worker import Worker
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -66,6 +70,36 @@ def direct_get(base_url: str, token: str, n: int) -> list[float]:
             client.get(url, headers=headers).json()
             out.append((time.perf_counter() - start) * 1000)
     return out
+
+
+def pipe_round_trip_and_rss(home: Path) -> tuple[list[float], float, float]:
+    """The floor the warm path pays over a direct GET: one request/reply over the pipes
+    (``ping``), plus the RSS of an idle warm worker next to a bare ``python -c 'import httpx'``."""
+    spawner = Spawner()
+    worker = Worker(home, child_env(home), spawner)
+    try:
+        worker.start()
+        for _ in range(20):
+            worker.request({"op": "ping"}, time.monotonic() + 10)
+        rtt = []
+        for _ in range(300):
+            start = time.perf_counter()
+            worker.request({"op": "ping"}, time.monotonic() + 10)
+            rtt.append((time.perf_counter() - start) * 1000)
+        worker_rss = worker.rss_mb() or 0.0
+    finally:
+        worker.close()
+        spawner.close()
+    bare = subprocess.Popen([sys.executable, "-c", "import httpx, sys; print(1, flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        bare.stdout.readline()
+        bare_rss = psutil.Process(bare.pid).memory_info().rss / 1048576
+    finally:
+        bare.stdin.close()
+        bare.wait(10)
+        bare.stdout.close()
+    return rtt, worker_rss, bare_rss
 
 
 def sequential(service: ProbeService, home: Path, provider: str, n: int, warmup: int = 10) -> list[float]:
@@ -124,6 +158,7 @@ def main() -> int:
         urls = provider_urls_for(base_url)
 
         direct = direct_get(base_url, token, n_seq)
+        rtt, worker_rss, bare_rss = pipe_round_trip_and_rss(home)
         with ProbeService(ProbeConfig(provider_urls=urls)) as service:
             warm = sequential(service, home, "anthropic", n_seq)
         with ProbeService(ProbeConfig(pool_size=0, provider_urls=urls)) as service:
@@ -151,15 +186,20 @@ def main() -> int:
         "direct_median_ms": med_direct, "warm_median_ms": med_warm, "cold_median_ms": med_cold,
         "warm_over_direct": med_warm / med_direct, "cold_over_warm": med_cold / med_warm,
         "pool8_paths": dict(paths8), "contention": contention,
+        "pipe_rtt_median_ms": statistics.median(rtt), "idle_worker_rss_mb": worker_rss,
+        "bare_python_httpx_rss_mb": bare_rss,
     }
     rows = [
         ("direct in-process httpx GET, median", f"{med_direct:.3f} ms"),
         ("warm fetch(refresh=True), median", f"{med_warm:.3f} ms  (p99 {percentile(warm, 99):.3f} ms)"),
         ("warm / direct", f"{med_warm / med_direct:.2f}x  (target <= 1.5x)"),
+        ("pipe round trip to a warm worker (ping), median", f"{statistics.median(rtt):.3f} ms"),
         ("cold one-shot, median", f"{med_cold:.1f} ms"),
         ("cold / warm", f"{med_cold / med_warm:.0f}x  (target >= 50x)"),
         ("8 callers, pool_size=8: paths", json.dumps(dict(paths8)) + "  (target: 0 cold)"),
     ]
+    rows.append(("idle warm worker RSS / bare python+httpx", f"{worker_rss:.1f} MB / {bare_rss:.1f} MB "
+                 f"({worker_rss / bare_rss:.2f}x)"))
     for label in ("wait", "nowait"):
         c = contention[label]
         name = "claim_wait_s=0.25" if label == "wait" else "claim_wait_s=0 (no-wait design)"

@@ -134,6 +134,27 @@ def status(server: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--home", "home_specs", multiple=True, metavar="ID=PATH", help="A home the panel may show (repeatable).")
+@click.option("--demo", is_flag=True, help="Start the emulator with demo homes (no real credentials).")
+@click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback address.")
+@click.option("--poll-s", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="How often the panel polls.")
+def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float) -> None:
+    """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
+    (or uses $PROBE_TOKEN)."""
+    from probe.server.run import ServeError, serve as run_server
+
+    try:
+        run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
+                   poll_s=poll_s, echo=lambda line: click.echo(line))
+    except ServeError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="0 picks a free port.")

@@ -39,6 +39,9 @@ def write_home(root: Path, name: str, *, anthropic: str | None = None, codex: st
     return home
 
 
+LIMITED_ANTHROPIC_TOKEN = "sk-ant-oat01-demo-limited"
+
+
 def make_demo_homes(root: Path) -> dict[str, Path]:
     return {
         "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main", codex="demo-codex-main",
@@ -46,8 +49,7 @@ def make_demo_homes(root: Path) -> dict[str, Path]:
                            deepseek="sk-demo-main"),
         "team": write_home(root, "team", anthropic="sk-ant-oat01-demo-team",
                            openrouter="sk-or-v1-demo-team"),
-        "limited": write_home(root, "limited", anthropic="sk-ant-oat01-demo-429-limited",
-                              codex="demo-codex-limited"),
+        "limited": write_home(root, "limited", anthropic=LIMITED_ANTHROPIC_TOKEN, codex="demo-codex-limited"),
         "empty": write_home(root, "empty"),
     }
 

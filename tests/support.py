@@ -30,3 +30,28 @@ def live_children() -> list["psutil.Process"]:
         except psutil.Error:
             pass
     return out
+
+
+class RunningApp:
+    """An ASGI app served by a real uvicorn on 127.0.0.1 (ephemeral port) in a thread."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")
+
+    def __enter__(self) -> "RunningApp":
+        self.thread.start()
+        if not wait_until(lambda: self.server.started or not self.thread.is_alive()):
+            raise RuntimeError("uvicorn did not start")
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,0 +1,194 @@
+"""The settings-panel polling backend: a Starlette app over a :class:`ProbeService`.
+
+``create_app(service, homes, token)`` returns an ASGI app a user can run with uvicorn
+(``probe serve``) or mount inside an existing one. Rules it keeps:
+
+* homes are addressed by the operator's configured id only; nothing a client sends is
+  ever used as a path;
+* every service call runs in a worker thread, at most ``max_threads`` at once, so the
+  event loop stays responsive (``/healthz`` answers while a probe hangs);
+* mutating endpoints need the bearer token, compared in constant time;
+* errors are JSON ``{"error": {"code", "message"}}`` with fitting status codes.
+
+The ETag of a snapshot covers its quota data, not its ``probe`` field (how this particular
+answer was delivered: path, latency): a poll that finds the same data gets a 304 even
+though the second answer came from the cache in a different number of microseconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from probe.errors import UnknownProviderError, check_provider
+from probe.server.metrics import Metrics
+from probe.service import ProbeService
+from workers.providers import NAMES as PROVIDER_NAMES
+
+STATIC_DIR = Path(__file__).with_name("static")
+MAX_QUERY_VALUE = 256
+MAX_BODY_BYTES = 4096
+DEFAULT_MAX_THREADS = 16
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def etag_of(payload: Any) -> str:
+    """Strong ETag over the quota data (``probe`` fields left out, see module docstring)."""
+    def strip(snap: dict) -> dict:
+        return {k: v for k, v in snap.items() if k != "probe"}
+    data = [strip(s) for s in payload] if isinstance(payload, list) else strip(payload)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+    return f'"{digest}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]
+
+
+def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
+               poll_s: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS) -> Starlette:
+    """An ASGI app serving ``homes`` (id → directory) from ``service``; ``token`` guards
+    ``POST /api/rotate``."""
+    if not token:
+        raise ValueError("a bearer token is required")
+    homes = {str(home_id): Path(path) for home_id, path in homes.items()}
+    metrics = Metrics(service, homes)
+    state: dict[str, anyio.CapacityLimiter] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Created inside the running loop: a limiter belongs to the loop that made it.
+        state["limiter"] = anyio.CapacityLimiter(max_threads)
+        yield
+
+    async def in_thread(fn, *args: Any) -> Any:
+        limiter = state.get("limiter")
+        if limiter is None:  # mounted in an app whose lifespan did not run ours
+            limiter = state["limiter"] = anyio.CapacityLimiter(max_threads)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    def home_or_error(home_id: Any) -> tuple[Path | None, JSONResponse | None]:
+        if not isinstance(home_id, str) or home_id not in homes:
+            shown = str(home_id)[:64] if home_id is not None else ""
+            return None, error(404, "home_not_found", f"No configured home {shown!r}.")
+        return homes[home_id], None
+
+    def fetch_one(provider: str, home: Path, refresh: bool) -> dict[str, Any]:
+        started = time.monotonic()
+        snap = service.fetch(provider, home=home, refresh=refresh)
+        metrics.observe(time.monotonic() - started)
+        return snap.to_dict()
+
+    def fetch_all(home: Path, refresh: bool) -> list[dict[str, Any]]:
+        snaps = [fetch_one(p, home, refresh) for p in PROVIDER_NAMES]
+        return [s for s in snaps if not (s["error"] and s["error"]["code"] == "no_credentials")]
+
+    async def quota(request: Request) -> Response:
+        params = request.query_params
+        if any(len(v) > MAX_QUERY_VALUE for v in params.values()):
+            return error(400, "bad_request", "A query value is too long.")
+        home_id = params.get("home")
+        if home_id is None and len(homes) == 1:
+            home_id = next(iter(homes))
+        home, failure = home_or_error(home_id)
+        if failure:
+            return failure
+        refresh = params.get("refresh", "0") in ("1", "true", "yes")
+        provider = params.get("provider")
+        if provider:
+            try:
+                check_provider(provider)
+            except UnknownProviderError as exc:
+                return error(400, exc.code, str(exc))
+            payload: Any = await in_thread(fetch_one, provider, home, refresh)
+        else:
+            payload = await in_thread(fetch_all, home, refresh)
+        etag = etag_of(payload)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return JSONResponse(payload, headers=headers)
+
+    async def rotate(request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        if not auth:
+            return error(401, "unauthorized", "This endpoint needs a bearer token.",
+                         {"WWW-Authenticate": 'Bearer realm="quota-probe"'})
+        scheme, _, presented = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            return error(403, "forbidden", "The bearer token is not valid.")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return error(413, "bad_request", "The request body is too large.")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return error(400, "bad_request", "The request body is not JSON.")
+        if not isinstance(data, dict):
+            return error(400, "bad_request", "The request body must be a JSON object.")
+        home, failure = home_or_error(data.get("home"))
+        if failure:
+            return failure
+        provider = data.get("provider")
+        if provider is not None:
+            try:
+                check_provider(provider)
+            except ValueError as exc:
+                return error(400, getattr(exc, "code", "bad_request"), str(exc))
+        await in_thread(lambda: service.invalidate(home=home, provider=provider))
+        return Response(status_code=204)
+
+    async def pool(request: Request) -> Response:
+        stats = await in_thread(service.stats)
+        stats["home_ids"] = {home_id: str(path) for home_id, path in homes.items()}
+        return JSONResponse(stats)
+
+    async def list_homes(request: Request) -> Response:
+        return JSONResponse({"homes": list(homes), "providers": list(PROVIDER_NAMES), "poll_s": poll_s})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = await in_thread(metrics.render)
+        return Response(body, media_type=content_type)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error(404, "not_found", "No such endpoint.")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return error(405, "method_not_allowed", "Method not allowed.")
+
+    routes = [
+        Route("/", index),
+        Route("/api/quota", quota),
+        Route("/api/rotate", rotate, methods=["POST"]),
+        Route("/api/pool", pool),
+        Route("/api/homes", list_homes),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+

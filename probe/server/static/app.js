@@ -1,0 +1,162 @@
+// Settings panel: one card per provider of the selected home, polled with If-None-Match.
+"use strict";
+
+const state = { homes: [], home: null, pollMs: 30000, etag: null, snapshots: [], timer: null };
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function fmtCountdown(iso) {
+  if (!iso) return "";
+  const when = new Date(iso);
+  const seconds = Math.round((when - Date.now()) / 1000);
+  const stamp = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  if (seconds <= 0) return `resets ${stamp} (now)`;
+  const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  const left = d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
+  return `resets ${stamp} (in ${left})`;
+}
+
+function setStatus(text) { $("#status").textContent = text; }
+
+function badge(cls, text, title) {
+  const el = document.createElement("span");
+  el.className = `badge ${cls}`;
+  el.textContent = text;
+  if (title) el.title = title;
+  return el;
+}
+
+function renderCard(snap) {
+  const card = $("#card-template").content.firstElementChild.cloneNode(true);
+  card.dataset.provider = snap.provider;
+  $(".provider", card).textContent = snap.provider;
+  $(".plan", card).textContent = snap.plan ? `${snap.plan} plan` : "";
+  $(".title", card).textContent = snap.title || "";
+  const badges = $(".badges", card);
+  if (snap.stale) badges.append(badge("stale", "stale", "Showing the last good reading"));
+  if (snap.error) badges.append(badge("error", snap.error.code, snap.error.message));
+  else if (!snap.available) badges.append(badge("unavailable", "unavailable"));
+  const windows = $(".windows", card);
+  for (const w of snap.windows) {
+    const row = document.createElement("div");
+    row.className = "window";
+    const remaining = w.remaining_percent;
+    const head = document.createElement("div");
+    head.className = "window-head";
+    const label = document.createElement("span");
+    label.textContent = w.label;
+    const pct = document.createElement("strong");
+    pct.className = "remaining";
+    pct.textContent = remaining === null ? "n/a" : `${remaining.toFixed(1)}% left`;
+    head.append(label, pct);
+    const bar = document.createElement("div");
+    bar.className = "bar" + (remaining !== null && remaining < 10 ? " empty" : remaining !== null && remaining < 30 ? " low" : "");
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-label", `${w.label} remaining`);
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    if (remaining !== null) bar.setAttribute("aria-valuenow", String(remaining));
+    const fill = document.createElement("span");
+    fill.style.width = `${remaining === null ? 0 : Math.max(0, Math.min(100, remaining))}%`;
+    bar.append(fill);
+    row.append(head, bar);
+    if (w.reset_at) {
+      const reset = document.createElement("div");
+      reset.className = "reset";
+      reset.dataset.resetAt = w.reset_at;
+      reset.textContent = fmtCountdown(w.reset_at);
+      row.append(reset);
+    }
+    if (w.detail) {
+      const detail = document.createElement("div");
+      detail.className = "window-detail";
+      detail.textContent = w.detail;
+      row.append(detail);
+    }
+    windows.append(row);
+  }
+  const details = $(".details", card);
+  for (const line of snap.details) {
+    const li = document.createElement("li");
+    li.textContent = line;
+    details.append(li);
+  }
+  $(".message", card).textContent = snap.error ? snap.error.message : (snap.unavailable_reason || "");
+  const fetched = snap.fetched_at ? new Date(snap.fetched_at).toLocaleTimeString() : "";
+  $(".meta", card).textContent = fetched ? `fetched ${fetched} · via ${snap.probe.path}` : "";
+  $(".refresh", card).addEventListener("click", () => refreshOne(snap.provider, card));
+  return card;
+}
+
+function render() {
+  const main = $("#cards");
+  main.replaceChildren();
+  if (!state.snapshots.length) {
+    const p = document.createElement("p");
+    p.className = "empty-state";
+    p.textContent = "No provider credentials in this home.";
+    main.append(p);
+    return;
+  }
+  for (const snap of state.snapshots) main.append(renderCard(snap));
+}
+
+async function poll() {
+  if (!state.home) return;
+  const headers = state.etag ? { "If-None-Match": state.etag } : {};
+  try {
+    const response = await fetch(`/api/quota?home=${encodeURIComponent(state.home)}`, { headers });
+    if (response.status === 304) { setStatus(`up to date · ${new Date().toLocaleTimeString()}`); return; }
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    state.etag = response.headers.get("ETag");
+    state.snapshots = await response.json();
+    render();
+    setStatus(`updated ${new Date().toLocaleTimeString()}`);
+  } catch (err) {
+    setStatus(`could not update (${err.message})`);
+  }
+}
+
+async function refreshOne(provider, card) {
+  const button = $(".refresh", card);
+  button.disabled = true;
+  try {
+    const response = await fetch(`/api/quota?home=${encodeURIComponent(state.home)}&provider=${encodeURIComponent(provider)}&refresh=1`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const snap = await response.json();
+    state.snapshots = state.snapshots.map((s) => (s.provider === provider ? snap : s));
+    state.etag = null;   // the list changed under its ETag
+    card.replaceWith(renderCard(snap));
+    setStatus(`refreshed ${provider} · ${new Date().toLocaleTimeString()}`);
+  } catch (err) {
+    button.disabled = false;
+    setStatus(`could not refresh ${provider} (${err.message})`);
+  }
+}
+
+function schedule() {
+  clearInterval(state.timer);
+  state.timer = document.hidden ? null : setInterval(poll, state.pollMs);
+}
+
+function tickCountdowns() {
+  for (const el of document.querySelectorAll(".reset[data-reset-at]")) el.textContent = fmtCountdown(el.dataset.resetAt);
+}
+
+async function start() {
+  const response = await fetch("/api/homes");
+  const config = await response.json();
+  state.homes = config.homes;
+  state.pollMs = Math.max(1, Number(new URLSearchParams(location.search).get("poll") || config.poll_s)) * 1000;
+  const select = $("#home");
+  for (const id of state.homes) select.append(new Option(id, id));
+  state.home = new URLSearchParams(location.search).get("home") || state.homes[0] || null;
+  if (state.home) select.value = state.home;
+  select.addEventListener("change", () => { state.home = select.value; state.etag = null; poll(); });
+  document.addEventListener("visibilitychange", () => { schedule(); if (!document.hidden) poll(); });
+  setInterval(tickCountdowns, 1000);
+  await poll();
+  schedule();
+}
+
+start();

@@ -1,0 +1,107 @@
+"""The settings panel in a real headless Chromium against ``probe serve --demo``.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it through
+``executable_path`` — no browser download.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from probe.emulator import DEEPSEEK_PATH, quota_body
+from workers.providers.deepseek import balance_line
+
+pytestmark = pytest.mark.timeout(120)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def demo_server():
+    port = free_port()
+    env = {**os.environ, "PROBE_TOKEN": "panel-test-token"}
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--demo", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "quota-probe backend on" in line, proc.stderr.read()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                    reason="Debian's chromium is not installed (CI installs it and never skips)")
+def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    listing = httpx.get(f"{demo_server}/api/quota", params={"home": "main"}, timeout=30).json()
+    main_home = Path(listing[0]["home"])
+    expected_line = balance_line(quota_body(DEEPSEEK_PATH, "sk-demo-main")["balance_infos"][0])
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 360, "height": 900})
+            page.goto(f"{demo_server}/?home=main&poll=1")
+            cards = page.locator(".card")
+            expect(cards).to_have_count(4)
+            deepseek = page.locator('.card[data-provider="deepseek"]')
+            expect(deepseek.locator(".details li").first).to_have_text(expected_line)
+            anthropic = page.locator('.card[data-provider="anthropic"]')
+            expect(anthropic.locator(".window")).to_have_count(len(listing[0]["windows"]))
+            first = listing[0]["windows"][0]
+            expect(anthropic.locator(".remaining").first).to_have_text(f"{first['remaining_percent']:.1f}% left")
+            expect(anthropic.locator(".reset").first).to_contain_text(re.compile(r"resets .* \(in "))
+
+            # refresh button: a fresh probe of that provider
+            anthropic.locator(".refresh").click()
+            expect(page.locator('.card[data-provider="anthropic"] .meta')).to_contain_text(re.compile(r"via (warm|slot_start)"))
+
+            # a rotation: new DeepSeek key in the home's .env, then POST /api/rotate
+            env_file = main_home / ".env"
+            env_file.write_text(env_file.read_text().replace("sk-demo-main", "sk-demo-rotated"))
+            rotated = httpx.post(f"{demo_server}/api/rotate", json={"home": "main", "provider": "deepseek"},
+                                 headers={"Authorization": "Bearer panel-test-token"}, timeout=30)
+            assert rotated.status_code == 204
+            new_line = balance_line(quota_body(DEEPSEEK_PATH, "sk-demo-rotated")["balance_infos"][0])
+            assert new_line != expected_line
+            expect(page.locator('.card[data-provider="deepseek"] .details li').first).to_have_text(new_line, timeout=15000)
+
+            # the rate-limited demo home: last reading shown, badged stale + rate_limited
+            page.select_option("#home", "limited")
+            limited = page.locator('.card[data-provider="anthropic"]')
+            expect(limited.locator(".badge.stale")).to_be_visible(timeout=20000)
+            expect(limited.locator(".badge.error")).to_have_text("rate_limited")
+            page.screenshot(path=str(tmp_path / "panel-360.png"), full_page=True)
+
+            page.emulate_media(color_scheme="dark")
+            page.set_viewport_size({"width": 1200, "height": 800})
+            page.select_option("#home", "main")
+            expect(page.locator(".card")).to_have_count(4)
+            page.screenshot(path=str(tmp_path / "panel-dark.png"), full_page=True)
+            shots = os.environ.get("PROBE_SCREENSHOT_DIR")
+            if shots:
+                for name in ("panel-360.png", "panel-dark.png"):
+                    shutil.copy(tmp_path / name, Path(shots) / name)
+        finally:
+            browser.close()

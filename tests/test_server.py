@@ -1,0 +1,147 @@
+"""The HTTP backend over real HTTP: uvicorn on 127.0.0.1, the emulator behind the service."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from probe.server import create_app
+from probe.server.run import is_loopback
+from support import RunningApp, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+TOKEN = "test-rotate-token-0123456789"
+
+
+@pytest.fixture
+def backend(emulator, make_home):
+    homes = {
+        "alice": make_home("srv-alice", anthropic="sk-ant-oat01-srv-alice", deepseek="sk-srv-alice"),
+        "bob": make_home("srv-bob", openrouter="sk-or-v1-srv-bob"),
+        "slow": make_home("srv-slow", deepseek="sk-srv-slow-slow3000-"),
+        "empty": make_home("srv-empty"),
+    }
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        with RunningApp(create_app(service, homes, TOKEN, poll_s=7)) as running:
+            with httpx.Client(base_url=running.url, timeout=30) as client:
+                yield client, service, homes
+
+
+def test_quota_one_provider_and_the_list(backend):
+    client, _, homes = backend
+    one = client.get("/api/quota", params={"home": "alice", "provider": "anthropic"})
+    assert one.status_code == 200 and one.json()["provider"] == "anthropic" and one.json()["available"]
+    assert one.json()["home"] == str(homes["alice"].resolve())
+    listing = client.get("/api/quota", params={"home": "alice"}).json()
+    assert [s["provider"] for s in listing] == ["anthropic", "deepseek"]   # only providers with a credential
+    assert client.get("/api/quota", params={"home": "empty"}).json() == []
+
+
+def test_etag_and_if_none_match(backend):
+    client, _, _ = backend
+    first = client.get("/api/quota", params={"home": "alice", "provider": "deepseek"})
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    again = client.get("/api/quota", params={"home": "alice", "provider": "deepseek"}, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    other = client.get("/api/quota", params={"home": "alice", "provider": "deepseek"}, headers={"If-None-Match": '"nope"'})
+    assert other.status_code == 200
+
+
+def test_rotate_needs_the_token(backend):
+    client, service, homes = backend
+    client.get("/api/quota", params={"home": "bob", "provider": "openrouter"})
+    body = {"home": "bob", "provider": "openrouter"}
+    missing = client.post("/api/rotate", json=body)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert "bearer" in missing.headers["www-authenticate"].lower()
+    wrong = client.post("/api/rotate", json=body, headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 403 and "wrong" not in wrong.text
+    generation = service.stats()["homes"][str(homes["bob"].resolve())]["generation"]
+    ok = client.post("/api/rotate", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 204
+    assert service.stats()["homes"][str(homes["bob"].resolve())]["generation"] == generation + 1
+    assert client.get("/api/quota", params={"home": "bob", "provider": "openrouter"}).json()["probe"]["path"] != "cache"
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"home": "nobody"}, 404), ({"home": "../etc"}, 404), ({"home": "/etc"}, 404),
+    ({"home": "bob", "provider": "gemini"}, 400), ({"home": ["bob"]}, 404), ("not an object", 400),
+])
+def test_rotate_bad_bodies(backend, body, status):
+    client, _, _ = backend
+    response = client.post("/api/rotate", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == status and "error" in response.json()
+
+
+@pytest.mark.parametrize("params, status, code", [
+    ({"home": "nobody"}, 404, "home_not_found"),
+    ({"home": "../etc"}, 404, "home_not_found"),
+    ({"home": "/etc"}, 404, "home_not_found"),
+    ({"home": "alice/../bob"}, 404, "home_not_found"),
+    ({"home": "alice", "provider": "gemini"}, 400, "unknown_provider"),
+    ({"home": "alice", "provider": "x" * 10000}, 400, "bad_request"),
+    ({"home": "a" * 5000}, 400, "bad_request"),
+    ({}, 404, "home_not_found"),   # several homes configured: the id is required
+])
+def test_quota_bad_requests(backend, params, status, code):
+    client, service, _ = backend
+    response = client.get("/api/quota", params=params)
+    assert response.status_code == status and response.json()["error"]["code"] == code
+    assert all("etc" not in home for home in service.stats()["homes"])
+
+
+def test_a_slow_probe_does_not_block_the_event_loop(backend, emulator):
+    """While a probe takes 3 s, /healthz keeps answering: service calls run in threads."""
+    client, _, _ = backend
+    done = threading.Event()
+
+    def slow_request():
+        with httpx.Client(base_url=str(client.base_url), timeout=30) as own:
+            own.get("/api/quota", params={"home": "slow", "provider": "deepseek"})
+        done.set()
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    assert wait_until(lambda: emulator.count(token="sk-srv-slow-slow3000-") == 1)
+    answered = 0
+    while not done.is_set() and answered < 5:
+        assert client.get("/healthz", timeout=2.0).json() == {"ok": True}
+        answered += 1
+    assert answered == 5, "healthz was not answered while the probe was in flight"
+    thread.join()
+
+
+def test_pool_metrics_homes_and_panel(backend):
+    client, _, _ = backend
+    client.get("/api/quota", params={"home": "alice", "provider": "deepseek"})
+    pool = client.get("/api/pool").json()
+    assert {"fetches", "errors", "homes"} <= set(pool) and pool["home_ids"]["alice"].endswith("srv-alice")
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    for name in ("quota_probe_fetches_total", "quota_probe_errors", "quota_probe_fetch_seconds_bucket",
+                 "quota_probe_workers_alive", "quota_probe_workers_busy"):
+        assert name in text, name
+    assert 'quota_probe_workers_alive{home="alice"}' in text
+    assert client.get("/api/homes").json() == {"homes": ["alice", "bob", "slow", "empty"],
+                                               "providers": ["anthropic", "openai-codex", "openrouter", "deepseek"],
+                                               "poll_s": 7}
+    page = client.get("/")
+    assert page.status_code == 200 and "Account quotas" in page.text
+    assert "http" not in page.text.replace("http-equiv", "")   # no CDN, no external URL
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/nope").json()["error"]["code"] == "not_found"
+
+
+def test_loopback_detection_and_remote_bind_refusal():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+    result = subprocess.run([sys.executable, "-m", "probe.cli", "serve", "--host", "0.0.0.0", "--demo"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--allow-remote" in result.stderr

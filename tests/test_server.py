@@ -1,6 +1,7 @@
 """The HTTP backend over real HTTP: uvicorn on 127.0.0.1, the emulator behind the service."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -145,3 +146,35 @@ def test_loopback_detection_and_remote_bind_refusal():
     result = subprocess.run([sys.executable, "-m", "probe.cli", "serve", "--host", "0.0.0.0", "--demo"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--allow-remote" in result.stderr
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PROBE_TOKEN"}
+    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
+                          timeout=30, env=env)
+
+
+def test_rotate_cli_talks_to_the_real_endpoint(backend):
+    client, service, homes = backend
+    client.get("/api/quota", params={"home": "alice", "provider": "deepseek"})
+    key = str(homes["alice"].resolve())
+    before = service.stats()["homes"][key]["generation"]
+    url = str(client.base_url)
+    assert cli("rotate", "--server", url, "--home", "alice", "--token", TOKEN).returncode == 0
+    assert service.stats()["homes"][key]["generation"] == before + 1
+    wrong = cli("rotate", "--server", url, "--home", "alice", "--token", "nope")
+    assert wrong.returncode == 1 and "rejected the token" in wrong.stderr
+    unknown = cli("rotate", "--server", url, "--home", "../alice", "--token", TOKEN)
+    assert unknown.returncode == 1 and "no home" in unknown.stderr
+
+
+def test_status_cli_locally_and_from_a_backend(backend):
+    client, service, homes = backend
+    snap = client.get("/api/quota", params={"home": "bob", "provider": "openrouter"}).json()
+    pid = snap["probe"]["worker_pid"]
+    local = cli("status", "--json")
+    assert local.returncode == 0
+    found = json.loads(local.stdout)[str(homes["bob"].resolve())]
+    assert pid in [w["pid"] for w in found["workers"]]
+    remote = cli("status", "--server", str(client.base_url))
+    assert remote.returncode == 0 and f"pid {pid}" in remote.stdout and "slots" in remote.stdout

@@ -155,6 +155,65 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
 
 
 @main.command()
+@click.option("--homes", type=click.IntRange(1, 200), default=3, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 512), default=8, show_default=True)
+@click.option("--requests", type=click.IntRange(1), default=None, help="Total fetches (default 300).")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Run for this many seconds instead.")
+@click.option("--pool-size", type=click.IntRange(0, 64), default=2, show_default=True)
+@click.option("--latency-ms", type=click.IntRange(0, 60000), default=0, show_default=True,
+              help="Provider latency the emulator adds.")
+@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of provider answers that are injected faults.")
+@click.option("--rotate-every", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Rotate a random home's credential every S seconds (0: never).")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=600), default=10.0, show_default=True,
+              help="Each caller's deadline.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
+def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
+           latency_ms: int, fault_rate: float, rotate_every: float, timeout: float, as_json: bool) -> None:
+    """Load the service against the built-in emulator and check its invariants.
+
+    Exits 1 if any invariant failed (a leaked process, FD or thread; a result carrying another
+    home's or a pre-rotation credential's data; a caller answered after its deadline).
+    """
+    from probe.stress import StressOptions, run_stress
+
+    if requests is not None and duration is not None:
+        raise click.UsageError("give --requests or --duration, not both")
+    options = StressOptions(homes=homes, concurrency=concurrency,
+                            requests=None if duration is not None else (requests or 300), duration_s=duration,
+                            pool_size=pool_size, latency_ms=latency_ms, fault_rate=fault_rate,
+                            rotate_every_s=rotate_every, timeout_s=timeout)
+    if as_json:
+        report = run_stress(options)
+        click.echo(json.dumps(report, indent=2))
+    else:
+        length = options.requests if options.requests is not None else None
+        label = f"{concurrency} callers, {homes} homes"
+        with click.progressbar(length=length or 0, label=label, file=sys.stderr,
+                               show_pos=length is not None) as bar:
+            report = run_stress(options, progress=bar.update)
+        click.echo(stress_text(report))
+    sys.exit(EXIT_OK if report["ok"] else EXIT_UNAVAILABLE)
+
+
+def stress_text(report: dict) -> str:
+    lat = report["latency_ms"]
+    lines = [
+        f"{report['requests']} fetches in {report['duration_s']:.1f} s: {report['throughput_rps']} req/s",
+        f"latency ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}",
+        "paths: " + ", ".join(f"{k} {v}" for k, v in sorted(report["paths"].items())),
+        "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(report["errors"].items())) or "none"),
+        "parent before: {processes} processes, {threads} threads, {fds} fds".format(**report["before"]),
+        "parent after:  {processes} processes, {threads} threads, {fds} fds".format(**report["after"]),
+        f"worker RSS MB: median {report['worker_rss_mb']['median']}, max {report['worker_rss_mb']['max']}",
+    ]
+    lines += [f"  {'ok  ' if ok else 'FAIL'} {name}" for name, ok in report["invariants"].items()]
+    lines.append("OK" if report["ok"] else "FAILED")
+    return "\n".join(lines)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="0 picks a free port.")

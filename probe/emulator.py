@@ -6,8 +6,8 @@ The bearer token picks the behaviour, so a home's ``.env`` alone drives a scenar
 * a token containing ``-401-``, ``-403-``, ``-429-`` (with ``Retry-After: 7``), ``-500-``,
   ``-503-`` gets that status; ``-hang-`` never gets an answer (until :meth:`Emulator.stop`);
   ``-garbage-`` gets a 200 whose body is not JSON; ``-huge-`` a 2 MiB JSON body;
-  ``-reset-`` a closed connection; ``-slow<ms>-`` the normal answer after exactly that
-  delay; ``-keyfail-`` fails only OpenRouter's ``/key``;
+  ``-reset-`` a closed connection; ``-slow<ms>-`` the normal answer (or the scripted one)
+  after exactly that delay; ``-keyfail-`` fails only OpenRouter's ``/key``;
 * any other token gets a deterministic, plausible quota derived from the token
   (:func:`quota_body`), so tests can tell whose credential produced a snapshot.
 
@@ -20,8 +20,10 @@ an exact response per token.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import random
 import re
 import signal
 import socket
@@ -199,8 +201,15 @@ class _Handler(BaseHTTPRequestHandler):
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         emulator._record(RecordedRequest("GET", path, token or None,
                                          {k.lower(): v for k, v in self.headers.items()}, time.monotonic()))
+        if emulator._roll_fault():
+            self._serve_fault()
+            return
         scripted = emulator._scripted(token, path)
         if scripted is not None:
+            delay_ms = scenario_for(token).delay_ms
+            if delay_ms and self.server.stopping.wait(delay_ms / 1000):
+                self.close_connection = True
+                return
             self._reply(scripted.status, scripted.body, scripted.headers)
             return
         if path not in _BODIES:
@@ -238,6 +247,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"padding": "x" * HUGE_BODY_BYTES})
         else:
             self._json(200, quota_body(path, token))
+
+    def _serve_fault(self) -> None:
+        """An injected transient fault (``Emulator.set_fault_rate``): a 500, a non-JSON body
+        or a dropped connection, in turn."""
+        kind = self.server.emulator._next_fault_kind()
+        if kind == 0:
+            self._json(500, _error_body(500, "Injected fault."))
+        elif kind == 1:
+            self._reply(200, b"<html>injected garbage</html>", {"Content-Type": "text/html"})
+        else:
+            self.close_connection = True
+            self.request.shutdown(socket.SHUT_RDWR)
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self._reply(status, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})
@@ -303,6 +324,9 @@ class Emulator:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripts: dict[tuple[str, str | None], Scripted] = {}
+        self._fault_rate = 0.0
+        self._faults = random.Random(0)
+        self._fault_kinds = itertools.cycle(range(3))
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Emulator":
@@ -355,6 +379,20 @@ class Emulator:
         content_type = {} if raw is not None else {"Content-Type": "application/json"}
         with self._lock:
             self._scripts[(token, path)] = Scripted(status, payload, {**content_type, **(headers or {})})
+
+    def set_fault_rate(self, rate: float, seed: int = 0) -> None:
+        """Answer this fraction of requests (any token) with a transient fault; for stress runs."""
+        with self._lock:
+            self._fault_rate = max(0.0, min(1.0, rate))
+            self._faults = random.Random(seed)
+
+    def _roll_fault(self) -> bool:
+        with self._lock:
+            return self._fault_rate > 0 and self._faults.random() < self._fault_rate
+
+    def _next_fault_kind(self) -> int:
+        with self._lock:
+            return next(self._fault_kinds)
 
     def _scripted(self, token: str | None, path: str) -> Scripted | None:
         if token is None:

@@ -1,0 +1,260 @@
+"""``probe stress``: a load run against the built-in emulator that checks invariants.
+
+Each throw-away home gets a DeepSeek token whose emulator answer encodes (home, generation)
+in its balance, so every snapshot says whose credential produced it. The run checks:
+
+* ``no_cross_home`` — a result for home i never carries another home's data;
+* ``no_stale_after_rotation`` — a fetch that began after rotation g of its home returned
+  never carries a generation older than g;
+* ``all_answered_in_deadline`` — every caller answered within its deadline (plus a small
+  grace for thread scheduling);
+* ``no_leaked_processes`` / ``_fds`` / ``_threads`` — after shutdown the parent has what it
+  had before the run.
+
+Injected faults (``--fault-rate``) are expected errors: they are counted, not failures.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from probe.config import ProbeConfig
+from probe.emulator import Emulator
+from probe.service import ProbeService
+
+#: answered later than its deadline by more than this = a violated invariant
+DEADLINE_GRACE_S = 1.0
+STRESS_PROVIDER = "deepseek"
+
+
+@dataclass
+class StressOptions:
+    homes: int = 3
+    concurrency: int = 8
+    requests: int | None = 300
+    duration_s: float | None = None
+    pool_size: int = 2
+    latency_ms: int = 0
+    fault_rate: float = 0.0
+    rotate_every_s: float = 0.0
+    timeout_s: float = 10.0
+    refresh: bool = True
+
+
+def token_for(home: int, generation: int, latency_ms: int) -> str:
+    slow = f"-slow{latency_ms}-" if latency_ms else ""
+    return f"sk-stress-h{home}-g{generation}{slow}"
+
+
+GENERATIONS_PER_HOME = 1_000_000
+
+
+def balance_for(home: int, generation: int) -> str:
+    """The emulator's answer for (home, generation): a whole-dollar balance that encodes
+    both (the adapter shows two decimals, so the cents cannot carry anything)."""
+    return f"{home * GENERATIONS_PER_HOME + generation}.00"
+
+
+def process_footprint() -> dict[str, int]:
+    me = psutil.Process()
+    children = 0
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                children += 1
+    return {"processes": children, "threads": threading.active_count(), "fds": me.num_fds()}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+class _Homes:
+    """The throw-away homes, their token generations and the rotation timeline."""
+
+    def __init__(self, root: Path, count: int, emulator: Emulator, latency_ms: int) -> None:
+        self.root, self.emulator, self.latency_ms = root, emulator, latency_ms
+        self.paths = [root / f"home{i}" for i in range(count)]
+        self.generation = [0] * count
+        self.rotated_at: list[list[tuple[float, int]]] = [[(0.0, 0)] for _ in range(count)]
+        self.lock = threading.Lock()
+        for index, path in enumerate(self.paths):
+            path.mkdir(parents=True)
+            self._write(index, 0)
+
+    def _write(self, index: int, generation: int) -> None:
+        token = token_for(index, generation, self.latency_ms)
+        self.emulator.script(token, {"is_available": True, "balance_infos": [{
+            "currency": "USD", "total_balance": balance_for(index, generation),
+            "granted_balance": "0", "topped_up_balance": "0"}]})
+        tmp = self.paths[index] / ".env.tmp"
+        tmp.write_text(f"DEEPSEEK_API_KEY={token}\n")
+        os.replace(tmp, self.paths[index] / ".env")
+
+    def rotate(self, index: int, service: ProbeService) -> None:
+        with self.lock:
+            self.generation[index] += 1
+            generation = self.generation[index]
+        self._write(index, generation)
+        service.invalidate(home=self.paths[index])
+        with self.lock:
+            self.rotated_at[index].append((time.monotonic(), generation))
+
+    def floor(self, index: int, started: float) -> int:
+        """The newest generation whose rotation had returned before ``started``."""
+        with self.lock:
+            return max(g for t, g in self.rotated_at[index] if t <= started)
+
+
+def _identify(snap_details: tuple[str, ...]) -> tuple[int, int] | None:
+    """(home, generation) from a stress snapshot's balance line, or None."""
+    for line in snap_details:
+        if line.startswith("Balance: $"):
+            amount = line.split("$", 1)[1].split()[0].replace(",", "")
+            with contextlib.suppress(ValueError):
+                return divmod(int(float(amount)), GENERATIONS_PER_HOME)
+    return None
+
+
+def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """Run the load and return the report (SPEC §10 ``--json`` shape)."""
+    before = process_footprint()
+    root = Path(tempfile.mkdtemp(prefix="quota-probe-stress-"))
+    latencies: list[float] = []
+    paths: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    violations: Counter[str] = Counter()
+    rss_samples: list[float] = []
+    lock = threading.Lock()
+    issued = 0
+    stop = threading.Event()
+    started_at = time.monotonic()
+    try:
+        with Emulator() as emulator:
+            emulator.set_fault_rate(options.fault_rate, seed=1)
+            homes = _Homes(root, options.homes, emulator, options.latency_ms)
+            config = ProbeConfig(pool_size=options.pool_size, provider_urls=emulator.provider_urls(),
+                                 probe_timeout_s=options.timeout_s)
+            with ProbeService(config) as service:
+                def take_ticket() -> bool:
+                    nonlocal issued
+                    with lock:
+                        if stop.is_set():
+                            return False
+                        if options.requests is not None and issued >= options.requests:
+                            return False
+                        if options.duration_s is not None and time.monotonic() - started_at >= options.duration_s:
+                            return False
+                        issued += 1
+                        return True
+
+                def caller(seed: int) -> None:
+                    rng = random.Random(seed)
+                    while take_ticket():
+                        index = rng.randrange(options.homes)
+                        start = time.monotonic()
+                        floor = homes.floor(index, start)
+                        snap = service.fetch(STRESS_PROVIDER, home=homes.paths[index], refresh=options.refresh,
+                                             timeout=options.timeout_s)
+                        elapsed = time.monotonic() - start
+                        identity = _identify(snap.details)
+                        with lock:
+                            latencies.append(elapsed * 1000)
+                            paths[snap.probe.path] += 1
+                            if snap.error:
+                                errors[snap.error.code] += 1
+                            if elapsed > options.timeout_s + DEADLINE_GRACE_S:
+                                violations["all_answered_in_deadline"] += 1
+                            if identity is not None:
+                                if identity[0] != index:
+                                    violations["no_cross_home"] += 1
+                                elif identity[1] < floor:
+                                    violations["no_stale_after_rotation"] += 1
+                        progress(1)
+
+                def rotator() -> None:
+                    rng = random.Random(7)
+                    while not stop.wait(options.rotate_every_s):
+                        homes.rotate(rng.randrange(options.homes), service)
+
+                def sampler() -> None:
+                    while not stop.wait(0.5):
+                        for state in service.stats()["homes"].values():
+                            for worker in state["workers"]:
+                                if worker["rss_mb"]:
+                                    with lock:
+                                        rss_samples.append(worker["rss_mb"])
+
+                helpers = [threading.Thread(target=sampler, name="stress-sampler")]
+                if options.rotate_every_s > 0:
+                    helpers.append(threading.Thread(target=rotator, name="stress-rotator"))
+                callers = [threading.Thread(target=caller, args=(i,), name=f"stress-caller-{i}")
+                           for i in range(options.concurrency)]
+                for thread in helpers + callers:
+                    thread.start()
+                for thread in callers:
+                    thread.join()
+                stop.set()
+                for thread in helpers:
+                    thread.join()
+                duration_s = time.monotonic() - started_at
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    after = _settled_footprint(before)
+    invariants = {
+        "no_leaked_processes": after["processes"] <= before["processes"],
+        "no_leaked_fds": after["fds"] <= before["fds"],
+        "no_leaked_threads": after["threads"] <= before["threads"],
+        "no_cross_home": violations["no_cross_home"] == 0,
+        "no_stale_after_rotation": violations["no_stale_after_rotation"] == 0,
+        "all_answered_in_deadline": violations["all_answered_in_deadline"] == 0,
+    }
+    total = sum(paths.values())
+    return {
+        "ok": all(invariants.values()),
+        "requests": total,
+        "duration_s": round(duration_s, 3),
+        "throughput_rps": round(total / duration_s, 1) if duration_s else 0.0,
+        "latency_ms": {"p50": round(percentile(latencies, 50), 3), "p95": round(percentile(latencies, 95), 3),
+                       "p99": round(percentile(latencies, 99), 3), "max": round(max(latencies, default=0.0), 3)},
+        "paths": dict(paths),
+        "errors": dict(errors),
+        "before": before,
+        "after": after,
+        "worker_rss_mb": {"median": round(statistics.median(rss_samples), 1) if rss_samples else None,
+                          "max": round(max(rss_samples), 1) if rss_samples else None},
+        "violations": dict(violations),
+        "invariants": invariants,
+        "options": {"homes": options.homes, "concurrency": options.concurrency, "pool_size": options.pool_size,
+                    "latency_ms": options.latency_ms, "fault_rate": options.fault_rate,
+                    "rotate_every_s": options.rotate_every_s},
+    }
+
+
+def _settled_footprint(before: dict[str, int], timeout_s: float = 5.0) -> dict[str, int]:
+    """The footprint after shutdown, given a moment for exiting threads and processes to be
+    gone (they were all told to stop; this only waits for the kernel and the interpreter to
+    finish the job)."""
+    deadline = time.monotonic() + timeout_s
+    after = process_footprint()
+    while time.monotonic() < deadline and any(after[k] > before[k] for k in before):
+        time.sleep(0.02)
+        after = process_footprint()
+    return after
+

@@ -1,0 +1,53 @@
+"""``probe stress`` as a smoke test of the invariants, and a bounded soak."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from probe.stress import StressOptions, balance_for, run_stress
+
+pytestmark = pytest.mark.timeout(180)
+SPEC_KEYS = {"ok", "requests", "duration_s", "throughput_rps", "latency_ms", "paths", "errors", "before", "after",
+             "worker_rss_mb", "invariants"}
+INVARIANTS = {"no_leaked_processes", "no_leaked_fds", "no_leaked_threads", "no_cross_home",
+              "no_stale_after_rotation", "all_answered_in_deadline"}
+
+
+def stress_cli(*args: str) -> tuple[int, dict]:
+    result = subprocess.run([sys.executable, "-m", "probe.cli", "stress", "--json", *args],
+                            capture_output=True, text=True, timeout=170, env=dict(os.environ))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_quick_stress_run_holds_every_invariant():
+    code, report = stress_cli("--requests", "200", "--homes", "3", "--concurrency", "8",
+                              "--rotate-every", "0.1", "--fault-rate", "0.05")
+    assert SPEC_KEYS <= set(report) and set(report["invariants"]) == INVARIANTS
+    assert report["ok"] and code == 0, report
+    assert report["requests"] == 200
+    assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max"}
+    assert report["before"] == report["after"]
+
+
+def test_stress_detects_a_cross_home_result(monkeypatch):
+    """The checker is not vacuous: make home 1's credential answer with home 0's data."""
+    import probe.stress as stress
+
+    original = stress.balance_for
+    monkeypatch.setattr(stress, "balance_for", lambda home, generation: original(0, generation))
+    report = run_stress(StressOptions(homes=2, concurrency=2, requests=40))
+    assert report["invariants"]["no_cross_home"] is False and report["ok"] is False
+    assert balance_for(1, 2) == "1000002.00"
+
+
+@pytest.mark.slow
+def test_soak_five_homes_faults_and_rotations():
+    """The CI-sized soak: 20 s over 5 homes, 5 % faults, a rotation every second."""
+    code, report = stress_cli("--duration", "20", "--homes", "5", "--concurrency", "8",
+                              "--fault-rate", "0.05", "--rotate-every", "1", "--latency-ms", "2")
+    assert report["ok"] and code == 0, report
+    assert report["requests"] > 1000

@@ -10,7 +10,6 @@ provider is remote), reached the same way by the direct client and by the worker
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import statistics
@@ -20,7 +19,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,31 +27,11 @@ import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
+from benchlib import emulator_process, percentile
 from probe.emulator import provider_urls_for
 from probe.env import child_env
 from probe.spawner import Spawner
 from probe.worker import Worker
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-@contextlib.contextmanager
-def emulator_process() -> Iterator[str]:
-    """The emulator in a process of its own, as a real provider is remote: the direct
-    client and the workers then reach it the same way, and it never competes with the
-    measuring process for its GIL. Yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "emulator", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline().strip()
-        yield line.rsplit(" ", 1)[-1]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        proc.stdout.close()
 
 
 def direct_get(base_url: str, token: str, n: int) -> list[float]:

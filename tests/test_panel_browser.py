@@ -5,7 +5,6 @@ Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it thro
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil

@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 from probe import ProbeConfig, ProbeService
-from support import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -27,7 +27,7 @@ import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
-from benchlib import emulator_process, percentile
+from benchlib import emulator_process, percentile, write_section
 from probe.emulator import provider_urls_for
 from probe.env import child_env
 from probe.spawner import Spawner
@@ -191,14 +191,15 @@ def main() -> int:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     md = [
-        "# Benchmarks", "",
+        "## Warm pool (`scripts/bench_pool.py`)", "",
         f"Measured {now} on {machine} ({__import__('os').cpu_count()} cores), one run of",
         f"`python scripts/bench_pool.py{' --quick' if args.quick else ''}` against the built-in emulator.", "",
         "| measurement | result |", "| --- | --- |",
         *[f"| {name} | {value} |" for name, value in rows], "",
-        "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", "",
+        "<details><summary>Raw figures</summary>", "", "```json", json.dumps(results, indent=2), "```", "",
+        "</details>",
     ]
-    Path(args.output).write_text("\n".join(md))
+    write_section(args.output, "bench_pool", "\n".join(md))
     print(f"\nwrote {args.output}")
     return 0
 

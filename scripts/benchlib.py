@@ -26,3 +26,21 @@ def emulator_process() -> Iterator[str]:
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+def write_section(path: str, name: str, text: str) -> None:
+    """Replace this script's section of a shared report (``<!-- name -->`` markers), so
+    several benchmark scripts can keep their latest figures in one BENCHMARKS.md."""
+    from pathlib import Path
+
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
+    target = Path(path)
+    current = target.read_text() if target.exists() else "# Benchmarks\n\n"
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        current = before + block + ("\n" + after if after else "")
+    else:
+        current = current.rstrip() + "\n\n" + block
+    target.write_text(current)

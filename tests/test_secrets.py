@@ -65,3 +65,32 @@ def test_no_secret_anywhere_in_a_full_run(emulator, make_home, tmp_path, caplog,
     texts += [p.name for p in cache_dir.rglob("*")]
     for text in texts:
         assert leaks(text) == []
+
+
+def test_every_request_carries_exactly_its_homes_credential(emulator, make_home):
+    """Concurrent probes of six homes: the provider saw each home's token exactly as many
+    times as that home's probes reached it, and no other token at all."""
+    import threading
+    from collections import Counter
+
+    tokens = {f"iso{i}": f"sk-isolation-home-{i}-token" for i in range(6)}
+    homes = {name: make_home(name, deepseek=token) for name, token in tokens.items()}
+    probes: Counter[str] = Counter()
+    lock = threading.Lock()
+    before = {token: emulator.count(token=token) for token in tokens.values()}
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls(), pool_size=2)) as service:
+        def poll(offset: int) -> None:
+            for i in range(30):
+                name = f"iso{(offset + i) % 6}"
+                snap = service.fetch("deepseek", home=homes[name], refresh=True)
+                if snap.probe.path not in ("cache", "coalesced"):
+                    with lock:
+                        probes[name] += 1
+
+        threads = [threading.Thread(target=poll, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for name, token in tokens.items():
+        assert emulator.count(token=token) - before[token] == probes[name], name

@@ -177,3 +177,10 @@ def test_status_cli_locally_and_from_a_backend(backend):
     assert pid in [w["pid"] for w in found["workers"]]
     remote = cli("status", "--server", str(client.base_url))
     assert remote.returncode == 0 and f"pid {pid}" in remote.stdout and "slots" in remote.stdout
+
+
+def test_dns_rebinding_host_header_is_refused(backend):
+    """A page on evil.example whose name resolves to 127.0.0.1 must not read the API."""
+    client, _, _ = backend
+    assert client.get("/api/quota", params={"home": "alice"}, headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/healthz", headers={"Host": "localhost:8765"}).status_code == 200

@@ -28,6 +28,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -63,10 +65,16 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]
 
 
+#: Host headers a loopback-bound backend answers; anything else is a DNS-rebinding attempt
+#: (a web page whose own domain resolves to 127.0.0.1 would otherwise read the API).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
-               poll_s: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS) -> Starlette:
+               poll_s: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
+               allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Starlette:
     """An ASGI app serving ``homes`` (id → directory) from ``service``; ``token`` guards
-    ``POST /api/rotate``."""
+    ``POST /api/rotate``. ``allowed_hosts`` limits the Host header (None: any)."""
     if not token:
         raise ValueError("a bearer token is required")
     homes = {str(home_id): Path(path) for home_id, path in homes.items()}
@@ -190,5 +198,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                     exception_handlers={404: not_found, 405: not_allowed})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from probe.config import ProbeConfig
-from probe.server import create_app
+from probe.server import LOOPBACK_HOSTS, create_app
 from probe.service import ProbeService
 
 
@@ -89,7 +89,8 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         service = stack.enter_context(ProbeService(config))
         if prime is not None:
             prime(service)
-        app = create_app(service, homes, token, poll_s=poll_s)
+        app = create_app(service, homes, token, poll_s=poll_s,
+                         allowed_hosts=None if allow_remote else LOOPBACK_HOSTS)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
         shown_host = f"[{host}]" if ":" in host else host
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")

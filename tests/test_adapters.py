@@ -326,3 +326,12 @@ def test_deepseek_insufficient_balance(emulator, probe_home):
     emulator.script("sk-ds-empty", {"is_available": False, "balance_infos": []})
     snap = probe_home("deepseek", {"DEEPSEEK_API_KEY": "sk-ds-empty"})
     assert snap["available"] is False and snap["unavailable_reason"] == "DeepSeek API balance is insufficient."
+
+
+def test_invalid_utf8_and_redirects_are_clear_errors(emulator, probe_home):
+    emulator.script("sk-ds-utf8", raw=b'{"is_available": true, "balance_infos": ["\xff\xfe"]}')
+    assert probe_home("deepseek", {"DEEPSEEK_API_KEY": "sk-ds-utf8"})["error"]["code"] == "bad_response"
+    emulator.script("sk-ds-redirect", {}, status=302, headers={"Location": "/user/balance"})
+    snap = probe_home("deepseek", {"DEEPSEEK_API_KEY": "sk-ds-redirect"})
+    assert snap["error"]["code"] == "provider_error" and "302" in snap["error"]["message"]
+    assert emulator.count(token="sk-ds-redirect") == 1, "redirects are not followed (no redirect loop)"

@@ -62,7 +62,7 @@ class ProviderHttp:
         try:
             with self.client().stream("GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)) as response:
                 status = response.status_code
-                if status >= 400 or status < 200:
+                if not 200 <= status < 300:
                     response.close()  # the body is not needed; do not wait for it
                     raise _status_failure(provider_label, status, response)
                 body = bytearray()

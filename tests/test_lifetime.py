@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import psutil
 import pytest
@@ -61,3 +62,50 @@ def test_worker_busy_on_a_hung_provider_dies_when_its_parent_is_killed(emulator,
             parent.kill()
             parent.wait()
         parent.stdout.close()
+
+
+def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
+    """``probe serve`` gets SIGTERM while a probe is in flight: it shuts down in order and
+    no worker outlives it (checked from outside with psutil)."""
+    import os
+    import signal
+    import socket
+    import threading
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--demo", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "PROBE_TOKEN": "t"})
+    try:
+        assert "quota-probe backend on" in server.stdout.readline()
+        base = f"http://127.0.0.1:{port}"
+        httpx.get(f"{base}/api/quota", params={"home": "main"}, timeout=30)
+        home = httpx.get(f"{base}/api/pool", timeout=30).json()["home_ids"]["main"]
+        (Path(home) / ".env").write_text("DEEPSEEK_API_KEY=sk-demo-slow3000-\n")
+        in_flight = threading.Thread(target=lambda: _ignore_errors(
+            lambda: httpx.get(f"{base}/api/quota", params={"home": "main", "provider": "deepseek"}, timeout=30)))
+        in_flight.start()
+        assert wait_until(lambda: httpx.get(f"{base}/api/pool", timeout=30).json()["homes"][home]["busy"] >= 1)
+        workers = psutil.Process(server.pid).children(recursive=True)
+        assert workers
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) is not None
+        in_flight.join(30)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived the backend: {[p.pid for p in alive]}"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+
+
+def _ignore_errors(call) -> None:
+    try:
+        call()
+    except Exception:  # noqa: BLE001 — the server going away mid-request is the point
+        pass

@@ -91,9 +91,28 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             prime(service)
         app = create_app(service, homes, token, poll_s=poll_s,
                          allowed_hosts=None if allow_remote else LOOPBACK_HOSTS)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        # Bind before announcing: the printed URL accepts connections at once (they wait
+        # in the backlog until uvicorn runs), and a busy port is a clear error up front.
+        sock = stack.enter_context(_listening_socket(host, port))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         shown_host = f"[{host}]" if ":" in host else host
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
         if "PROBE_TOKEN" not in os.environ:
             echo(f"rotate token (POST /api/rotate): {token}")
-        server.run()
+        server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _listening_socket(host: str, port: int) -> Iterator[socket.socket]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServeError(f"Cannot listen on {host}:{port} ({exc.strerror or exc}).") from None
+        sock.listen(128)
+        yield sock
+    finally:
+        sock.close()

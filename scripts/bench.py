@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import emulator_process, percentile, write_section
+from benchlib import emulator_process, percentile, run_callers, write_section
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
 from probe.emulator import provider_urls_for
@@ -123,11 +123,9 @@ def run_load(strategy: Strategy, callers: int, per_caller: int, pick: Callable[[
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
-    barrier = threading.Barrier(callers + 1)
 
     def caller(number: int) -> None:
         nonlocal errors
-        barrier.wait()
         for i in range(per_caller):
             start = time.perf_counter()
             code = strategy.fetch(pick(number, i))
@@ -136,14 +134,7 @@ def run_load(strategy: Strategy, callers: int, per_caller: int, pick: Callable[[
                 latencies.append(elapsed)
                 errors += code is not None
 
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    wall = run_callers(callers, caller)
     return {"p50": statistics.median(latencies), "p99": percentile(latencies, 99),
             "rps": len(latencies) / wall, "errors": errors, "n": len(latencies)}
 

@@ -27,7 +27,7 @@ import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
-from benchlib import emulator_process, percentile, write_section
+from benchlib import emulator_process, percentile, run_callers, write_section
 from probe.emulator import provider_urls_for
 from probe.env import child_env
 from probe.spawner import Spawner
@@ -97,10 +97,8 @@ def concurrent(service: ProbeService, home: Path, provider: str, callers: int, p
     latencies: list[float] = []
     paths: Counter = Counter()
     lock = threading.Lock()
-    barrier = threading.Barrier(callers + 1)
 
-    def run() -> None:
-        barrier.wait()
+    def run(number: int) -> None:
         for _ in range(per_caller):
             start = time.perf_counter()
             snap = service.fetch(provider, home=home, refresh=True)
@@ -109,14 +107,8 @@ def concurrent(service: ProbeService, home: Path, provider: str, callers: int, p
                 latencies.append(elapsed)
                 paths[snap.probe.path if snap.error is None else f"error:{snap.error.code}"] += 1
 
-    threads = [threading.Thread(target=run) for _ in range(callers)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    return latencies, paths, time.perf_counter() - start
+    wall = run_callers(callers, run)
+    return latencies, paths, wall
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,3 +44,25 @@ def write_section(path: str, name: str, text: str) -> None:
     else:
         current = current.rstrip() + "\n\n" + block
     target.write_text(current)
+
+
+def run_callers(callers: int, body: Callable[[int], None]) -> float:
+    """Run ``body(caller_number)`` in ``callers`` threads released together; return the
+    wall time in seconds from the release to the last one finishing."""
+    import threading
+    import time
+
+    barrier = threading.Barrier(callers + 1)
+
+    def run(number: int) -> None:
+        barrier.wait()
+        body(number)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(callers)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start

@@ -55,3 +55,23 @@ class RunningApp:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def run_threads(count: int, target: Callable[[], object]) -> list:
+    """Start ``count`` threads that pass one barrier together, then each call ``target``;
+    return what they returned (in completion order)."""
+    import threading
+
+    barrier = threading.Barrier(count)
+    results: list = []
+
+    def body() -> None:
+        barrier.wait()
+        results.append(target())
+
+    threads = [threading.Thread(target=body) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

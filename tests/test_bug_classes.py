@@ -17,7 +17,7 @@ import probe
 from probe import ProbeConfig, ProbeService
 from probe.registry import PoolRegistry
 from probe.worker import Worker
-from support import wait_until
+from support import run_threads, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,22 +31,6 @@ def service(emulator):
 def pids(service: ProbeService, home) -> set[int]:
     state = service.stats()["homes"].get(str(home.resolve()))
     return {w["pid"] for w in state["workers"]} if state else set()
-
-
-def run_threads(count: int, target) -> list:
-    barrier = threading.Barrier(count)
-    results: list = []
-
-    def body():
-        barrier.wait()
-        results.append(target())
-
-    threads = [threading.Thread(target=body) for _ in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def test_lazy_init_never_publishes_a_half_built_default_service(monkeypatch):

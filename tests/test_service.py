@@ -12,7 +12,7 @@ import pytest
 
 from probe import ProbeConfig, ProbeService
 from probe.snapshot import PATHS
-from support import live_children, wait_until
+from support import live_children, run_threads, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 SPEC_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details",
@@ -137,18 +137,7 @@ def test_worker_crash_mid_request_is_typed_and_pool_heals(make_service, make_hom
 def test_identical_concurrent_fetches_share_one_probe(make_service, make_home, emulator):
     home = make_home("co", openrouter="sk-or-co-slow300-")
     service = make_service(pool_size=2)
-    barrier = threading.Barrier(6)
-    results = []
-
-    def call():
-        barrier.wait()
-        results.append(service.fetch("openrouter", home=home, refresh=True))
-
-    threads = [threading.Thread(target=call) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_threads(6, lambda: service.fetch("openrouter", home=home, refresh=True))
     paths = sorted(r.probe.path for r in results)
     assert paths.count("coalesced") >= 4, paths
     assert all(r.available for r in results)
@@ -159,18 +148,7 @@ def test_identical_concurrent_fetches_share_one_probe(make_service, make_home, e
 def test_coalescing_can_be_switched_off(make_service, make_home, emulator):
     home = make_home("noco", deepseek="sk-noco-slow200-")
     service = make_service(pool_size=4, coalesce=False)
-    barrier = threading.Barrier(3)
-    results = []
-
-    def call():
-        barrier.wait()
-        results.append(service.fetch("deepseek", home=home, refresh=True))
-
-    threads = [threading.Thread(target=call) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_threads(3, lambda: service.fetch("deepseek", home=home, refresh=True))
     assert "coalesced" not in {r.probe.path for r in results}
     assert emulator.count(token="sk-noco-slow200-") == 3
 
@@ -190,18 +168,7 @@ def test_cold_fallback_is_bounded(make_service, make_home):
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    barrier = threading.Barrier(12)
-    results = []
-
-    def call():
-        barrier.wait()
-        results.append(service.fetch("deepseek", home=home, refresh=True, timeout=1.5))
-
-    threads = [threading.Thread(target=call) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_threads(12, lambda: service.fetch("deepseek", home=home, refresh=True, timeout=1.5))
     stop.set()
     sampler.join()
     codes = [r.error.code if r.error else "ok" for r in results]

@@ -206,6 +206,7 @@ def stress_text(report: dict) -> str:
         "parent before: {processes} processes, {threads} threads, {fds} fds".format(**report["before"]),
         "parent after:  {processes} processes, {threads} threads, {fds} fds".format(**report["after"]),
         f"worker RSS MB: median {report['worker_rss_mb']['median']}, max {report['worker_rss_mb']['max']}",
+        "parent RSS MB: early {early}, end {end}, max {max}".format(**report["parent_rss_mb"]),
     ]
     lines += [f"  {'ok  ' if ok else 'FAIL'} {name}" for name, ok in report["invariants"].items()]
     lines.append("OK" if report["ok"] else "FAILED")

@@ -141,6 +141,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     errors: Counter[str] = Counter()
     violations: Counter[str] = Counter()
     rss_samples: list[float] = []
+    parent_rss: list[float] = []
     lock = threading.Lock()
     issued = 0
     stop = threading.Event()
@@ -194,7 +195,10 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                         homes.rotate(rng.randrange(options.homes), service)
 
                 def sampler() -> None:
+                    me = psutil.Process()
                     while not stop.wait(0.5):
+                        with lock:
+                            parent_rss.append(me.memory_info().rss / 1048576)
                         for state in service.stats()["homes"].values():
                             for worker in state["workers"]:
                                 if worker["rss_mb"]:
@@ -239,12 +243,24 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "after": after,
         "worker_rss_mb": {"median": round(statistics.median(rss_samples), 1) if rss_samples else None,
                           "max": round(max(rss_samples), 1) if rss_samples else None},
+        "parent_rss_mb": _rss_trend(parent_rss),
         "violations": dict(violations),
         "invariants": invariants,
         "options": {"homes": options.homes, "concurrency": options.concurrency, "pool_size": options.pool_size,
                     "latency_ms": options.latency_ms, "fault_rate": options.fault_rate,
                     "rotate_every_s": options.rotate_every_s},
     }
+
+
+def _rss_trend(samples: list[float]) -> dict[str, float | None]:
+    """Parent RSS early (after the first tenth of the run: warm-up allocations are not a
+    leak) and at the end; ``growth`` is end / early."""
+    if len(samples) < 4:
+        return {"early": None, "end": None, "max": None, "growth": None}
+    early = statistics.median(samples[len(samples) // 10: len(samples) // 10 + max(1, len(samples) // 10)])
+    end = statistics.median(samples[-max(1, len(samples) // 10):])
+    return {"early": round(early, 1), "end": round(end, 1), "max": round(max(samples), 1),
+            "growth": round(end / early, 3)}
 
 
 def _settled_footprint(before: dict[str, int], timeout_s: float = 5.0) -> dict[str, int]:

@@ -19,6 +19,7 @@ an exact response per token.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
@@ -43,6 +44,7 @@ DEEPSEEK_PATH = "/user/balance"
 HUGE_BODY_BYTES = 2 * 1024 * 1024
 RETRY_AFTER_S = 7
 IDLE_CONNECTION_TIMEOUT_S = 60
+REQUEST_LOG_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,10 @@ class Emulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
+        #: the latest requests in full; counts are kept for all of them. A long-running
+        #: emulator (``probe serve --demo``, a stress soak) must not grow without bound.
+        self._requests: collections.deque[RecordedRequest] = collections.deque(maxlen=REQUEST_LOG_MAX)
+        self._counts: collections.Counter[tuple[str, str | None]] = collections.Counter()
         self._scripts: dict[tuple[str, str | None], Scripted] = {}
         self._fault_rate = 0.0
         self._faults = random.Random(0)
@@ -403,19 +408,23 @@ class Emulator:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            self._counts[(request.path, request.token)] += 1
 
     def requests(self) -> list[RecordedRequest]:
+        """The latest requests (up to REQUEST_LOG_MAX), oldest first."""
         with self._lock:
             return list(self._requests)
 
     def count(self, *, path: str | None = None, token: str | None = None) -> int:
+        """How many requests matched, over the emulator's whole life (or since clear())."""
         with self._lock:
-            return sum(1 for r in self._requests
-                       if (path is None or r.path == path) and (token is None or r.token == token))
+            return sum(n for (p, t), n in self._counts.items()
+                       if (path is None or p == path) and (token is None or t == token))
 
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._counts.clear()
 
 
 def serve_forever_cli(host: str, port: int) -> None:

@@ -126,3 +126,17 @@ def test_hang_blocks_neither_other_requests_nor_stop():
     leftover = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     assert leftover == []
     assert psutil.Process().num_fds() <= fds_before
+
+
+def test_request_log_is_bounded_but_counts_are_exact(monkeypatch):
+    """A long-running emulator (a soak, ``probe serve --demo``) keeps the latest requests
+    only, so it cannot grow without bound; counts still cover every request."""
+    import probe.emulator as module
+
+    monkeypatch.setattr(module, "REQUEST_LOG_MAX", 5)
+    with Emulator() as emulator:
+        with httpx.Client() as client:
+            for _ in range(12):
+                client.get(emulator.base_url + DEEPSEEK_PATH, headers={"Authorization": "Bearer bounded"})
+        assert len(emulator.requests()) == 5
+        assert emulator.count(token="bounded") == 12 and emulator.count(path=DEEPSEEK_PATH) == 12

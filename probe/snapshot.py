@@ -155,8 +155,10 @@ def _window(data: dict[str, Any]) -> Window:
 def _error(data: Any) -> ProbeError | None:
     if data is None:
         return None
-    retry = data.get("retry_after_s")
-    return ProbeError(_str(data["code"]), _str(data["message"]), _opt_float(retry))
+    code = _str(data["code"])
+    if code not in ERROR_CODES:
+        raise TypeError("unknown error code")  # callers may rely on the SPEC §4 list
+    return ProbeError(code, _str(data["message"]), _opt_float(data.get("retry_after_s")))
 
 
 def monotonic_ms_since(start: float) -> float:

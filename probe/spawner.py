@@ -62,10 +62,6 @@ class Spawner:
             except BaseException as exc:  # noqa: BLE001 — handed to whoever waits on the future
                 future.set_exception(exc)
 
-    @property
-    def thread(self) -> threading.Thread | None:
-        return self._thread
-
     def close(self) -> None:
         """Stop the thread. Workers it started get SIGKILL from the kernel when it exits, so
         close them first; idempotent."""

@@ -36,7 +36,9 @@ def test_error_serializes_code_and_message_only():
 
 
 @pytest.mark.parametrize("bad", [{}, {"provider": 1}, {"provider": "a", "home": "/h", "available": True,
-                                                        "windows": [{"used_percent": "x"}]}])
+                                                        "windows": [{"used_percent": "x"}]},
+                                 {"provider": "a", "home": "/h", "available": False,
+                                  "error": {"code": "not_a_spec_code", "message": "m"}}])
 def test_bad_shapes_raise_value_error(bad):
     with pytest.raises(ValueError):
         Snapshot.from_dict(bad)

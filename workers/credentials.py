@@ -4,6 +4,12 @@ Why errors are remembered instead of raised: a malformed ``.env`` must not break
 provider whose credential lives in ``auth.json`` (and vice versa). A provider that needs a
 value from a malformed file gets ``no_credentials`` naming the file (and the line, for
 ``.env``) — never the line's content, which may be a secret.
+
+Why a malformed ``.env`` is not skipped over: the broken line may be the very credential
+the user meant, so probing with a different one (a later key, or ``auth.json``) would
+silently report another account. The user is told which line to fix instead.
+
+Nothing here writes: the files are opened read-only and a probe never refreshes a token.
 """
 from __future__ import annotations
 
@@ -17,10 +23,14 @@ from typing import Any
 from workers.result import ProbeFailure
 
 MAX_FILE_BYTES = 1024 * 1024
+#: shell-style names, plus ``.`` and ``-`` which other .env readers (python-dotenv) accept
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
 
 class DotenvError(ValueError):
+    """A malformed ``.env`` line: its number and a reason that never quotes the line."""
+
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(f"line {line}: {reason}")
         self.line = line
@@ -29,15 +39,19 @@ class DotenvError(ValueError):
 
 def parse_dotenv(text: str) -> dict[str, str]:
     """``KEY=VALUE`` lines; ``#`` comments (whole line, or after whitespace following an
-    unquoted value); blank lines; optional ``export ``; optional single or double quotes
-    (double quotes understand ``\\n``, ``\\t``, ``\\"`` and ``\\\\``). Later keys win.
-    Raises DotenvError(line, reason) for a line that is none of these."""
+    unquoted value); blank lines; optional ``export ``; whitespace around key and value
+    stripped; optional single or double quotes (double quotes understand ``\\n``, ``\\t``,
+    ``\\r``, ``\\"`` and ``\\\\``; single quotes are literal). Later keys win.
+
+    Raises DotenvError(line, reason) for a line that is none of these. Lines are counted
+    on ``\\n`` only (``\\r\\n`` works too) so the number matches what an editor shows.
+    """
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith("export ") or line.startswith("export\t"):
+        if line.startswith(("export ", "export\t")):
             line = line[7:].lstrip()
         key, sep, rest = line.partition("=")
         key = key.strip()
@@ -60,7 +74,7 @@ def _value(rest: str, number: int) -> str:
             raise DotenvError(number, "text after the closing quote")
         inner = rest[1:end]
         if quote == '"':
-            inner = re.sub(r'\\(["\\ntr])', lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), inner)
+            inner = re.sub(r'\\(["\\ntr])', lambda m: _ESCAPES.get(m.group(1), m.group(1)), inner)
         return inner
     comment = re.search(r"\s#", rest)
     return (rest[:comment.start()] if comment else rest).strip()
@@ -81,7 +95,8 @@ def _closing_quote(text: str, quote: str) -> int:
 
 @dataclass
 class HomeCredentials:
-    """What one probe may read from a home, loaded fresh for every probe."""
+    """What one probe may read from a home. Load errors are kept, not raised: the
+    accessors raise ``no_credentials`` only for a provider that needs the broken file."""
 
     home: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -89,15 +104,23 @@ class HomeCredentials:
     env_error: str | None = None
     auth_error: str | None = None
 
+    @property
+    def env_path(self) -> Path:
+        return self.home / ".env"
+
+    @property
+    def auth_path(self) -> Path:
+        return self.home / "auth.json"
+
     def env_value(self, *names: str) -> tuple[str, str] | None:
-        """(name, value) of the first non-empty variable among ``names``; raises
-        no_credentials if the ``.env`` could not be read and none was found."""
+        """(name, value) of the first non-empty variable among ``names``, else None.
+        Raises no_credentials when the ``.env`` could not be read."""
+        if self.env_error:
+            raise ProbeFailure("no_credentials", self.env_error)
         for name in names:
             value = self.env.get(name, "").strip()
             if value:
                 return name, value
-        if self.env_error:
-            raise ProbeFailure("no_credentials", self.env_error)
         return None
 
     def auth_json(self) -> dict[str, Any]:
@@ -106,9 +129,43 @@ class HomeCredentials:
             raise ProbeFailure("no_credentials", self.auth_error)
         return self.auth
 
+    def auth_object(self, *keys: str) -> dict[str, Any] | None:
+        """``auth.json[k1][k2]…`` as an object, None when any step is absent or null.
+        A step that exists with another type makes the file malformed (no_credentials
+        naming the file and the keys — our own names, never file content)."""
+        value = self._auth_at(keys)
+        if value is None or isinstance(value, dict):
+            return value
+        raise self._shape_error(keys, "an object")
+
+    def auth_list(self, *keys: str) -> list[Any]:
+        """``auth.json[k1][k2]…`` as a list, empty when absent or null; another type makes
+        the file malformed, as for :meth:`auth_object`."""
+        value = self._auth_at(keys)
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        raise self._shape_error(keys, "a list")
+
+    def _auth_at(self, keys: tuple[str, ...]) -> Any:
+        value: Any = self.auth_json()
+        for depth, key in enumerate(keys):
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise self._shape_error(keys[:depth], "an object")
+            value = value.get(key)
+        return value
+
+    def _shape_error(self, keys: tuple[str, ...], kind: str) -> ProbeFailure:
+        where = ".".join(keys)
+        return ProbeFailure("no_credentials", f"{self.auth_path} is malformed: {where} should be {kind}.")
+
 
 def _read_text(path: Path) -> str | None:
-    """The file's text, None if missing; raises OSError/ValueError for unusable files."""
+    """The file's text, None if missing; raises OSError/ValueError for unusable files.
+    Reads at most 1 MiB + 1 byte, so a huge or endless file costs nothing."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -124,7 +181,7 @@ def credential_stat(home: Path) -> tuple:
     parts = []
     for name in (".env", "auth.json"):
         try:
-            st = os.stat(home / name)
+            st = os.stat(Path(home) / name)
         except OSError:
             parts.append(None)
         else:
@@ -132,9 +189,11 @@ def credential_stat(home: Path) -> tuple:
     return tuple(parts)
 
 
-def load_home(home: Path) -> HomeCredentials:
-    creds = HomeCredentials(home=home)
-    env_path, auth_path = home / ".env", home / "auth.json"
+def load_home(home: str | os.PathLike[str]) -> HomeCredentials:
+    """Read ``<home>/.env`` and ``<home>/auth.json`` (missing files are simply empty).
+    Never raises for file content: problems are recorded on the result (see the class)."""
+    creds = HomeCredentials(home=Path(home))
+    env_path, auth_path = creds.env_path, creds.auth_path
     try:
         text = _read_text(env_path)
         if text is not None:
@@ -164,6 +223,7 @@ def load_home(home: Path) -> HomeCredentials:
 
 
 def _why(exc: BaseException) -> str:
+    """A short reason for a read failure; exception text is not used since it may quote content."""
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, IsADirectoryError):

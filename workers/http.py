@@ -4,11 +4,17 @@ One ``httpx.Client`` per worker process, created on first use and reused by ever
 so a warm worker keeps its keep-alive connection to each provider host: that is most of
 what "warm" buys. Status mapping, the 1 MiB body cap and the JSON decoding live here so
 the adapters only ever see a parsed body or a ProbeFailure.
+
+Messages name the provider and the HTTP status, never the token, a header value or the
+response body (a provider error body may echo the request).
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import os
+import re
+import time
 from typing import Any
 
 import httpx
@@ -16,6 +22,10 @@ import httpx
 from workers.result import ProbeFailure
 
 MAX_BODY_BYTES = 1024 * 1024
+#: an error body up to this size is read (and dropped) so the connection stays reusable
+DRAIN_ERROR_BODY_BYTES = 64 * 1024
+#: what an HTTP/1.1 header value may carry here: visible ASCII and inner spaces/tabs
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 def base_url(provider: str, default: str) -> str:
@@ -25,22 +35,38 @@ def base_url(provider: str, default: str) -> str:
     return (override or default).rstrip("/")
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP-date (RFC 9110 §10.2.3);
+    None when absent or unparseable. A date in the past is 0."""
+    text = (value or "").strip()
+    if not text:
         return None
-    return seconds if seconds >= 0 else None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 class ProviderHttp:
-    def __init__(self) -> None:
+    """The worker's HTTP client: lazily built, shared by all probes, closed by the loop.
+
+    ``transport`` exists for tests that need a response the emulator cannot produce."""
+
+    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
         self._client: httpx.Client | None = None
+        self._transport = transport
 
     def client(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(trust_env=True, follow_redirects=False,
+            # trust_env: an operator's HTTPS_PROXY / SSL_CERT_FILE apply to the workers too
+            self._client = httpx.Client(trust_env=True, follow_redirects=False, transport=self._transport,
                                         limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=60))
         return self._client
 
@@ -51,33 +77,71 @@ class ProviderHttp:
 
     def get_json(self, url: str, *, token: str, provider_label: str, timeout_s: float,
                  headers: dict[str, str] | None = None) -> Any:
-        """GET ``url`` with the bearer token and return the decoded JSON body.
+        """GET ``url`` with ``Accept: application/json`` and the bearer token (plus
+        ``headers``) and return the decoded JSON body, all within ``timeout_s``.
 
-        Raises ProbeFailure: 401 unauthorized, 403 forbidden, 429 rate_limited (with the
-        Retry-After seconds), 5xx and other non-2xx provider_error, a body over 1 MiB or not
-        JSON bad_response, a timeout timeout, an unreachable host provider_error. Messages
-        name the provider and the status, never the token or the body.
+        Raises ProbeFailure: 401 unauthorized, 403 forbidden, 429 rate_limited (with
+        ``retry_after_s``), 5xx and other non-2xx (redirects included: they are not
+        followed) provider_error, a body over 1 MiB or not JSON bad_response, no answer in
+        time timeout, an unreachable host provider_error, a credential that cannot be put
+        in a header no_credentials.
         """
         request_headers = {"Accept": "application/json", "Authorization": f"Bearer {token}", **(headers or {})}
+        if not all(_HEADER_VALUE.fullmatch(value) for value in request_headers.values()):
+            raise ProbeFailure("no_credentials", f"The {provider_label} credential contains characters "
+                                                 "that cannot be sent in an HTTP header.")
+        deadline = time.monotonic() + timeout_s
         try:
             with self.client().stream("GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
-                    response.close()  # the body is not needed; do not wait for it
+                    _drain(response, deadline)
                     raise _status_failure(provider_label, status, response)
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES:
-                        raise ProbeFailure("bad_response", f"The {provider_label} response is larger than 1 MiB.")
+                body = _read_capped(response, provider_label, deadline)
         except httpx.TimeoutException:
-            raise ProbeFailure("timeout", f"{provider_label} did not answer in time.") from None
+            raise ProbeFailure("timeout", f"{provider_label} did not answer within {timeout_s:g} s.") from None
+        except httpx.InvalidURL:
+            raise ProbeFailure("provider_error", f"The {provider_label} base URL is not a valid URL.") from None
         except httpx.HTTPError as exc:
             raise ProbeFailure("provider_error", f"Could not reach {provider_label} ({type(exc).__name__}).") from None
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
             raise ProbeFailure("bad_response", f"The {provider_label} response is not valid JSON.") from None
+
+
+def _read_capped(response: httpx.Response, provider_label: str, deadline: float) -> bytes:
+    """The body, refusing more than MAX_BODY_BYTES: a declared Content-Length over the cap
+    fails before reading; an undeclared one stops at the first byte past it. The overall
+    deadline also holds against a server that drips the body slowly."""
+    too_big = ProbeFailure("bad_response", f"The {provider_label} response is larger than 1 MiB.")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_big
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("body not complete in time")
+    return bytes(body)
+
+
+def _drain(response: httpx.Response, deadline: float) -> None:
+    """Read a small error body so the keep-alive connection can serve the next probe
+    (an unread body makes httpx close it); a large or slow one is abandoned instead."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAIN_ERROR_BODY_BYTES:
+        return
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > DRAIN_ERROR_BODY_BYTES or time.monotonic() > deadline:
+                return
+    except httpx.HTTPError:
+        return   # the status already says what went wrong
 
 
 def _status_failure(provider_label: str, status: int, response: httpx.Response) -> ProbeFailure:
@@ -86,8 +150,8 @@ def _status_failure(provider_label: str, status: int, response: httpx.Response) 
     if status == 403:
         return ProbeFailure("forbidden", f"{provider_label} refused access (HTTP 403).")
     if status == 429:
-        retry = _retry_after_s(response)
-        hint = f" (Retry-After {int(retry)} s)" if retry is not None else ""
+        retry = retry_after_s(response.headers.get("retry-after"))
+        hint = f" (Retry-After {retry:.0f} s)" if retry is not None else ""
         return ProbeFailure("rate_limited", f"{provider_label} is rate-limiting usage requests{hint}.",
                             retry_after_s=retry)
     if status >= 500:

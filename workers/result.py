@@ -3,21 +3,31 @@
 A worker answers with the provider part of the snapshot (SPEC §4); the parent adds
 ``home``, ``stale``, ``fetched_at`` and ``probe``. Keeping every rounding, clamping, time
 and money rule here means the four adapters cannot drift apart on them.
+
+Every helper here takes untrusted JSON values and answers ``None`` (or a neutral value)
+for anything it cannot use instead of raising: one odd field must cost one line of the
+snapshot, not the whole snapshot.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-#: currency code -> symbol; a currency not listed is written as "3.50 CHF"
+#: currency code -> symbol. JPY shares ``¥`` with CNY; callers that may show both append
+#: the code (anthropic's ``€5.00 of €100.00 EUR``, deepseek's ``¥12.30 CNY``).
 CURRENCY_SYMBOLS = {"USD": "$", "CNY": "¥", "EUR": "€", "GBP": "£", "JPY": "¥"}
+#: epoch values above this are milliseconds (1e11 s is the year 5138)
+_MILLISECONDS_FROM = 1e11
 
 
 class ProbeFailure(Exception):
-    """A provider-side problem with a typed code (SPEC §4) and a message safe to show."""
+    """A provider-side problem with a typed code (SPEC §4) and a message safe to show.
+
+    ``retry_after_s`` carries a 429's ``Retry-After`` so the parent can back off (SPEC §8).
+    """
 
     def __init__(self, code: str, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -28,15 +38,21 @@ class ProbeFailure(Exception):
 
 # -- numbers, times, money --------------------------------------------------------------
 def number(value: Any) -> float | None:
-    """A finite float from a JSON number or numeric string; None for anything else."""
+    """A finite float from a JSON number or numeric string; None for anything else
+    (booleans included: ``true`` is not 1 % used)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        result = float(value)
+    if isinstance(value, (int, float, Decimal)):
+        try:
+            result = float(value)
+        except OverflowError:   # a 400-digit JSON integer
+            return None
     elif isinstance(value, str):
+        if len(value) > 100:
+            return None
         try:
             result = float(Decimal(value.strip()))
-        except (InvalidOperation, ValueError):
+        except (InvalidOperation, ValueError, OverflowError):
             return None
     else:
         return None
@@ -47,56 +63,75 @@ def clamp_percent(value: float) -> float:
     return max(0.0, min(100.0, value))
 
 
-def iso_utc(value: Any) -> str | None:
-    """Epoch seconds (number or numeric string) or ISO-8601 (any offset, microseconds,
-    ``Z``) → ``YYYY-MM-DDTHH:MM:SSZ`` in UTC; None for anything unusable."""
+def percent(value: Any) -> float | None:
+    """A percentage as given (0–100, never rescaled: 0.5 means half a percent), clamped
+    into 0–100 and rounded to two decimals; None when not a number."""
+    used = number(value)
+    return None if used is None else round(clamp_percent(used), 2)
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """Seconds since the epoch from epoch seconds (number or numeric string; milliseconds
+    are recognised by size) or ISO-8601 with any offset; None for anything unusable."""
     if value is None or isinstance(value, bool):
         return None
-    when: datetime | None = None
     seconds = number(value)
     if seconds is not None:
-        if seconds > 1e11:  # milliseconds, as some clients send
-            seconds /= 1000
-        try:
-            when = datetime.fromtimestamp(seconds, tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return None
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-    if when is None:
+        return seconds / 1000 if abs(seconds) > _MILLISECONDS_FROM else seconds
+    if not isinstance(value, str) or len(value) > 64:
         return None
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+        if when.tzinfo is None:   # no offset: the providers mean UTC
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
-def money(amount: float, currency: str | None = "USD") -> str:
-    """``$3.50``, ``¥12.30``; a currency without a known symbol: ``3.50 CHF``."""
-    code = (currency or "USD").upper()
-    symbol = CURRENCY_SYMBOLS.get(code)
-    text = f"{amount:,.2f}"
-    if amount < 0:
-        return f"-{symbol}{text[1:]}" if symbol else f"{text} {code}"
-    return f"{symbol}{text}" if symbol else f"{text} {code}"
+def iso_utc(value: Any) -> str | None:
+    """Epoch seconds (number or numeric string) or ISO-8601 (any offset, microseconds,
+    ``Z``) → ``YYYY-MM-DDTHH:MM:SSZ`` in UTC, seconds precision; None for anything unusable
+    (including instants outside years 1–9999)."""
+    seconds = epoch_seconds(value)
+    if seconds is None:
+        return None
+    try:
+        when = datetime.fromtimestamp(math.floor(seconds), tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    # isoformat, not strftime: "%Y" does not zero-pad years below 1000 on glibc
+    return when.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def money_with_code(amount: float, currency: str | None) -> str:
-    """``€5.00`` for a known symbol other than the dollar needs no code; used where the
-    spec writes the code after a symbol-formatted amount (``¥12.30 CNY``)."""
-    code = (currency or "USD").upper()
-    return f"{money(amount, code)} {code}" if code in CURRENCY_SYMBOLS else money(amount, code)
+def _decimal(amount: float | int | str | Decimal) -> Decimal:
+    # repr() of a float is its shortest round-tripping form, so 12.345 rounds as written
+    # (half up → 12.35), not as the binary 12.34499… it is stored as.
+    return amount if isinstance(amount, Decimal) else Decimal(repr(amount) if isinstance(amount, float) else str(amount))
+
+
+def money(amount: float | int | str | Decimal, currency: str | None = "USD", *,
+          symbols: Mapping[str, str] = CURRENCY_SYMBOLS) -> str:
+    """``$3.50``, ``¥12.30``, ``-$1.00``, ``$1,234.50``: always two decimals (half up) and
+    the symbol; a currency without a known symbol is the amount plus its code: ``3.50 CHF``
+    (SPEC §4). A missing currency means USD, as every provider here bills in dollars.
+    ``symbols`` narrows the table for a provider whose rules name fewer symbols."""
+    code = (currency or "USD").strip().upper() or "USD"
+    value = _decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    text = f"{abs(value):,.2f}"
+    sign = "-" if value < 0 else ""
+    symbol = symbols.get(code)
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {code}"
 
 
 # -- snapshot dicts ---------------------------------------------------------------------
 def window(label: str, used_percent: Any, reset_at: Any = None, detail: str | None = None) -> dict[str, Any]:
-    used = number(used_percent)
-    used = None if used is None else round(clamp_percent(used), 2)
+    """One quota window; ``remaining_percent`` = clamp(100 − used), both None when the
+    used share is unknown; ``reset_at`` normalized by :func:`iso_utc`."""
+    used = percent(used_percent)
     return {
         "label": label,
         "used_percent": used,
@@ -108,6 +143,7 @@ def window(label: str, used_percent: Any, reset_at: Any = None, detail: str | No
 
 def snapshot(provider: str, *, title: str, source: str, windows: Iterable[dict] = (), details: Iterable[str] = (),
              plan: str | None = None, unavailable_reason: str | None = None) -> dict[str, Any]:
+    """A successful probe. ``available`` = has windows or details, and no unavailable_reason."""
     windows, details = list(windows), list(details)
     return {
         "provider": provider,
@@ -124,6 +160,8 @@ def snapshot(provider: str, *, title: str, source: str, windows: Iterable[dict] 
 
 def failure(provider: str, code: str, message: str, *, title: str | None = None, source: str | None = None,
             retry_after_s: float | None = None) -> dict[str, Any]:
+    """A failed probe: ``error = {code, message}`` plus ``retry_after_s`` when the provider
+    sent a ``Retry-After`` (the parent's back-off reads it)."""
     error: dict[str, Any] = {"code": code, "message": message}
     if retry_after_s is not None:
         error["retry_after_s"] = retry_after_s

@@ -3,6 +3,17 @@
 Only OAuth tokens have account limits: a plain API key (``sk-ant-api…``) is answered as
 unavailable without any request. ``utilization`` is a percentage (0–100) and is never
 rescaled — a value of 0.5 means half a percent, not half the quota.
+
+Choices where PROVIDERS.md is silent:
+
+* title "Account limits" (the SPEC §4 example);
+* a window whose ``utilization`` is not a number is skipped like a null one;
+* a response without any window or extra-usage line is not an error but
+  ``unavailable_reason`` "Anthropic reported no usage limits for this account.", so the
+  user sees a sentence rather than an empty card;
+* ``extra_usage`` without a currency is USD; a non-USD currency gets its code appended
+  once at the end (``€5.00 of €100.00 EUR``, ``€5.00 of unlimited EUR``), and one without
+  a symbol is already self-describing (``3.50 CHF of 50.00 CHF``).
 """
 from __future__ import annotations
 
@@ -19,18 +30,22 @@ PATH = "/api/oauth/usage"
 TITLE = "Account limits"
 SOURCE = "oauth_usage_api"
 ENV_NAMES = ("ANTHROPIC_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY")
+HEADERS = {"anthropic-beta": "oauth-2025-04-20", "Content-Type": "application/json"}
 WINDOWS = (("five_hour", "Current session"), ("seven_day", "Current week"), ("seven_day_opus", "Opus week"),
            ("seven_day_sonnet", "Sonnet week"), ("seven_day_oauth_apps", "OAuth apps week"))
 API_KEY_REASON = "Anthropic account limits are only available for OAuth-backed Claude accounts."
+NO_LIMITS_REASON = "Anthropic reported no usage limits for this account."
+SCOPE_MESSAGE = ("Anthropic refused the usage request (HTTP 403): the token probably lacks the "
+                 "user:profile scope; sign in again with a Claude account login.")
 
 
 def find_token(home: HomeCredentials) -> str | None:
+    """The first of ANTHROPIC_TOKEN, CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_API_KEY in ``.env``,
+    else the first ``auth.json`` ``credential_pool.anthropic`` entry with an access_token."""
     found = home.env_value(*ENV_NAMES)
     if found:
         return found[1]
-    pool = home.auth_json().get("credential_pool")
-    entries = pool.get("anthropic") if isinstance(pool, dict) else None
-    for entry in entries if isinstance(entries, list) else ():
+    for entry in home.auth_list("credential_pool", NAME):
         token = entry.get("access_token") if isinstance(entry, dict) else None
         if isinstance(token, str) and token.strip():
             return token.strip()
@@ -42,19 +57,18 @@ def is_api_key(token: str) -> bool:
 
 
 def extra_usage_line(extra: Any) -> str | None:
-    """``Extra usage: $3.50 of $50.00`` — credits are in cents."""
+    """``Extra usage: $3.50 of $50.00`` — credits are in cents; None unless enabled with a
+    numeric ``used_credits``."""
     if not isinstance(extra, dict) or extra.get("is_enabled") is not True:
         return None
     used = number(extra.get("used_credits"))
     if used is None:
         return None
-    currency = extra.get("currency") if isinstance(extra.get("currency"), str) else "USD"
+    currency = extra.get("currency")
+    code = currency.strip().upper() if isinstance(currency, str) and currency.strip() else "USD"
     limit = number(extra.get("monthly_limit"))
-    of = "unlimited" if not limit else money(limit / 100, currency)
-    line = f"Extra usage: {money(used / 100, currency)} of {of}"
-    code = currency.upper()
-    # Another currency with a symbol gets its code too ("€5.00 of €100.00 EUR"); one
-    # without a symbol already reads "5.00 CHF".
+    of = "unlimited" if not limit else money(limit / 100, code)
+    line = f"Extra usage: {money(used / 100, code)} of {of}"
     return f"{line} {code}" if code != "USD" and code in CURRENCY_SYMBOLS else line
 
 
@@ -66,23 +80,24 @@ def normalize(body: Any) -> dict[str, Any]:
         if isinstance(part, dict) and number(part.get("utilization")) is not None:
             windows.append(window(label, part.get("utilization"), part.get("resets_at")))
     extra = extra_usage_line(data.get("extra_usage"))
-    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=[extra] if extra else [])
+    details = [extra] if extra else []
+    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=details,
+                    unavailable_reason=None if windows or details else NO_LIMITS_REASON)
 
 
 def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
     token = find_token(home)
     if token is None:
-        raise ProbeFailure("no_credentials", "No Anthropic credential in this home (.env ANTHROPIC_TOKEN, "
-                                             "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY, or auth.json).")
+        raise ProbeFailure("no_credentials", "No Anthropic credential in this home (ANTHROPIC_TOKEN, "
+                                             "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY in .env, or an "
+                                             "anthropic entry in auth.json's credential_pool).")
     if is_api_key(token):
         return snapshot(NAME, title=TITLE, source=SOURCE, unavailable_reason=API_KEY_REASON)
     try:
         body = http.get_json(base_url(NAME, DEFAULT_BASE_URL) + PATH, token=token, provider_label=LABEL,
-                             timeout_s=timeout_s, headers={"anthropic-beta": "oauth-2025-04-20",
-                                                           "Content-Type": "application/json"})
+                             timeout_s=timeout_s, headers=HEADERS)
     except ProbeFailure as exc:
         if exc.code == "forbidden":
-            raise ProbeFailure("forbidden", "Anthropic refused the usage request (HTTP 403): the token "
-                                            "probably lacks the user:profile scope; sign in again.") from None
+            raise ProbeFailure("forbidden", SCOPE_MESSAGE) from None
         raise
     return normalize(body)

@@ -1,11 +1,22 @@
-"""DeepSeek API balance (PROVIDERS.md § deepseek): one detail line per currency."""
+"""DeepSeek API balance (PROVIDERS.md § deepseek): one detail line per currency.
+
+``Balance: ¥12.30 CNY (granted ¥2.00, topped up ¥10.30)``; a zero part is left out, and
+so are the parentheses when both are zero. Only CNY (``¥``) and USD (``$``) get a
+symbol, as PROVIDERS.md says; any other currency is written by its code alone
+(``Balance: 1.50 EUR (granted 1.50 EUR)``), never twice.
+
+Choices where PROVIDERS.md is silent: a ``balance_infos`` entry without a currency or a
+numeric total is skipped; ``balance_infos`` of another type than a list is
+``bad_response``; ``is_available: true`` with no usable entry gets ``unavailable_reason``
+"DeepSeek reported no balance for this account."
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from workers.credentials import HomeCredentials
 from workers.http import ProviderHttp, base_url
-from workers.result import CURRENCY_SYMBOLS, ProbeFailure, as_dict, money, number, snapshot
+from workers.result import ProbeFailure, as_dict, money, number, snapshot
 
 NAME = "deepseek"
 LABEL = "DeepSeek"
@@ -14,20 +25,23 @@ PATH = "/user/balance"
 TITLE = "Account balance"
 SOURCE = "balance_api"
 INSUFFICIENT = "DeepSeek API balance is insufficient."
-#: DeepSeek's symbols: CNY ¥, USD $; any other currency is written by its code alone
+NO_BALANCE = "DeepSeek reported no balance for this account."
+#: the only currencies DeepSeek's lines write with a symbol (PROVIDERS.md), even though
+#: :data:`workers.result.CURRENCY_SYMBOLS` knows more
 SYMBOLS = {"CNY": "¥", "USD": "$"}
 
 
 def _amount(value: float, code: str) -> str:
-    return money(value, code) if code in SYMBOLS and code in CURRENCY_SYMBOLS else f"{value:,.2f} {code}"
+    return money(value, code, symbols=SYMBOLS)
 
 
 def balance_line(info: Any) -> str | None:
     if not isinstance(info, dict):
         return None
-    code = info.get("currency").upper() if isinstance(info.get("currency"), str) and info.get("currency") else None
+    currency = info.get("currency")
+    code = currency.strip().upper() if isinstance(currency, str) and currency.strip() else None
     total = number(info.get("total_balance"))
-    if code is None or total is None:
+    if code is None or total is None or len(code) > 12:
         return None
     head = f"Balance: {_amount(total, code)}" + (f" {code}" if code in SYMBOLS else "")
     parts = []
@@ -44,7 +58,9 @@ def normalize(body: Any) -> dict[str, Any]:
     if infos is not None and not isinstance(infos, list):
         raise ProbeFailure("bad_response", "The DeepSeek balance response has an unexpected shape.")
     details = [line for line in map(balance_line, infos or []) if line]
-    reason = INSUFFICIENT if data.get("is_available") is False and not details else None
+    reason = None
+    if not details:
+        reason = INSUFFICIENT if data.get("is_available") is False else NO_BALANCE
     return snapshot(NAME, title=TITLE, source=SOURCE, details=details, unavailable_reason=reason)
 
 

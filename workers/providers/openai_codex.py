@@ -2,98 +2,112 @@
 
 The account id header comes from the *selected* credential only — two pool entries may
 share a token, and sending another entry's account id would read the wrong account.
+
+Choices where PROVIDERS.md is silent:
+
+* title "Usage limits" (the ChatGPT plan's rate-limit windows);
+* an exhausted pool entry with no (or an unreadable) ``last_error_reset_at`` is usable:
+  the rule makes an entry unusable only while its reset time is known to be in the future;
+* when every pool entry is exhausted the error is ``no_credentials`` naming the earliest
+  reset time (a time, not a secret);
+* plan words are capitalized one by one (``team_plus-max`` → ``Team Plus Max``; ``plus2x``
+  → ``Plus2x``, where ``str.title`` would give ``Plus2X``);
+* a window whose ``used_percent`` is not a number is skipped;
+* ``credits.unlimited: true`` (with ``has_credits``) reads "Credits balance: unlimited";
+* a response with no window and no detail gets ``unavailable_reason`` "OpenAI Codex
+  reported no usage limits for this account."
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import time
 from typing import Any
 
 from workers.credentials import HomeCredentials
 from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, iso_utc, money, number, snapshot, window
+from workers.result import ProbeFailure, as_dict, epoch_seconds, iso_utc, money, number, snapshot, window
 
 NAME = "openai-codex"
 LABEL = "OpenAI Codex"
 DEFAULT_BASE_URL = "https://chatgpt.com/backend-api/codex"
 TITLE = "Usage limits"
 SOURCE = "usage_api"
+USER_AGENT = "codex-cli"
+JWT_CLAIM = "https://api.openai.com/auth"
 WINDOW_LABELS = {18000: "Session", 604800: "Weekly"}
+NO_LIMITS_REASON = "OpenAI Codex reported no usage limits for this account."
 
 
 def usage_url(base: str) -> str:
-    """Strip a trailing ``/codex``; ``…/backend-api`` → ``/wham/usage``, else ``/api/codex/usage``."""
+    """Strip a trailing ``/codex``; ``…/backend-api…`` → ``<rest>/wham/usage``, else
+    ``<rest>/api/codex/usage``."""
     rest = base.rstrip("/")
     if rest.endswith("/codex"):
         rest = rest[: -len("/codex")]
     return rest + ("/wham/usage" if "/backend-api" in rest else "/api/codex/usage")
 
 
-def _epoch(value: Any) -> float | None:
-    seconds = number(value)
-    if seconds is not None:
-        return seconds
-    iso = iso_utc(value)
-    if iso is None:
-        return None
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def _usable(entry: dict[str, Any], now: float) -> bool:
+def _exhausted_until(entry: dict[str, Any], now: float) -> float | None:
+    """The reset time of an entry that is unusable now, else None."""
     if entry.get("last_status") != "exhausted":
-        return True
-    reset = _epoch(entry.get("last_error_reset_at"))
-    return reset is not None and reset <= now
+        return None
+    reset = epoch_seconds(entry.get("last_error_reset_at"))
+    return reset if reset is not None and reset > now else None
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def find_credential(home: HomeCredentials, now: float | None = None) -> tuple[str, str | None] | None:
-    """(access_token, account_id of that same credential or None)."""
-    auth = home.auth_json()
+    """(access_token, account id of that same credential or None), or None when the home
+    has no credential at all. Raises no_credentials when every pool entry is exhausted."""
     now = time.time() if now is None else now
-    providers = auth.get("providers")
-    entry = providers.get(NAME) if isinstance(providers, dict) else None
-    tokens = entry.get("tokens") if isinstance(entry, dict) else None
-    if isinstance(tokens, dict) and isinstance(tokens.get("access_token"), str) and tokens["access_token"].strip():
-        account = tokens.get("account_id")
-        return tokens["access_token"].strip(), account if isinstance(account, str) and account else None
-    pool = auth.get("credential_pool")
-    entries = pool.get(NAME) if isinstance(pool, dict) else None
-    for candidate in entries if isinstance(entries, list) else ():
-        if not isinstance(candidate, dict):
+    tokens = home.auth_object("providers", NAME, "tokens")
+    if tokens is not None and _text(tokens.get("access_token")):
+        return _text(tokens["access_token"]), _text(tokens.get("account_id"))
+    resets = []
+    for entry in home.auth_list("credential_pool", NAME):
+        if not isinstance(entry, dict) or not _text(entry.get("access_token")):
             continue
-        token = candidate.get("access_token")
-        if not isinstance(token, str) or not token.strip() or not _usable(candidate, now):
+        until = _exhausted_until(entry, now)
+        if until is not None:
+            resets.append(until)
             continue
-        account = candidate.get("account_id")
-        return token.strip(), account if isinstance(account, str) and account else None
+        return _text(entry["access_token"]), _text(entry.get("account_id"))
+    if resets:
+        raise ProbeFailure("no_credentials", "Every OpenAI Codex credential in auth.json is exhausted until "
+                                             f"{iso_utc(min(resets))}.")
     return None
 
 
 def jwt_account_id(token: str) -> str | None:
-    """``["https://api.openai.com/auth"].chatgpt_account_id`` of an unverified JWT."""
+    """``["https://api.openai.com/auth"].chatgpt_account_id`` of an unverified JWT; None for
+    anything that is not such a JWT."""
     parts = token.split(".")
-    if len(parts) < 2:
+    if len(parts) != 3 or len(parts[1]) > 16384:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        claim = payload["https://api.openai.com/auth"]["chatgpt_account_id"]
-    except (ValueError, KeyError, TypeError, RecursionError):
+        claim = payload[JWT_CLAIM]["chatgpt_account_id"]
+    except (ValueError, binascii.Error, KeyError, TypeError, IndexError, RecursionError):
         return None
-    return claim if isinstance(claim, str) and claim else None
+    return _text(claim)
 
 
 def plan_name(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+    """``plus`` → ``Plus``, ``team_plus-max`` → ``Team Plus Max``."""
+    if not isinstance(value, str):
         return None
-    return value.replace("_", " ").replace("-", " ").strip().title()
+    words = value.replace("_", " ").replace("-", " ").split()
+    return " ".join(word[:1].upper() + word[1:].lower() for word in words) or None
 
 
-def normalize(body: Any) -> dict[str, Any]:
-    data = as_dict(body, LABEL)
-    limits = data.get("rate_limit") if isinstance(data.get("rate_limit"), dict) else {}
+def _windows(limits: Any) -> list[dict[str, Any]]:
+    if not isinstance(limits, dict):
+        return []
     windows = []
     for key, positional in (("primary_window", "Session"), ("secondary_window", "Weekly")):
         part = limits.get(key)
@@ -102,30 +116,49 @@ def normalize(body: Any) -> dict[str, Any]:
         seconds = number(part.get("limit_window_seconds"))
         label = WINDOW_LABELS.get(int(seconds), positional) if seconds is not None else positional
         windows.append(window(label, part.get("used_percent"), part.get("reset_at")))
+    return windows
+
+
+def _details(data: dict[str, Any]) -> list[str]:
     details = []
     credits = data.get("credits")
     if isinstance(credits, dict) and credits.get("has_credits") is True:
+        balance = number(credits.get("balance"))
         if credits.get("unlimited") is True:
             details.append("Credits balance: unlimited")
-        elif number(credits.get("balance")) is not None:
-            details.append(f"Credits balance: {money(number(credits['balance']))}")
+        elif balance is not None:
+            details.append(f"Credits balance: {money(balance)}")
     resets = data.get("rate_limit_reset_credits")
     count = number(resets.get("available_count")) if isinstance(resets, dict) else None
-    if count is not None and count > 0:
+    if count is not None and count >= 1:
         details.append(f"Rate-limit resets banked: {int(count)}")
+    return details
+
+
+def normalize(body: Any) -> dict[str, Any]:
+    data = as_dict(body, LABEL)
+    windows, details = _windows(data.get("rate_limit")), _details(data)
     return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=details,
-                    plan=plan_name(data.get("plan_type")))
+                    plan=plan_name(data.get("plan_type")),
+                    unavailable_reason=None if windows or details else NO_LIMITS_REASON)
+
+
+def request_headers(token: str, account_id: str | None) -> dict[str, str]:
+    """User-Agent, plus ChatGPT-Account-ID from the selected credential or else the token's
+    JWT claim; no account header at all when neither has one."""
+    headers = {"User-Agent": USER_AGENT}
+    account_id = account_id or jwt_account_id(token)
+    if account_id:
+        headers["ChatGPT-Account-ID"] = account_id
+    return headers
 
 
 def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
     found = find_credential(home)
     if found is None:
-        raise ProbeFailure("no_credentials", "No usable OpenAI Codex credential in this home's auth.json.")
+        raise ProbeFailure("no_credentials", "No OpenAI Codex credential in this home's auth.json "
+                                             "(providers.openai-codex.tokens or credential_pool).")
     token, account_id = found
-    headers = {"User-Agent": "codex-cli"}
-    account_id = account_id or jwt_account_id(token)
-    if account_id:
-        headers["ChatGPT-Account-ID"] = account_id
     body = http.get_json(usage_url(base_url(NAME, DEFAULT_BASE_URL)), token=token, provider_label=LABEL,
-                         timeout_s=timeout_s, headers=headers)
+                         timeout_s=timeout_s, headers=request_headers(token, account_id))
     return normalize(body)

@@ -2,9 +2,18 @@
 
 ``/credits`` is the probe: its failure fails the snapshot. ``/key`` only adds the key's
 own limit and usage lines, so its failure just leaves them out.
+
+Choices where PROVIDERS.md is silent:
+
+* title "Credits" (the account's credit balance is what is always shown);
+* both requests share the one ``timeout_s`` budget: ``/key`` gets what ``/credits`` left
+  and is skipped when nothing is left, so a slow provider cannot double the probe time;
+* ``/credits`` with non-numeric totals is ``bad_response``; a ``/key`` body it does not
+  understand adds nothing.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from workers.credentials import HomeCredentials
@@ -16,9 +25,14 @@ LABEL = "OpenRouter"
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 TITLE = "Credits"
 SOURCE = "credits_api"
+#: below this much budget left, /key is not attempted
+MIN_KEY_BUDGET_S = 0.05
+USAGE_PARTS = (("usage", "total"), ("usage_daily", "today"), ("usage_weekly", "this week"),
+               ("usage_monthly", "this month"))
 
 
 def credits_line(body: Any) -> str:
+    """``Credits balance: $12.50`` = total_credits − total_usage, never below zero."""
     data = as_dict(as_dict(body, LABEL).get("data"), LABEL)
     total, usage = number(data.get("total_credits")), number(data.get("total_usage"))
     if total is None or usage is None:
@@ -36,12 +50,11 @@ def key_parts(body: Any) -> tuple[list[dict[str, Any]], list[str]]:
     if limit is not None and limit > 0 and remaining is not None and 0 <= remaining <= limit:
         reset = data.get("limit_reset")
         detail = f"{money(remaining)} of {money(limit)} remaining"
-        if isinstance(reset, str) and reset:
-            detail += f" • resets {reset}"
+        if isinstance(reset, str) and reset.strip():
+            detail += f" • resets {reset.strip()}"
         windows.append(window("API key quota", (limit - remaining) / limit * 100, None, detail))
     parts = []
-    for key, suffix in (("usage", "total"), ("usage_daily", "today"), ("usage_weekly", "this week"),
-                        ("usage_monthly", "this month")):
+    for key, suffix in USAGE_PARTS:
         value = number(data.get(key))
         if value:
             parts.append(f"{money(value)} {suffix}")
@@ -54,10 +67,15 @@ def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[s
         raise ProbeFailure("no_credentials", "No OPENROUTER_API_KEY in this home's .env.")
     token = found[1]
     base = base_url(NAME, DEFAULT_BASE_URL)
+    deadline = time.monotonic() + timeout_s
     balance = credits_line(http.get_json(base + "/credits", token=token, provider_label=LABEL, timeout_s=timeout_s))
-    try:
-        windows, details = key_parts(http.get_json(base + "/key", token=token, provider_label=LABEL,
-                                                   timeout_s=timeout_s))
-    except ProbeFailure:
-        windows, details = [], []
+    windows: list[dict[str, Any]] = []
+    details: list[str] = []
+    left = deadline - time.monotonic()
+    if left >= MIN_KEY_BUDGET_S:
+        try:
+            windows, details = key_parts(http.get_json(base + "/key", token=token, provider_label=LABEL,
+                                                       timeout_s=left))
+        except ProbeFailure:
+            pass   # the key lines are extras; the balance above is the probe's answer
     return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=[balance, *details])

@@ -16,6 +16,11 @@ out in one ``sendall`` (status line, headers and body in one buffer) on a socket
 ``TCP_NODELAY``; a reply written in two pieces waits ~40 ms for a delayed ACK on loopback
 (measured here: 44 ms vs 0.56 ms for the same GET). Tests may also :meth:`Emulator.script`
 an exact response per token.
+
+Concurrency: one thread per connection (keep-alive connections stay open), a listen backlog
+of ``SOMAXCONN`` so dozens of clients can connect at once without SYN retries, and waits
+(``-hang-``, ``-slow-``) on one ``threading.Event`` that :meth:`Emulator.stop` sets, so stop
+is prompt and leaves no thread or socket behind. Nothing is logged: requests carry tokens.
 """
 from __future__ import annotations
 
@@ -92,19 +97,20 @@ def _seed(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _future(seed_byte: int, unit_s: int) -> datetime:
+def _future(seed_byte: int, unit_s: int, microsecond: int = 0) -> datetime:
+    """Now rounded to the minute, plus an offset picked by the token: always in the future."""
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    return now + timedelta(seconds=(seed_byte % 50 + 1) * unit_s)
+    return now + timedelta(seconds=(seed_byte % 50 + 1) * unit_s, microseconds=microsecond)
 
 
 def _anthropic(token: str) -> dict[str, Any]:
     h = _seed(token)
-    reset_session = _future(h[2], 300).replace(microsecond=288792)
+    micros = int.from_bytes(h[8:11], "big") % 1_000_000 or 1   # the real API sends microseconds
+    week_reset = _future(h[3], 10800, micros).isoformat()
     return {
-        "five_hour": {"utilization": round(h[0] / 255 * 100, 1), "resets_at": reset_session.isoformat()},
-        "seven_day": {"utilization": round(h[1] / 255 * 100, 1), "resets_at": _future(h[3], 10800).isoformat()},
-        "seven_day_opus": {"utilization": round(h[4] / 255 * 100, 1), "resets_at": _future(h[3], 10800).isoformat()}
-        if h[5] % 2 else None,
+        "five_hour": {"utilization": round(h[0] / 255 * 100, 1), "resets_at": _future(h[2], 300, micros).isoformat()},
+        "seven_day": {"utilization": round(h[1] / 255 * 100, 1), "resets_at": week_reset},
+        "seven_day_opus": {"utilization": round(h[4] / 255 * 100, 1), "resets_at": week_reset} if h[5] % 2 else None,
         "extra_usage": {"is_enabled": True, "used_credits": h[6] * 10, "monthly_limit": 5000, "currency": "USD"}
         if h[7] % 2 else {"is_enabled": False, "used_credits": None, "monthly_limit": None, "currency": None},
     }
@@ -159,7 +165,8 @@ _BODIES = {
     DEEPSEEK_PATH: _deepseek,
 }
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
-                500: "api_error", 503: "overloaded_error", 400: "invalid_request_error", 404: "not_found_error"}
+                500: "api_error", 503: "overloaded_error", 400: "invalid_request_error", 404: "not_found_error",
+                405: "invalid_request_error"}
 
 
 def quota_body(provider_path: str, token: str) -> dict[str, Any]:
@@ -187,22 +194,47 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.request, True)
-
-    def finish(self) -> None:
-        self.server.track(self.request, False)
-        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — silence: tokens are in requests
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
-        emulator = self.server.emulator
+    def _record_request(self) -> tuple[str, str | None]:
+        """Record this request (path without query, bearer token, lower-cased headers)."""
         path = self.path.split("?", 1)[0]
         auth = self.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        emulator._record(RecordedRequest("GET", path, token or None,
-                                         {k.lower(): v for k, v in self.headers.items()}, time.monotonic()))
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        self.server.emulator._record(RecordedRequest(self.command, path, token or None,
+                                                     {k.lower(): v for k, v in self.headers.items()},
+                                                     time.monotonic()))
+        return path, token or None
+
+    def _not_allowed(self) -> None:
+        """Every usage endpoint is GET-only: record the request (so a test can see an adapter
+        used the wrong method), drain its body to keep the connection usable, answer 405."""
+        self._record_request()
+        length = self.headers.get("Content-Length", "0")
+        if "Transfer-Encoding" in self.headers or not length.isdigit() or int(length) > HUGE_BODY_BYTES:
+            self.close_connection = True
+        elif int(length):
+            self.rfile.read(int(length))
+        body = b"" if self.command == "HEAD" else json.dumps(
+            _error_body(405, f"{self.command} is not allowed here.")).encode()
+        self._reply(405, body, {"Allow": "GET", "Content-Type": "application/json"})
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_allowed  # noqa: N815
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (malformed request line, oversized headers, unknown
+        method): small JSON like the rest, in one write, and the connection is closed."""
+        code = int(code)
+        self.close_connection = True
+        body = b"" if self.command == "HEAD" or code in (204, 304) or code < 200 else json.dumps(
+            _error_body(code, message or self.responses.get(code, ("Error",))[0])).encode()
+        self._reply(code, body, {"Content-Type": "application/json"} if body else {})
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        emulator = self.server.emulator
+        path, token = self._record_request()
         if emulator._roll_fault():
             self._serve_fault()
             return
@@ -279,6 +311,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     daemon_threads = False      # joined in server_close(): stop() leaves no thread behind
     block_on_close = True
+    #: socketserver's default backlog is 5: 64 clients connecting at once overflow it and
+    #: the kernel drops SYNs, which clients retry after 1 s, 3 s, ... (measured: 1-2 s stalls).
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], emulator: "Emulator") -> None:
         self.emulator = emulator
@@ -297,23 +332,39 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         if not isinstance(exc, OSError):
             logging.getLogger("probe.emulator").warning("request failed: %s", type(exc).__name__)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Register the connection here, on the accept thread, before its handler thread
+        starts: ``stop()`` then sees every connection serve_forever ever accepted."""
+        self.track(request, True)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.track(request, False)
+        super().shutdown_request(request)
+
     def track(self, sock: socket.socket, open_: bool) -> None:
         with self._connections_lock:
-            if open_:
-                self._connections.add(sock)
-                self.connections_accepted += 1
-            else:
+            if not open_:
                 self._connections.discard(sock)
+                return
+            self._connections.add(sock)
+            self.connections_accepted += 1
+            if self.stopping.is_set():      # accepted while stop() runs: end it at once
+                _shutdown_quietly(sock)
 
     def close_connections(self) -> None:
         """Wake handler threads parked on idle keep-alive connections so they can end."""
-        with self._connections_lock:
+        with self._connections_lock:    # after stopping.set(): track() covers later arrivals
             connections = list(self._connections)
         for sock in connections:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown_quietly(sock)
+
+
+def _shutdown_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class Emulator:
@@ -324,6 +375,7 @@ class Emulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._recorded = threading.Condition(self._lock)   # notified on every request
         #: the latest requests in full; counts are kept for all of them. A long-running
         #: emulator (``probe serve --demo``, a stress soak) must not grow without bound.
         self._requests: collections.deque[RecordedRequest] = collections.deque(maxlen=REQUEST_LOG_MAX)
@@ -409,6 +461,11 @@ class Emulator:
         with self._lock:
             self._requests.append(request)
             self._counts[(request.path, request.token)] += 1
+            self._recorded.notify_all()
+
+    def _count_locked(self, path: str | None, token: str | None) -> int:
+        return sum(n for (p, t), n in self._counts.items()
+                   if (path is None or p == path) and (token is None or t == token))
 
     def requests(self) -> list[RecordedRequest]:
         """The latest requests (up to REQUEST_LOG_MAX), oldest first."""
@@ -418,8 +475,15 @@ class Emulator:
     def count(self, *, path: str | None = None, token: str | None = None) -> int:
         """How many requests matched, over the emulator's whole life (or since clear())."""
         with self._lock:
-            return sum(n for (p, t), n in self._counts.items()
-                       if (path is None or p == path) and (token is None or t == token))
+            return self._count_locked(path, token)
+
+    def wait_for(self, n: int = 1, *, path: str | None = None, token: str | None = None,
+                 timeout: float = 10.0) -> bool:
+        """Block until at least ``n`` matching requests have arrived (counted like
+        :meth:`count`); False on timeout. Lets a test know a request reached the server
+        (e.g. a ``-hang-`` one is parked) without polling."""
+        with self._recorded:
+            return self._recorded.wait_for(lambda: self._count_locked(path, token) >= n, timeout)
 
     def clear(self) -> None:
         with self._lock:
@@ -430,10 +494,14 @@ class Emulator:
 def serve_forever_cli(host: str, port: int) -> None:
     """``probe emulator``: run until SIGINT/SIGTERM, printing what to export."""
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    with Emulator(host, port) as emulator:
-        print(f"Emulator listening on {emulator.base_url}", flush=True)
-        for name, value in emulator.env().items():
-            print(f"export {name}={value}", flush=True)
-        done.wait()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Emulator(host, port) as emulator:
+            print(f"Emulator listening on {emulator.base_url}", flush=True)
+            for name, value in emulator.env().items():
+                print(f"export {name}={value}", flush=True)
+            while not done.wait(0.5):   # a timed wait keeps the main thread responsive to signals
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -33,7 +33,8 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import emulator_process, percentile, run_callers, write_section
+from benchlib import emulator_process, run_callers, write_section
+from probe.stress import percentile
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
 from probe.emulator import provider_urls_for

@@ -27,7 +27,8 @@ import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
-from benchlib import emulator_process, percentile, run_callers, write_section
+from benchlib import emulator_process, run_callers, write_section
+from probe.stress import percentile
 from probe.emulator import provider_urls_for
 from probe.env import child_env
 from probe.spawner import Spawner

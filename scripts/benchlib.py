@@ -1,15 +1,11 @@
-"""Helpers shared by the benchmark scripts (one place for the emulator process and stats)."""
+"""Helpers shared by the benchmark scripts: the emulator process, concurrent callers, the
+shared report. (Percentiles come from ``probe.stress``, the one place that computes them.)"""
 from __future__ import annotations
 
 import contextlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 @contextlib.contextmanager

@@ -75,3 +75,20 @@ def run_threads(count: int, target: Callable[[], object]) -> list:
     for thread in threads:
         thread.join()
     return results
+
+
+#: the SPEC §4 snapshot keys, in order
+SNAPSHOT_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details",
+                 "unavailable_reason", "error", "stale", "fetched_at", "probe"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 50) -> "subprocess.CompletedProcess":
+    """``python -m probe.cli ARGS`` as a user runs it; $PROBE_TOKEN of the test run is not
+    passed on, so token handling is always explicit."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "PROBE_TOKEN"}
+    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
+                          env={**base, **(env or {})}, timeout=timeout_s)

@@ -2,31 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from probe.emulator import ANTHROPIC_PATH, quota_body
+from support import SNAPSHOT_KEYS, run_cli
 
 pytestmark = pytest.mark.timeout(60)
-SPEC_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details",
-             "unavailable_reason", "error", "stale", "fetched_at", "probe"]
-
-
-def probe_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=50)
 
 
 def test_fetch_json_prints_the_spec_snapshot(emulator, make_home):
     token = "sk-ant-oat01-cli-json"
     home = make_home("cli", anthropic=token)
-    result = probe_cli("fetch", "anthropic", "--home", str(home), "--json", env=emulator.env())
+    result = run_cli("fetch", "anthropic", "--home", str(home), "--json", env=emulator.env())
     assert result.returncode == 0, result.stderr
     snap = json.loads(result.stdout)
-    assert list(snap) == SPEC_KEYS
+    assert list(snap) == SNAPSHOT_KEYS
     assert snap["available"] and snap["home"] == str(home.resolve())
     expected = quota_body(ANTHROPIC_PATH, token)["five_hour"]["utilization"]
     assert snap["windows"][0]["used_percent"] == expected
@@ -35,41 +26,41 @@ def test_fetch_json_prints_the_spec_snapshot(emulator, make_home):
 
 def test_fetch_table_for_people(emulator, make_home):
     home = make_home("cli-table", openrouter="sk-or-v1-cli-table", anthropic="sk-ant-oat01-cli-table")
-    result = probe_cli("fetch", "anthropic", "--home", str(home), env=emulator.env())
+    result = run_cli("fetch", "anthropic", "--home", str(home), env=emulator.env())
     assert result.returncode == 0
     assert "Current session" in result.stdout and "% left" in result.stdout and "(in " in result.stdout
     assert "sk-ant-oat01-cli-table" not in result.stdout + result.stderr
 
 
 def test_unknown_provider_is_a_usage_error(tmp_path):
-    result = probe_cli("fetch", "gemini", "--home", str(tmp_path), "--json")
+    result = run_cli("fetch", "gemini", "--home", str(tmp_path), "--json")
     assert result.returncode == 2
     assert json.loads(result.stdout)["error"]["code"] == "unknown_provider"
-    plain = probe_cli("fetch", "gemini", "--home", str(tmp_path))
+    plain = run_cli("fetch", "gemini", "--home", str(tmp_path))
     assert plain.returncode == 2 and "Unknown provider" in plain.stderr
 
 
 def test_bad_option_is_a_usage_error(tmp_path):
-    assert probe_cli("fetch", "anthropic", "--timeout", "-1").returncode == 2
-    assert probe_cli("fetch", "anthropic", "--bogus").returncode == 2
+    assert run_cli("fetch", "anthropic", "--timeout", "-1").returncode == 2
+    assert run_cli("fetch", "anthropic", "--bogus").returncode == 2
 
 
 def test_missing_home_prints_a_snapshot_and_exits_1(tmp_path):
-    result = probe_cli("fetch", "deepseek", "--home", str(tmp_path / "missing"), "--json")
+    result = run_cli("fetch", "deepseek", "--home", str(tmp_path / "missing"), "--json")
     assert result.returncode == 1
     assert json.loads(result.stdout)["error"]["code"] == "home_not_found"
 
 
 def test_provider_error_exits_1(emulator, make_home):
     home = make_home("cli-401", deepseek="sk-cli-401-x")
-    result = probe_cli("fetch", "deepseek", "--home", str(home), "--json", env=emulator.env())
+    result = run_cli("fetch", "deepseek", "--home", str(home), "--json", env=emulator.env())
     assert result.returncode == 1
     assert json.loads(result.stdout)["error"]["code"] == "unauthorized"
     assert "sk-cli-401-x" not in result.stdout + result.stderr
 
 
 def test_demo_runs_every_provider_on_the_embedded_emulator():
-    result = probe_cli("demo", "--json")
+    result = run_cli("demo", "--json")
     assert result.returncode == 0, result.stderr
     snaps = json.loads(result.stdout)
     assert [s["provider"] for s in snaps] == ["anthropic", "openai-codex", "openrouter", "deepseek"]

@@ -5,23 +5,17 @@ minimal stub that records what it was sent."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from probe import ProbeConfig, ProbeService
+from support import run_cli
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def probe_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k != "PROBE_TOKEN"}
-    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=50)
 
 
 @pytest.fixture
@@ -52,11 +46,11 @@ def stub_backend():
 
 def test_rotate_server_sends_home_provider_and_token(stub_backend):
     url, received = stub_backend
-    result = probe_cli("rotate", "--server", url, "--home", "main", "--provider", "anthropic", "--token", "right-token")
+    result = run_cli("rotate", "--server", url, "--home", "main", "--provider", "anthropic", "--token", "right-token")
     assert result.returncode == 0, result.stderr
     assert received[-1] == {"path": "/api/rotate", "body": {"home": "main", "provider": "anthropic"},
                             "auth": "Bearer right-token"}
-    via_env = probe_cli("rotate", "--server", url, "--home", "main", env={"PROBE_TOKEN": "right-token"})
+    via_env = run_cli("rotate", "--server", url, "--home", "main", env={"PROBE_TOKEN": "right-token"})
     assert via_env.returncode == 0 and received[-1]["body"] == {"home": "main", "provider": None}
 
 
@@ -68,13 +62,13 @@ def test_rotate_server_sends_home_provider_and_token(stub_backend):
 def test_rotate_server_failures_are_clear_and_never_echo_the_token(stub_backend, args, message):
     url, _ = stub_backend
     home = ["--home", "main"] if "--home" not in args else []
-    result = probe_cli("rotate", "--server", url, *home, *args)
+    result = run_cli("rotate", "--server", url, *home, *args)
     assert result.returncode == 1 and message in result.stderr
     assert "wrong-token" not in result.stderr + result.stdout
 
 
 def test_rotate_server_unreachable(tmp_path):
-    result = probe_cli("rotate", "--server", "http://127.0.0.1:9", "--home", "main", "--token", "t")
+    result = run_cli("rotate", "--server", "http://127.0.0.1:9", "--home", "main", "--token", "t")
     assert result.returncode == 1 and "Could not reach" in result.stderr
 
 
@@ -84,8 +78,8 @@ def test_rotate_in_process_drops_shared_cache_entries(emulator, make_home, tmp_p
     with ProbeService(ProbeConfig(cache_dir=cache_dir, provider_urls=emulator.provider_urls())) as service:
         service.fetch("deepseek", home=home)
     assert list(cache_dir.rglob("*.json"))
-    result = probe_cli("rotate", "--home", str(home), "--cache-dir", str(cache_dir))
+    result = run_cli("rotate", "--home", str(home), "--cache-dir", str(cache_dir))
     assert result.returncode == 0 and "Rotated" in result.stdout
     assert not list(cache_dir.rglob("*.json"))
-    missing = probe_cli("rotate", "--home", str(tmp_path / "missing"))
+    missing = run_cli("rotate", "--home", str(tmp_path / "missing"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr

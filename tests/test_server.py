@@ -12,7 +12,7 @@ import pytest
 from probe import ProbeConfig, ProbeService
 from probe.server import create_app
 from probe.server.run import is_loopback
-from support import RunningApp, wait_until
+from support import RunningApp, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 TOKEN = "test-rotate-token-0123456789"
@@ -147,10 +147,6 @@ def test_loopback_detection_and_remote_bind_refusal():
     assert result.returncode == 2 and "--allow-remote" in result.stderr
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PROBE_TOKEN"}
-    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
-                          timeout=30, env=env)
 
 
 def test_rotate_cli_talks_to_the_real_endpoint(backend):
@@ -159,11 +155,11 @@ def test_rotate_cli_talks_to_the_real_endpoint(backend):
     key = str(homes["alice"].resolve())
     before = service.stats()["homes"][key]["generation"]
     url = str(client.base_url)
-    assert cli("rotate", "--server", url, "--home", "alice", "--token", TOKEN).returncode == 0
+    assert run_cli("rotate", "--server", url, "--home", "alice", "--token", TOKEN).returncode == 0
     assert service.stats()["homes"][key]["generation"] == before + 1
-    wrong = cli("rotate", "--server", url, "--home", "alice", "--token", "nope")
+    wrong = run_cli("rotate", "--server", url, "--home", "alice", "--token", "nope")
     assert wrong.returncode == 1 and "rejected the token" in wrong.stderr
-    unknown = cli("rotate", "--server", url, "--home", "../alice", "--token", TOKEN)
+    unknown = run_cli("rotate", "--server", url, "--home", "../alice", "--token", TOKEN)
     assert unknown.returncode == 1 and "no home" in unknown.stderr
 
 
@@ -171,11 +167,11 @@ def test_status_cli_locally_and_from_a_backend(backend):
     client, service, homes = backend
     snap = client.get("/api/quota", params={"home": "bob", "provider": "openrouter"}).json()
     pid = snap["probe"]["worker_pid"]
-    local = cli("status", "--json")
+    local = run_cli("status", "--json")
     assert local.returncode == 0
     found = json.loads(local.stdout)[str(homes["bob"].resolve())]
     assert pid in [w["pid"] for w in found["workers"]]
-    remote = cli("status", "--server", str(client.base_url))
+    remote = run_cli("status", "--server", str(client.base_url))
     assert remote.returncode == 0 and f"pid {pid}" in remote.stdout and "slots" in remote.stdout
 
 

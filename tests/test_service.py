@@ -12,11 +12,9 @@ import pytest
 
 from probe import ProbeConfig, ProbeService
 from probe.snapshot import PATHS
-from support import live_children, run_threads, wait_until
+from support import SNAPSHOT_KEYS, live_children, run_threads, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-SPEC_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details",
-             "unavailable_reason", "error", "stale", "fetched_at", "probe"]
 
 
 @pytest.fixture
@@ -43,7 +41,7 @@ def test_fetch_returns_spec_shape_then_stays_warm(make_service, make_home, emula
     home = make_home("a", anthropic="sk-ant-oat01-shape")
     service = make_service()
     first = service.fetch("anthropic", home=home)
-    assert list(first.to_dict()) == SPEC_KEYS
+    assert list(first.to_dict()) == SNAPSHOT_KEYS
     assert first.available and first.error is None and first.windows
     assert first.probe.path == "slot_start"
     second = service.fetch("anthropic", home=home, refresh=True)

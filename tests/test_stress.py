@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from probe.stress import StressOptions, balance_for, run_stress
+from probe.stress import LatencyHistogram, StressOptions, balance_for, percentile, run_stress
 
 pytestmark = pytest.mark.timeout(180)
 SPEC_KEYS = {"ok", "requests", "duration_s", "throughput_rps", "latency_ms", "paths", "errors", "before", "after",
@@ -31,6 +31,24 @@ def test_quick_stress_run_holds_every_invariant():
     assert report["requests"] == 200
     assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert report["before"] == report["after"]
+
+
+def test_latency_histogram_matches_exact_percentiles_in_fixed_memory():
+    """The soak's latencies live in a histogram so the harness cannot grow the parent's RSS;
+    its percentiles stay within the bucket width (0.5 %) of the exact ones."""
+    import random
+
+    rng = random.Random(3)
+    samples = [rng.lognormvariate(1.0, 1.2) for _ in range(20_000)] + [0.0004, 250_000.0]
+    histogram = LatencyHistogram()
+    size = len(histogram.counts)
+    for value in samples:
+        histogram.add(value)
+    assert len(histogram.counts) == size and histogram.total == len(samples)
+    for q in (0, 50, 95, 99, 100):
+        exact = percentile(samples, q)
+        assert exact <= histogram.percentile(q) <= max(exact * 1.005, LatencyHistogram.FLOOR_MS), q
+    assert histogram.max_ms == 250_000.0 and LatencyHistogram().percentile(50) == 0.0
 
 
 def test_stress_detects_a_cross_home_result(monkeypatch):

@@ -140,14 +140,17 @@ def status(server: str | None, as_json: bool) -> None:
 @click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback address.")
 @click.option("--poll-s", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="How often the panel polls.")
-def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float) -> None:
+@click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
+              help="Shared cache directory: backends on one host given the same one share results (SPEC §7).")
+def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float,
+          cache_dir: str | None) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
     (or uses $PROBE_TOKEN)."""
     from probe.server.run import ServeError, serve as run_server
 
     try:
         run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
-                   poll_s=poll_s, echo=lambda line: click.echo(line))
+                   poll_s=poll_s, cache_dir=cache_dir, echo=lambda line: click.echo(line))
     except ServeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

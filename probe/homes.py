@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CREDENTIAL_FILES = (".env", "auth.json")
-
+from workers.credentials import credential_stat
 
 class HomeNotFound(Exception):
     """The home directory does not exist (or is not a directory)."""
@@ -52,17 +51,7 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
 
 
 def credential_fingerprint(home: Path) -> tuple:
-    """(inode, size, mtime_ns) of each credential file, or None where it is missing.
-
-    Changes whenever a credential manager rewrites a file (even to the same size, through
-    mtime_ns or, for atomic replaces, the inode) while costing two stat calls.
-    """
-    parts = []
-    for name in CREDENTIAL_FILES:
-        try:
-            st = os.stat(home / name)
-        except OSError:
-            parts.append(None)
-        else:
-            parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(parts)
+    """The home's credential fingerprint: the child's own ``credential_stat`` (inode, size,
+    mtime, ctime of each file; stat calls only), so parent and child agree on what counts
+    as a rewrite."""
+    return credential_stat(home)

@@ -41,6 +41,8 @@ def stale_reason(worker: Worker, limits: RecycleLimits, now: float, *, check_rss
         return None
     if worker.exited():
         return "exited"
+    if worker.has_unsolicited_output():
+        return "unsolicited_output"
     if worker.requests_served >= limits.max_requests:
         return "recycle"
     if now - worker.idle_since >= limits.idle_s:

@@ -31,7 +31,7 @@ from probe.registry import PoolRegistry
 from probe.snapshot import ProbeInfo, Snapshot, monotonic_ms_since
 from probe.spawner import Spawner
 from probe.stats import Stats
-from probe.worker import Worker, WorkerFailed
+from probe.worker import Worker, WorkerFailed, WorkerProtocolError
 
 HomeArg = str | PathLike[str] | None
 
@@ -358,12 +358,12 @@ class ProbeService:
         try:
             reply = worker.request(message, deadline)
             if not reply.get("ok") or not isinstance(reply.get("snapshot"), dict):
-                raise WorkerFailed("The worker sent a malformed reply.")
+                raise WorkerProtocolError("The worker sent a malformed reply.")
             try:
                 return Snapshot.from_child(reply["snapshot"], home=str(home), probe=ProbeInfo(
                     path, monotonic_ms_since(started), worker.pid))
             except ValueError:
-                raise WorkerFailed("The worker sent a malformed snapshot.") from None
+                raise WorkerProtocolError("The worker sent a malformed snapshot.") from None
         except WorkerFailed as exc:
             worker.kill()
             self._stats.count("kills")

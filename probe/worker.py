@@ -41,6 +41,17 @@ class WorkerTimeout(WorkerFailed):
     code = "timeout"
 
 
+class WorkerProtocolError(WorkerFailed):
+    """The worker wrote something that is not the reply to the request in flight: bytes
+    that are not a JSON object, an oversized line, or a reply carrying another id. A healthy
+    worker never does that (one request in flight, one reply, stdout reserved for the
+    protocol), so the process is treated as confused and killed; the caller's snapshot says
+    ``bad_response`` -- what it got back was not a usable answer -- rather than
+    ``worker_crashed``, which is kept for a process that died."""
+
+    code = "bad_response"
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the process and every descendant, then reap the process.
 
@@ -93,6 +104,16 @@ class Worker:
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
+
+    def has_unsolicited_output(self) -> bool:
+        """True when an idle worker has written something nobody asked for (or hung up).
+
+        Only meaningful while no request is in flight: then a healthy worker is silent, so
+        any readable byte is garbage or a stray reply that must never reach the next
+        caller. Costs one ``poll(0)``; the pool asks before handing the worker out."""
+        if self.proc is None or self._poller is None:
+            return False
+        return bool(self._buffer) or bool(self._poller.poll(0))
 
     def rss_mb(self) -> float | None:
         if self.proc is None:
@@ -161,9 +182,10 @@ class Worker:
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
         """Send one request and return the reply carrying its id.
 
-        ``deadline`` is a ``time.monotonic()`` value. On timeout, EOF, a broken pipe or a
-        garbage reply the worker is killed (with its tree) and marked closed before
-        WorkerTimeout / WorkerFailed is raised, so no caller can reuse a confused process.
+        ``deadline`` is a ``time.monotonic()`` value. On timeout, EOF, a broken pipe, garbage
+        or a reply with another id the worker is killed (with its tree) and marked closed
+        before WorkerTimeout / WorkerProtocolError / WorkerFailed is raised, so no caller can
+        reuse a confused process and no stray reply can reach a later caller.
         """
         if self.proc is None:
             raise WorkerFailed("The worker was never started.")
@@ -178,12 +200,11 @@ class Worker:
             self.kill()
             raise WorkerFailed("The worker process exited before it took the request.") from None
         try:
-            while True:
-                reply = self._read_reply(deadline)
-                if reply.get("id") == request_id:
-                    self.requests_served += 1
-                    return reply
-                # A reply to some other request is never handed to this caller; skip it.
+            reply = self._read_reply(deadline)
+            if reply.get("id") != request_id:
+                raise WorkerProtocolError("The worker answered with a reply to another request.")
+            self.requests_served += 1
+            return reply
         except WorkerFailed:
             self.kill()
             raise
@@ -198,9 +219,9 @@ class Worker:
                 try:
                     reply = json.loads(line)
                 except ValueError:
-                    raise WorkerFailed("The worker sent a malformed reply.") from None
+                    raise WorkerProtocolError("The worker sent a malformed reply.") from None
                 if not isinstance(reply, dict):
-                    raise WorkerFailed("The worker sent a malformed reply.")
+                    raise WorkerProtocolError("The worker sent a malformed reply.")
                 return reply
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
@@ -215,4 +236,4 @@ class Worker:
                 raise WorkerFailed("The worker process exited in the middle of a probe.")
             self._buffer += chunk
             if len(self._buffer) > MAX_REPLY_BYTES:
-                raise WorkerFailed("The worker sent an oversized reply.")
+                raise WorkerProtocolError("The worker sent an oversized reply.")

@@ -39,6 +39,25 @@ def make_home(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def make_service(emulator) -> Iterator[Callable[..., "ProbeService"]]:  # noqa: F821
+    """``make_service(pool_size=1, ...)`` → a ProbeService talking to the emulator, closed
+    after the test."""
+    from probe import ProbeConfig, ProbeService
+
+    services = []
+
+    def make(**overrides):
+        overrides.setdefault("provider_urls", emulator.provider_urls())
+        service = ProbeService(ProbeConfig(**overrides))
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.close()
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     before = {p.pid for p in live_children()}

@@ -92,3 +92,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 50
     base = {k: v for k, v in os.environ.items() if k != "PROBE_TOKEN"}
     return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True,
                           env={**base, **(env or {})}, timeout=timeout_s)
+
+
+def worker_pids(service, home) -> set[int]:
+    """The pids of ``home``'s running pool workers, from ``stats()``."""
+    import os
+
+    state = service.stats()["homes"].get(os.path.realpath(home))
+    return {w["pid"] for w in state["workers"]} if state else set()

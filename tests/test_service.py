@@ -5,36 +5,14 @@ import json
 import os
 import signal
 import threading
-from pathlib import Path
 
 import psutil
 import pytest
 
-from probe import ProbeConfig, ProbeService
 from probe.snapshot import PATHS
-from support import SNAPSHOT_KEYS, live_children, run_threads, wait_until
+from support import SNAPSHOT_KEYS, live_children, run_threads, wait_until, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def make_service(emulator):
-    services: list[ProbeService] = []
-
-    def make(**overrides) -> ProbeService:
-        overrides.setdefault("provider_urls", emulator.provider_urls())
-        service = ProbeService(ProbeConfig(**overrides))
-        services.append(service)
-        return service
-
-    yield make
-    for service in services:
-        service.close()
-
-
-def worker_pids(service: ProbeService, home: Path) -> set[int]:
-    state = service.stats()["homes"].get(str(home))
-    return {w["pid"] for w in state["workers"]} if state else set()
 
 
 def test_fetch_returns_spec_shape_then_stays_warm(make_service, make_home, emulator):

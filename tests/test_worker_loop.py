@@ -13,7 +13,7 @@ import pytest
 
 from probe.env import child_env
 from probe.spawner import Spawner
-from probe.worker import Worker
+from probe.worker import Worker, WorkerProtocolError
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,17 +113,19 @@ def test_workers_package_never_imports_probe():
             assert not any(n == "probe" or n.startswith("probe.") for n in names), f"{path} imports {names}"
 
 
-def test_reply_with_wrong_id_is_never_returned(tmp_path):
-    """A reply that belongs to another request (here one injected behind the handle's back)
-    is skipped; the caller gets the reply carrying its own id."""
+def test_reply_with_wrong_id_is_never_returned_and_retires_the_worker(tmp_path):
+    """A reply that belongs to another request (here the answer to one injected behind the
+    handle's back) is never handed to the caller: the handle reports ``bad_response`` and
+    kills the confused process instead of reading on."""
     spawner = Spawner()
     worker = Worker(tmp_path, child_env(tmp_path), spawner)
     try:
         worker.start()
         worker.proc.stdin.write(b'{"id": "intruder", "op": "ping"}\n')
-        reply = worker.request({"op": "ping"}, time.monotonic() + 10)
-        assert reply["ok"] and reply["id"] != "intruder"
-        assert reply["id"].endswith(f"-{reply['id'].split('-')[-1]}")
+        with pytest.raises(WorkerProtocolError) as failure:
+            worker.request({"op": "ping"}, time.monotonic() + 10)
+        assert failure.value.code == "bad_response" and "another request" in str(failure.value)
+        assert worker.closed and worker.proc.returncode == -9
     finally:
         worker.close()
         spawner.close()
@@ -178,3 +180,33 @@ def test_spawner_close_takes_its_workers_along(tmp_path):
     spawner.close()
     assert worker.proc.wait(10) == -9
     worker.close()
+
+
+def _frozen_stat(home: Path, changed_ns_ago: int):
+    """What a file system with coarse timestamps shows: the same stat data before and
+    after an in-place, same-size rewrite (this machine's ext4 gives every write its own
+    mtime, so the coarse tick is simulated — the one thing that cannot exist here)."""
+    import workers.credentials as credentials
+
+    stat = credentials.credential_stat(home)
+    changed = time.time_ns() - changed_ns_ago
+    return lambda _home: tuple(None if p is None else (p[0], p[1], changed, changed) for p in stat)
+
+
+@pytest.mark.parametrize("changed_s_ago, expected", [(0.0, "sk-after--rewrite"), (10.0, "sk-before-rewrite")])
+def test_child_rereads_credentials_until_their_stat_data_has_settled(tmp_path, monkeypatch, changed_s_ago, expected):
+    """A file changed within the racy window may change again without its stat data
+    showing it, so the child re-reads it on every probe until the window has passed
+    (git's racy-index rule); a settled file's parsed copy is reused (the control row shows
+    the reuse is real, so the rule is what makes the difference)."""
+    import workers.__main__ as loop_module
+    import workers.credentials as credentials
+
+    (tmp_path / ".env").write_text("DEEPSEEK_API_KEY=sk-before-rewrite\n")
+    monkeypatch.setenv("HERMES_HOME", str(tmp_path))
+    monkeypatch.setattr(credentials, "credential_stat", _frozen_stat(tmp_path, int(changed_s_ago * 1e9)))
+    loop = loop_module.Loop()
+    assert loop.credentials().env_value("DEEPSEEK_API_KEY")[1] == "sk-before-rewrite"
+    with open(tmp_path / ".env", "r+") as handle:  # same size, in place
+        handle.write("DEEPSEEK_API_KEY=sk-after--rewrite\n")
+    assert loop.credentials().env_value("DEEPSEEK_API_KEY")[1] == expected

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -89,6 +90,7 @@ class Loop:
         self.home = os.environ.get("HERMES_HOME", "")
         self._credentials = None
         self._credentials_stat: tuple | None = None
+        self._credentials_settled = False
 
     def http(self):
         if self._http is None:
@@ -117,14 +119,19 @@ class Loop:
 
     def credentials(self):
         """The home's credentials, re-read whenever a credential file's stat data changed
-        (inode, size, mtime, ctime): a rewritten ``.env`` takes effect on the next probe,
-        and an unchanged one costs two stat calls instead of two reads and a parse."""
-        from workers.credentials import credential_stat, load_home
+        (inode, size, mtime, ctime) or the last read came so soon after a change that equal
+        stat data cannot prove equal content (see ``stat_is_settled``): a rewritten
+        ``.env`` -- even one rewritten in place twice within one timestamp tick -- takes
+        effect on the next probe, and a settled one costs two stat calls instead of two
+        reads and a parse."""
+        from workers.credentials import credential_stat, load_home, stat_is_settled
 
         home = Path(self.home)
+        now_ns = time.time_ns()
         stat = credential_stat(home)
-        if stat != self._credentials_stat or self._credentials is None:
+        if stat != self._credentials_stat or not self._credentials_settled or self._credentials is None:
             self._credentials, self._credentials_stat = load_home(home), stat
+            self._credentials_settled = stat_is_settled(stat, now_ns)
         return self._credentials
 
     def probe(self, provider: str, timeout_s: float) -> dict:

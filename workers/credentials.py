@@ -176,8 +176,18 @@ def _read_text(path: Path) -> str | None:
     return data.decode("utf-8-sig")
 
 
-def credential_stat(home: Path) -> tuple:
-    """Stat data of the credential files, to notice a rewrite without reading them."""
+#: Files changed this recently may change again within the same timestamp tick without
+#: their stat data showing it (coarse kernel clocks tick every few ms; FAT rounds mtime down
+#: to 2 s). A read taken that soon after the last change is not trusted for later reuse.
+RACY_WINDOW_NS = 2_000_000_000
+
+
+def credential_stat(home: str | os.PathLike[str]) -> tuple:
+    """(inode, size, mtime_ns, ctime_ns) of ``.env`` and ``auth.json`` (None where missing):
+    notices a rewrite without reading a credential. The parent uses it as the home's
+    credential fingerprint, the child to know when to re-read -- one definition for both.
+    An atomic replace changes the inode; an in-place rewrite the size or the times; a
+    ``touch`` back to an old mtime still moves ctime, which no user can set."""
     parts = []
     for name in (".env", "auth.json"):
         try:
@@ -187,6 +197,15 @@ def credential_stat(home: Path) -> tuple:
         else:
             parts.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(parts)
+
+
+def stat_is_settled(stat: tuple, now_ns: int) -> bool:
+    """True when the newest change in ``stat`` lies at least ``RACY_WINDOW_NS`` before
+    ``now_ns`` (a wall-clock time taken *before* the stat): then any later rewrite gets
+    later timestamps, so equal stat data really means equal content (git's "racy index"
+    rule)."""
+    newest = max((max(part[2], part[3]) for part in stat if part is not None), default=0)
+    return now_ns - newest >= RACY_WINDOW_NS
 
 
 def load_home(home: str | os.PathLike[str]) -> HomeCredentials:

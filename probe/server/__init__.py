@@ -105,8 +105,17 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         metrics.observe(time.monotonic() - started)
         return snap.to_dict()
 
-    def fetch_all(home: Path, refresh: bool) -> list[dict[str, Any]]:
-        snaps = [fetch_one(p, home, refresh) for p in PROVIDER_NAMES]
+    async def fetch_all(home: Path, refresh: bool) -> list[dict[str, Any]]:
+        """Every provider of a home, probed side by side: one hung provider costs the list
+        its own deadline, not the sum of everyone's."""
+        snaps: list[dict[str, Any]] = [{}] * len(PROVIDER_NAMES)
+
+        async def one(index: int, provider: str) -> None:
+            snaps[index] = await in_thread(fetch_one, provider, home, refresh)
+
+        async with anyio.create_task_group() as group:
+            for index, provider in enumerate(PROVIDER_NAMES):
+                group.start_soon(one, index, provider)
         return [s for s in snaps if not (s["error"] and s["error"]["code"] == "no_credentials")]
 
     async def quota(request: Request) -> Response:
@@ -128,7 +137,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
                 return error(400, exc.code, str(exc))
             payload: Any = await in_thread(fetch_one, provider, home, refresh)
         else:
-            payload = await in_thread(fetch_all, home, refresh)
+            payload = await fetch_all(home, refresh)
         etag = etag_of(payload)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if _matches(request.headers.get("if-none-match"), etag):

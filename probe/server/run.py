@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import secrets
@@ -72,7 +73,7 @@ def demo_backend() -> Iterator[tuple[dict[str, Path], ProbeConfig, Callable[[Pro
 
 
 def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool,
-          poll_s: float, echo=print) -> None:
+          poll_s: float, cache_dir: str | None = None, echo=print) -> None:
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"Refusing to bind {host}: it is not a loopback address. Pass --allow-remote "
                          "if other machines should reach this backend (it will still need the token to rotate).")
@@ -83,6 +84,8 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             homes, config, prime = stack.enter_context(demo_backend())
         else:
             homes, config = {}, ProbeConfig()
+        if cache_dir is not None:
+            config = dataclasses.replace(config, cache_dir=cache_dir)
         homes.update(parse_homes(home_specs))
         if not homes:
             homes = {"default": Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().resolve()}

@@ -272,3 +272,34 @@ def test_cache_files_stay_whole_when_their_writer_is_killed(emulator, make_home,
     disk = DiskCache(cache_dir)
     for home in homes:
         assert disk.read(os.path.realpath(home), "deepseek", credential_fingerprint(home)) is not None
+
+
+@pytest.mark.parametrize("how", ["hung_provider", "frozen_worker"])
+def test_a_timeout_leaves_the_pool_back_at_pool_size_warm_workers(make_service, make_home, emulator, how):
+    """A hung provider is reported by the live child just inside the deadline (the worker
+    stays); a worker that cannot answer at all (SIGSTOP) is killed with its tree at the
+    deadline. Either way the caller gets ``timeout`` and, with prewarm, the pool is back to
+    ``pool_size`` running workers that answer."""
+    token = f"sk-timeout-{how}" + ("-hang-" if how == "hung_provider" else "")
+    home = make_home(f"timeout-{how}", deepseek=token, openrouter=f"sk-or-v1-timeout-{how}")
+    service = make_service(pool_size=2, prewarm=True)
+    service.fetch("openrouter", home=home)
+    assert wait_until(lambda: service.stats()["homes"][str(home)]["alive"] == 2)
+    frozen = None
+    if how == "frozen_worker":
+        frozen = service.fetch("openrouter", home=home, refresh=True).probe.worker_pid
+        os.kill(frozen, signal.SIGSTOP)
+        tree = [psutil.Process(frozen)]
+        snap = service.fetch("openrouter", home=home, refresh=True, timeout=1.0)
+        assert snap.probe.worker_pid == frozen   # most recently used first: the frozen one
+    else:
+        snap = service.fetch("deepseek", home=home, timeout=1.5)
+    assert snap.error is not None and snap.error.code == "timeout"
+    if frozen is not None:
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive
+    assert wait_until(lambda: service.stats()["homes"][str(home)]["alive"] == 2)
+    pids = worker_pids(service, home)
+    assert frozen not in pids
+    answers = {service.fetch("openrouter", home=home, refresh=True).probe.worker_pid for _ in range(4)}
+    assert answers <= pids

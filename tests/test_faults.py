@@ -237,6 +237,28 @@ def test_env_rewritten_in_place_mid_probe_gives_old_new_or_a_clear_error(make_se
     assert all(old.startswith(t) or new.startswith(t) for t in sent), "a token spliced from old and new"
 
 
+def test_auth_json_rewritten_in_place_is_read_whole_or_refused(make_service, make_home, emulator):
+    """``auth.json`` cut at every few bytes while probes run: a cut document is malformed
+    JSON, which is ``no_credentials`` naming the file -- never a token taken from half a
+    document; the emulator only ever sees the old or the new token."""
+    old, new = "codex-inplace-old-" + "o" * 30, "codex-inplace-new-" + "n" * 30
+    home = make_home("inplace-auth", codex=old)
+    auth = home / "auth.json"
+    service = make_service(pool_size=1)
+    assert service.fetch("openai-codex", home=home).available
+    document = json.dumps({"providers": {"openai-codex": {"tokens": {"access_token": new}}}}, indent=2).encode()
+    seen: list[Snapshot] = []
+    _rewrite_in_place(auth, document, tuple(range(0, len(document), 7)),
+                      between=lambda: seen.append(service.fetch("openai-codex", home=home, refresh=True)))
+    for snap in seen:
+        assert snap.available or snap.error.code == "no_credentials", snap
+        if snap.error is not None and snap.error.message:
+            assert "auth.json" in snap.error.message and new not in snap.error.message
+    assert service.fetch("openai-codex", home=home).available
+    sent = {r.token for r in emulator.requests() if r.token and r.token.startswith("codex-inplace-")}
+    assert sent == {old, new}
+
+
 def test_cache_files_stay_whole_when_their_writer_is_killed(emulator, make_home, tmp_path):
     """A process storing snapshots in the shared cache as fast as it can is SIGKILLed:
     every cache file left behind is a complete entry (temp file + rename), and a new

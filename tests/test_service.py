@@ -94,18 +94,27 @@ def test_unresponsive_worker_is_killed_at_the_deadline_and_replaced(make_service
 
 
 def test_worker_crash_mid_request_is_typed_and_pool_heals(make_service, make_home, emulator):
+    """The caller whose worker is SIGKILLed gets ``worker_crashed``; callers of another
+    home probing at the same moment get their answers from their own, untouched worker."""
     home = make_home("crash", deepseek="sk-crash-slow3000-")
+    other = make_home("crash-warm", deepseek="sk-warm-slow300-")
     service = make_service(pool_size=1)
-    service.fetch("deepseek", home=make_home("crash-warm", deepseek="sk-warm"))  # unrelated home
-    result = []
+    other_pid = service.fetch("deepseek", home=other).probe.worker_pid
+    result, others = [], []
     thread = threading.Thread(target=lambda: result.append(service.fetch("deepseek", home=home)))
     thread.start()
     assert wait_until(lambda: emulator.count(token="sk-crash-slow3000-") == 1)
+    neighbour = threading.Thread(target=lambda: others.extend(
+        service.fetch("deepseek", home=other, refresh=True) for _ in range(3)))
+    neighbour.start()
+    assert emulator.wait_for(2, token="sk-warm-slow300-")   # a neighbour probe is in flight
     pid = next(iter(worker_pids(service, home)))
     os.kill(pid, signal.SIGKILL)
     thread.join(10)
+    neighbour.join(30)
     assert result[0].error.code == "worker_crashed"
     assert "sk-crash" not in json.dumps(result[0].to_dict())
+    assert [(s.available, s.probe.path, s.probe.worker_pid) for s in others] == [(True, "warm", other_pid)] * 3
     state = service.stats()["homes"][str(home.resolve())]
     assert state["alive"] == 0 and state["slots"] == 1
 

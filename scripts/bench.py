@@ -33,10 +33,9 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import emulator_process, run_callers, write_section
+from benchlib import emulator_process, run_callers, settled_home, write_section
 from probe.stress import percentile
 from probe import ProbeConfig, ProbeService
-from probe.demo import write_home
 from probe.emulator import provider_urls_for
 
 PROVIDER = "deepseek"
@@ -150,8 +149,8 @@ def main() -> int:
     results: dict[str, dict[str, dict]] = {}
     with emulator_process() as base_url, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        fast = [write_home(root, f"fast{i}", deepseek=f"sk-bench-fast-{i}") for i in range(4)]
-        slow = [write_home(root, "slow", deepseek="sk-bench-slow-slow50-")]
+        fast = [settled_home(root, f"fast{i}", deepseek=f"sk-bench-fast-{i}") for i in range(4)]
+        slow = [settled_home(root, "slow", deepseek="sk-bench-slow-slow50-")]
         workloads = {
             "sequential": (fast[:1], 1, 50 * scale, lambda n, i: 0),
             "8 callers, 1 home, N=2, 50 ms": (slow, 8, 5 * scale, lambda n, i: 0),
@@ -173,7 +172,7 @@ def main() -> int:
                 r = results[workload][name]
                 print(f"{workload:32s} {name:7s} p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
                       f"{r['rps']:8.1f} req/s  errors {r['errors']}", flush=True)
-        polled_home = write_home(root, "polled", deepseek="sk-bench-polled")
+        polled_home = settled_home(root, "polled", deepseek="sk-bench-polled")
         pollers = identical_pollers_with_count(base_url, polled_home, 50, 5 * scale)
         results["50 identical pollers, cache on"] = {"warm": pollers}
         print(f"50 identical pollers: {pollers['provider_requests']} provider request(s), "

@@ -24,6 +24,23 @@ def emulator_process() -> Iterator[str]:
         proc.stdout.close()
 
 
+def settled_home(root, name: str, **tokens: str):
+    """A home as production has them: credentials written long ago. The files' mtime is
+    set an hour back, so the child trusts its parsed copy from the first probe on (within
+    2 s of a write it re-reads the files on every probe -- see
+    ``workers.credentials.stat_is_settled``; bench_pool measures that case separately)."""
+    import os
+    import time
+
+    from probe.demo import write_home
+
+    home = write_home(root, name, **tokens)
+    an_hour_ago = time.time() - 3600
+    for path in (home / ".env", home / "auth.json"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    return home
+
+
 def write_section(path: str, name: str, text: str) -> None:
     """Replace this script's section of a shared report (``<!-- name -->`` markers), so
     several benchmark scripts can keep their latest figures in one BENCHMARKS.md."""

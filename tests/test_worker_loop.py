@@ -182,29 +182,35 @@ def test_spawner_close_takes_its_workers_along(tmp_path):
     worker.close()
 
 
-def _frozen_stat(home: Path, changed_ns_ago: int):
+def _frozen_stat(home: Path, mtime_s_ago: float, ctime_s_ago: float):
     """What a file system with coarse timestamps shows: the same stat data before and
     after an in-place, same-size rewrite (this machine's ext4 gives every write its own
-    mtime, so the coarse tick is simulated — the one thing that cannot exist here)."""
+    mtime, so the coarse tick is simulated -- the one thing that cannot exist here)."""
     import workers.credentials as credentials
 
     stat = credentials.credential_stat(home)
-    changed = time.time_ns() - changed_ns_ago
-    return lambda _home: tuple(None if p is None else (p[0], p[1], changed, changed) for p in stat)
+    now = time.time_ns()
+    mtime, ctime = now - int(mtime_s_ago * 1e9), now - int(ctime_s_ago * 1e9)
+    return lambda _home: tuple(None if p is None else (p[0], p[1], mtime, ctime) for p in stat)
 
 
-@pytest.mark.parametrize("changed_s_ago, expected", [(0.0, "sk-after--rewrite"), (10.0, "sk-before-rewrite")])
-def test_child_rereads_credentials_until_their_stat_data_has_settled(tmp_path, monkeypatch, changed_s_ago, expected):
+@pytest.mark.parametrize("mtime_s_ago, ctime_s_ago, expected", [
+    (0.0, 0.0, "sk-after--rewrite"),    # just written: equal stat proves nothing, re-read
+    (10.0, 10.0, "sk-before-rewrite"),  # settled: the parsed copy is reused (control row)
+    (10.0, 0.0, "sk-before-rewrite"),   # mtime set back (touch -d): no rewrite can reproduce it
+])
+def test_child_rereads_credentials_until_their_stat_data_has_settled(tmp_path, monkeypatch, mtime_s_ago,
+                                                                     ctime_s_ago, expected):
     """A file changed within the racy window may change again without its stat data
     showing it, so the child re-reads it on every probe until the window has passed
-    (git's racy-index rule); a settled file's parsed copy is reused (the control row shows
+    (git's racy-index rule); a settled file's parsed copy is reused (the control rows show
     the reuse is real, so the rule is what makes the difference)."""
     import workers.__main__ as loop_module
     import workers.credentials as credentials
 
     (tmp_path / ".env").write_text("DEEPSEEK_API_KEY=sk-before-rewrite\n")
     monkeypatch.setenv("HERMES_HOME", str(tmp_path))
-    monkeypatch.setattr(credentials, "credential_stat", _frozen_stat(tmp_path, int(changed_s_ago * 1e9)))
+    monkeypatch.setattr(credentials, "credential_stat", _frozen_stat(tmp_path, mtime_s_ago, ctime_s_ago))
     loop = loop_module.Loop()
     assert loop.credentials().env_value("DEEPSEEK_API_KEY")[1] == "sk-before-rewrite"
     with open(tmp_path / ".env", "r+") as handle:  # same size, in place

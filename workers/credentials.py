@@ -200,11 +200,12 @@ def credential_stat(home: str | os.PathLike[str]) -> tuple:
 
 
 def stat_is_settled(stat: tuple, now_ns: int) -> bool:
-    """True when the newest change in ``stat`` lies at least ``RACY_WINDOW_NS`` before
-    ``now_ns`` (a wall-clock time taken *before* the stat): then any later rewrite gets
-    later timestamps, so equal stat data really means equal content (git's "racy index"
-    rule)."""
-    newest = max((max(part[2], part[3]) for part in stat if part is not None), default=0)
+    """True when equal stat data can prove equal content: a later rewrite stamps mtime and
+    ctime with its own (later) tick, so it can only look identical to ``stat`` if *both*
+    of a file's times are that recent. Hence each file counts as settled once the older
+    of its mtime and ctime lies ``RACY_WINDOW_NS`` before ``now_ns`` (a wall-clock time
+    taken *before* the stat) -- git's "racy index" rule."""
+    newest = max((min(part[2], part[3]) for part in stat if part is not None), default=0)
     return now_ns - newest >= RACY_WINDOW_NS
 
 

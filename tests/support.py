@@ -100,3 +100,23 @@ def worker_pids(service, home) -> set[int]:
 
     state = service.stats()["homes"].get(os.path.realpath(home))
     return {w["pid"] for w in state["workers"]} if state else set()
+
+
+def reaped(proc: "subprocess.Popen"):
+    """Context manager for a subprocess a test drives: afterwards it is killed if it still
+    runs, reaped, and its pipes are closed -- whatever the test asserted on the way."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+    return guard()

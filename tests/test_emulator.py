@@ -20,6 +20,7 @@ import pytest
 
 from probe.emulator import (ANTHROPIC_PATH, CODEX_PATHS, DEEPSEEK_PATH, OPENROUTER_CREDITS_PATH,
                             OPENROUTER_KEY_PATH, Emulator, quota_body, scenario_for)
+from support import reaped
 
 pytestmark = pytest.mark.timeout(30)
 BETA = {"anthropic-beta": "oauth-2025-04-20"}
@@ -381,7 +382,7 @@ def test_serve_forever_cli_prints_urls_and_stops_on_sigint():
     process = subprocess.Popen(
         [sys.executable, "-c", "from probe.emulator import serve_forever_cli; serve_forever_cli('127.0.0.1', 0)"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(process):
         first = process.stdout.readline()
         match = re.fullmatch(r"Emulator listening on (http://127\.0\.0\.1:\d+)\n", first)
         assert match, first
@@ -397,9 +398,3 @@ def test_serve_forever_cli_prints_urls_and_stops_on_sigint():
         assert process.wait(timeout=10) == 0
         rest, err = process.communicate(timeout=10)
         assert rest == "" and err == ""
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            stream.close()

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from probe.worker import kill_tree
-from support import wait_until
+from support import reaped, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,39 +29,39 @@ def test_kill_tree_kills_grandchildren_too():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_worker_busy_on_a_hung_provider_dies_when_its_parent_is_killed(emulator, make_home, tmp_path):
-    """The worker is blocked inside a provider request (not reading stdin, so EOF cannot
-    save us); SIGKILL of the parent process must still take it down at once, long before
-    its 30 s probe timeout — that is PR_SET_PDEATHSIG at work."""
-    home = make_home("orphan", deepseek="sk-orphan-hang-")
-    parent_script = textwrap.dedent(f"""
-        import threading, time, sys
+def test_parent_sigkill_takes_idle_warm_and_busy_workers_within_two_seconds(emulator, make_home):
+    """Two homes with full warm pools sitting idle (blocked reading stdin) and one worker
+    busy inside a hung provider request: SIGKILL the parent and every one of them must be
+    gone within 2 s, checked from outside with psutil."""
+    idle_a = make_home("orphans-a", deepseek="sk-orphans-a")
+    idle_b = make_home("orphans-b", openrouter="sk-or-v1-orphans-b")
+    busy = make_home("orphans-busy", deepseek="sk-orphans-busy-hang-")
+    script = textwrap.dedent(f"""
+        import threading, time
         from probe import ProbeConfig, ProbeService
-        service = ProbeService(ProbeConfig(provider_urls={emulator.provider_urls()!r}))
-        # fetch from a short-lived thread, as a web handler would
-        threading.Thread(target=service.fetch, args=("deepseek",), kwargs={{"home": {str(home)!r}, "timeout": 30}}).start()
-        while True:
-            state = service.stats()["homes"].get({str(home.resolve())!r})
-            if state and state["busy"]:
-                print(state["workers"][0]["pid"], flush=True)
-                break
+        service = ProbeService(ProbeConfig(pool_size=2, prewarm=True, provider_urls={emulator.provider_urls()!r}))
+        service.fetch("deepseek", home={str(idle_a)!r})
+        service.fetch("openrouter", home={str(idle_b)!r})
+        threading.Thread(target=service.fetch, args=("deepseek",),
+                         kwargs={{"home": {str(busy)!r}, "timeout": 60}}, daemon=True).start()
+        def ready():
+            homes = service.stats()["homes"]
+            return (all(homes.get(h, {{}}).get("alive") == 2 for h in ({str(idle_a)!r}, {str(idle_b)!r}))
+                    and homes.get({str(busy)!r}, {{}}).get("busy") == 1)
+        while not ready():
             time.sleep(0.01)
-        time.sleep(60)
+        print(" ".join(str(w["pid"]) for s in service.stats()["homes"].values() for w in s["workers"]), flush=True)
+        time.sleep(120)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", parent_script], stdout=subprocess.PIPE)
-    try:
-        worker_pid = int(parent.stdout.readline())
-        assert wait_until(lambda: emulator.count(token="sk-orphan-hang-") == 1)
-        worker = psutil.Process(worker_pid)
-        assert worker.is_running()
+    with reaped(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)) as parent:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert emulator.wait_for(token="sk-orphans-busy-hang-")
+        workers = [psutil.Process(pid) for pid in pids]
+        assert len(workers) >= 5 and all(w.is_running() for w in workers)
         parent.kill()
         parent.wait()
-        worker.wait(timeout=10)  # raises TimeoutExpired if the worker outlived its parent
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        parent.stdout.close()
+        _, alive = psutil.wait_procs(workers, timeout=2.0)
+        assert not alive, f"workers outlived their parent by 2 s: {[w.pid for w in alive]}"
 
 
 def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
@@ -87,7 +87,7 @@ def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               env={**os.environ, "PROBE_TOKEN": "t"})
     answers: list[httpx.Response] = []
-    try:
+    with reaped(server):
         assert "quota-probe backend on" in server.stdout.readline()
         base = f"http://127.0.0.1:{port}"
         httpx.get(f"{base}/api/quota", params={"home": "main"}, timeout=30)
@@ -104,11 +104,6 @@ def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
         in_flight.join(30)
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, f"workers outlived the backend: {[p.pid for p in alive]}"
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        server.stdout.close()
     assert answers and answers[0].status_code == 200 and answers[0].json()["available"], "in-flight caller dropped"
     entries = list(cache_dir.glob("*/*.json"))
     assert entries and not list(cache_dir.glob("*/.tmp-*"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from workers.credentials import credential_stat
 
+
 class HomeNotFound(Exception):
     """The home directory does not exist (or is not a directory)."""
 

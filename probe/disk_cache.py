@@ -9,6 +9,8 @@ fragment a client chose, never anything derived from a secret beyond a hash of s
 * The same lock is held for the whole probe: at most one process probes a given (home,
   provider) at a time; the others wait (within their deadline) and then read its result.
 * Freshness is wall-clock (``expires_at``), the only clock processes share.
+* A credential change of a home (noticed or ``invalidate``d) deletes its files, so entries
+  for superseded fingerprints do not pile up; temp files orphaned by a killed writer go then.
 * A corrupt or truncated file is ignored (and replaced by the next write); a read-only or
   full disk degrades to "no shared cache" with one logged warning, never a failed probe.
 """
@@ -29,6 +31,9 @@ import filelock
 from probe.snapshot import Snapshot
 
 log = logging.getLogger("probe.disk_cache")
+TEMP_PREFIX = ".tmp-"
+#: a temp file this old belongs to no write in progress (a write takes milliseconds)
+ORPHAN_TEMP_S = 60.0
 
 
 def _digest(text: str) -> str:
@@ -77,7 +82,7 @@ class DiskCache:
         payload = json.dumps({"written_at": now, "expires_at": now + ttl_s, "snapshot": snap.to_dict()})
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
             try:
                 with os.fdopen(fd, "w") as handle:
                     handle.write(payload)
@@ -113,10 +118,20 @@ class DiskCache:
             lock.release()
 
     def drop(self, home: str | None, provider: str | None) -> None:
-        """Forget stored snapshots of one home (all when None) for one provider (all when None)."""
+        """Forget stored snapshots of one home (all when None) for one provider (all when None).
+
+        Also the one place that removes temp files a killed writer left behind (older than
+        ORPHAN_TEMP_S, so another process's write in progress is never touched): rotations
+        are rare, so this costs nothing on the probe path, and every credential change of
+        a home passes here."""
         homes = [self._home_dir(home)] if home is not None else [p for p in self.directory.glob("*") if p.is_dir()]
         pattern = f"{provider}.*.json" if provider else "*.json"
+        now = time.time()
         for directory in homes:
             for path in directory.glob(pattern):
                 with contextlib.suppress(OSError):
                     path.unlink()
+            for temp in directory.glob(f"{TEMP_PREFIX}*"):
+                with contextlib.suppress(OSError):
+                    if now - temp.stat().st_mtime > ORPHAN_TEMP_S:
+                        temp.unlink()

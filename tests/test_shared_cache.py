@@ -94,3 +94,27 @@ def test_rotation_drops_shared_entries(emulator, make_home, tmp_path):
         one.invalidate(home=home)
         assert not list((tmp_path / "cache").rglob("*.json"))
         assert two.fetch("deepseek", home=home, refresh=True).probe.path != "cache"
+
+
+def test_credential_changes_leave_one_entry_and_sweep_orphaned_temp_files(emulator, make_home, tmp_path):
+    """Rotating credentials many times must not leave a file per rotation: each noticed
+    change drops the home's entries, and temp files a killed writer left behind go too --
+    but not a temp file young enough to be another process's write in progress."""
+    import time
+
+    home = make_home("sweep", deepseek="sk-sweep-0")
+    cache_dir = tmp_path / "cache"
+    with ProbeService(ProbeConfig(cache_dir=cache_dir, provider_urls=emulator.provider_urls())) as service:
+        service.fetch("deepseek", home=home)
+        (home_dir,) = cache_dir.iterdir()
+        orphan, in_progress = home_dir / ".tmp-orphan", home_dir / ".tmp-in-progress"
+        orphan.write_text("{")
+        in_progress.write_text("{")
+        an_hour_ago = time.time() - 3600
+        os.utime(orphan, (an_hour_ago, an_hour_ago))
+        for n in range(1, 4):
+            (home / ".env").write_text(f"DEEPSEEK_API_KEY=sk-sweep-{n}\n")
+            assert service.fetch("deepseek", home=home).available
+            assert len(list(home_dir.glob("*.json"))) == 1
+        assert not orphan.exists() and in_progress.exists()
+        assert service.fetch("deepseek", home=home).probe.path == "cache"

@@ -76,6 +76,35 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(descendants, timeout=EXIT_GRACE_S)
 
 
+def wait_for_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Reap ``proc`` if it exits within ``timeout_s``; True if it did.
+
+    ``Popen.wait(timeout)`` sleeps in growing steps (0.5, 1, 2, 4, 8 ms, ...), so a worker
+    that exits 8 ms after EOF was reaped after 15.5 ms, on the thread of whichever caller
+    retired it. A pidfd (Linux >= 5.3) becomes readable the moment the process exits.
+    ``poll()`` first: once a process is reaped its pid may be reused, and a pidfd opened
+    then could name a stranger; before ``wait`` the pid stays ours, even as a zombie."""
+    if proc.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or an old kernel
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout_s * 1000))):
+            return False
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return True
+
+
 class Worker:
     """A handle on one ``python -m workers`` process for one home (maybe not started yet)."""
 
@@ -164,9 +193,7 @@ class Worker:
                 proc.stdin.close()
             except OSError:
                 pass
-        try:
-            proc.wait(timeout=EXIT_GRACE_S)
-        except subprocess.TimeoutExpired:
+        if not wait_for_exit(proc, EXIT_GRACE_S):
             kill_tree(proc)
         self._close_pipes()
 

@@ -51,9 +51,10 @@ def direct_get(base_url: str, token: str, n: int) -> list[float]:
     return out
 
 
-def pipe_round_trip_and_rss(home: Path) -> tuple[list[float], float, float]:
+def pipe_round_trip_and_rss(home: Path) -> tuple[list[float], float, float, list[float]]:
     """The floor the warm path pays over a direct GET: one request/reply over the pipes
-    (``ping``), plus the RSS of an idle warm worker next to a bare ``python -c 'import httpx'``."""
+    (``ping``), plus the RSS of an idle warm worker next to a bare ``python -c 'import httpx'``,
+    and how long retiring a worker takes (EOF until it is reaped)."""
     spawner = Spawner()
     worker = Worker(home, child_env(home), spawner)
     try:
@@ -68,6 +69,16 @@ def pipe_round_trip_and_rss(home: Path) -> tuple[list[float], float, float]:
         worker_rss = worker.rss_mb() or 0.0
     finally:
         worker.close()
+    retire = []   # EOF -> exited and reaped, paid by whoever retires a worker
+    try:
+        for _ in range(10):
+            worker = Worker(home, child_env(home), spawner)
+            worker.start()
+            worker.request({"op": "ping"}, time.monotonic() + 10)
+            start = time.perf_counter()
+            worker.close()
+            retire.append((time.perf_counter() - start) * 1000)
+    finally:
         spawner.close()
     bare = subprocess.Popen([sys.executable, "-c", "import httpx, sys; print(1, flush=True); sys.stdin.read()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -78,7 +89,7 @@ def pipe_round_trip_and_rss(home: Path) -> tuple[list[float], float, float]:
         bare.stdin.close()
         bare.wait(10)
         bare.stdout.close()
-    return rtt, worker_rss, bare_rss
+    return rtt, worker_rss, bare_rss, retire
 
 
 def sequential(service: ProbeService, home: Path, provider: str, n: int, warmup: int = 10) -> list[float]:
@@ -129,7 +140,7 @@ def main() -> int:
         urls = provider_urls_for(base_url)
 
         direct = direct_get(base_url, token, n_seq)
-        rtt, worker_rss, bare_rss = pipe_round_trip_and_rss(home)
+        rtt, worker_rss, bare_rss, retire = pipe_round_trip_and_rss(home)
         with ProbeService(ProbeConfig(provider_urls=urls)) as service:
             warm = sequential(service, home, "anthropic", n_seq)
             written = time.monotonic()
@@ -161,7 +172,7 @@ def main() -> int:
         "direct_median_ms": med_direct, "warm_median_ms": med_warm, "cold_median_ms": med_cold,
         "warm_over_direct": med_warm / med_direct, "warm_fresh_credentials_median_ms": statistics.median(fresh), "cold_over_warm": med_cold / med_warm,
         "pool8_paths": dict(paths8), "contention": contention,
-        "pipe_rtt_median_ms": statistics.median(rtt), "idle_worker_rss_mb": worker_rss,
+        "pipe_rtt_median_ms": statistics.median(rtt), "retire_median_ms": statistics.median(retire), "idle_worker_rss_mb": worker_rss,
         "bare_python_httpx_rss_mb": bare_rss,
     }
     rows = [
@@ -171,6 +182,7 @@ def main() -> int:
         ("warm fetch, credentials written < 2 s ago (child re-reads them), median",
          f"{statistics.median(fresh):.3f} ms  (all within {fresh_span_s:.1f} s of the write)"),
         ("pipe round trip to a warm worker (ping), median", f"{statistics.median(rtt):.3f} ms"),
+        ("retire a warm worker (EOF until reaped), median", f"{statistics.median(retire):.1f} ms  (max {max(retire):.1f} ms)"),
         ("cold one-shot, median", f"{med_cold:.1f} ms"),
         ("cold / warm", f"{med_cold / med_warm:.0f}x  (target >= 50x)"),
         ("8 callers, pool_size=8: paths", json.dumps(dict(paths8)) + "  (target: 0 cold)"),

@@ -109,3 +109,18 @@ def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
     assert entries and not list(cache_dir.glob("*/.tmp-*"))
     for entry in entries:
         assert Snapshot.from_dict(json.loads(entry.read_bytes())["snapshot"]).provider
+
+
+def test_wait_for_exit_reaps_an_exited_worker_and_gives_up_on_a_running_one():
+    """The retire path's wait: True (and reaped) once the process is gone, False after the
+    timeout for one that keeps running -- which the caller then kills."""
+    from probe.worker import wait_for_exit
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert wait_for_exit(quick, 10) and quick.returncode == 0
+    assert wait_for_exit(quick, 0)          # already reaped: no pidfd on a recycled pid
+    stubborn = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with reaped(stubborn):
+        assert not wait_for_exit(stubborn, 0.2) and stubborn.poll() is None
+        kill_tree(stubborn)
+        assert stubborn.returncode == -9

@@ -83,12 +83,17 @@ class Snapshot:
             "error": self.error.to_dict() if self.error else None,
             "stale": self.stale,
             "fetched_at": self.fetched_at,
-            "probe": dataclasses.asdict(self.probe),
+            "probe": {"path": self.probe.path, "latency_ms": self.probe.latency_ms,
+                      "worker_pid": self.probe.worker_pid},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
         """Inverse of :meth:`to_dict` (also used for cache files). Raises ValueError on a bad shape."""
+        return cls._parse(data, None)
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any], probe_info: ProbeInfo | None) -> "Snapshot":
         try:
             probe = data.get("probe") or {"path": "cold", "latency_ms": 0.0}
             return cls(
@@ -104,7 +109,7 @@ class Snapshot:
                 error=_error(data.get("error")),
                 stale=bool(data.get("stale", False)),
                 fetched_at=_str(data.get("fetched_at") or utc_now_iso()),
-                probe=ProbeInfo(_str(probe["path"]), float(probe["latency_ms"]), probe.get("worker_pid")),
+                probe=probe_info or ProbeInfo(_str(probe["path"]), float(probe["latency_ms"]), probe.get("worker_pid")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a snapshot: {type(exc).__name__}") from None
@@ -112,7 +117,7 @@ class Snapshot:
     @classmethod
     def from_child(cls, data: dict[str, Any], *, home: str, probe: ProbeInfo) -> "Snapshot":
         """Wrap the provider part a worker sent with the parent's facts."""
-        return cls.from_dict({**data, "home": home, "stale": False, "fetched_at": utc_now_iso(), "probe": dataclasses.asdict(probe)})
+        return cls._parse({**data, "home": home, "stale": False, "fetched_at": utc_now_iso()}, probe)
 
     @classmethod
     def failed(cls, provider: str, home: str, code: str, message: str, *, probe: ProbeInfo,

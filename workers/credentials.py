@@ -191,7 +191,7 @@ def credential_stat(home: str | os.PathLike[str]) -> tuple:
     parts = []
     for name in (".env", "auth.json"):
         try:
-            st = os.stat(Path(home) / name)
+            st = os.stat(os.path.join(home, name))  # not pathlib: this runs on every fetch
         except OSError:
             parts.append(None)
         else:

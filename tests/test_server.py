@@ -87,12 +87,17 @@ def test_rotate_bad_bodies(backend, body, status):
     ({"home": "alice", "provider": "gemini"}, 400, "unknown_provider"),
     ({"home": "alice", "provider": "x" * 10000}, 400, "bad_request"),
     ({"home": "a" * 5000}, 400, "bad_request"),
+    ({"home": "alice\x00"}, 404, "home_not_found"),
+    ({"home": "alice\n"}, 404, "home_not_found"),
+    ({"home": "$(touch /tmp/pwned); alice"}, 404, "home_not_found"),
+    ({"home": ""}, 404, "home_not_found"),
     ({}, 404, "home_not_found"),   # several homes configured: the id is required
 ])
 def test_quota_bad_requests(backend, params, status, code):
     client, service, _ = backend
     response = client.get("/api/quota", params=params)
     assert response.status_code == status and response.json()["error"]["code"] == code
+    assert "\x00" not in response.text and "\n" not in response.json()["error"]["message"]
     assert all("etc" not in home for home in service.stats()["homes"])
 
 

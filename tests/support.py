@@ -5,8 +5,9 @@ Not a sleep to paper over a race: the condition is the assertion, the deadline o
 bounds how long a broken build takes to fail."""
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
@@ -102,21 +103,16 @@ def worker_pids(service, home) -> set[int]:
     return {w["pid"] for w in state["workers"]} if state else set()
 
 
-def reaped(proc: "subprocess.Popen"):
-    """Context manager for a subprocess a test drives: afterwards it is killed if it still
-    runs, reaped, and its pipes are closed -- whatever the test asserted on the way."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def guard():
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-
-    return guard()
+@contextlib.contextmanager
+def reaped(proc: "subprocess.Popen") -> Iterator["subprocess.Popen"]:
+    """For a subprocess a test drives: afterwards it is killed if it still runs, reaped,
+    and its pipes are closed -- whatever the test asserted on the way."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -209,7 +209,8 @@ def stress_text(report: dict) -> str:
         "parent before: {processes} processes, {threads} threads, {fds} fds".format(**report["before"]),
         "parent after:  {processes} processes, {threads} threads, {fds} fds".format(**report["after"]),
         f"worker RSS MB: median {report['worker_rss_mb']['median']}, max {report['worker_rss_mb']['max']}",
-        "parent RSS MB: early {early}, end {end}, max {max}".format(**report["parent_rss_mb"]),
+        ("parent RSS MB: early {early}, end {end}, max {max} (growth {growth}x)".format(**report["parent_rss_mb"])
+         if report["parent_rss_mb"]["growth"] is not None else "parent RSS MB: run too short for a trend"),
     ]
     lines += [f"  {'ok  ' if ok else 'FAIL'} {name}" for name, ok in report["invariants"].items()]
     lines.append("OK" if report["ok"] else "FAILED")

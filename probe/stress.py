@@ -231,16 +231,20 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                     while not stop.wait(options.rotate_every_s):
                         homes.rotate(rng.randrange(options.homes), service)
 
+                me = psutil.Process()
+
+                def sample() -> None:
+                    with lock:
+                        parent_rss.append(me.memory_info().rss / 1048576)
+                    for state in service.stats()["homes"].values():
+                        for worker in state["workers"]:
+                            if worker["rss_mb"]:
+                                with lock:
+                                    rss_samples.append(worker["rss_mb"])
+
                 def sampler() -> None:
-                    me = psutil.Process()
                     while not stop.wait(0.5):
-                        with lock:
-                            parent_rss.append(me.memory_info().rss / 1048576)
-                        for state in service.stats()["homes"].values():
-                            for worker in state["workers"]:
-                                if worker["rss_mb"]:
-                                    with lock:
-                                        rss_samples.append(worker["rss_mb"])
+                        sample()
 
                 helpers = [threading.Thread(target=sampler, name="stress-sampler")]
                 if options.rotate_every_s > 0:
@@ -251,6 +255,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                     thread.start()
                 for thread in callers:
                     thread.join()
+                sample()   # with the workers still up: a run shorter than one period gets a reading too
                 stop.set()
                 for thread in helpers:
                     thread.join()

@@ -31,6 +31,7 @@ def test_quick_stress_run_holds_every_invariant():
     assert report["requests"] == 200
     assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert report["before"] == report["after"]
+    assert report["worker_rss_mb"]["median"] > 0, "a short run still reports worker RSS"
 
 
 def test_latency_histogram_matches_exact_percentiles_in_fixed_memory():

@@ -168,11 +168,14 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
               help="Fraction of provider answers that are injected faults.")
 @click.option("--rotate-every", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Rotate a random home's credential every S seconds (0: never).")
+@click.option("--kill-every", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="SIGKILL a random pool worker every S seconds (0: never).")
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=600), default=10.0, show_default=True,
               help="Each caller's deadline.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
-           latency_ms: int, fault_rate: float, rotate_every: float, timeout: float, as_json: bool) -> None:
+           latency_ms: int, fault_rate: float, rotate_every: float, kill_every: float, timeout: float,
+           as_json: bool) -> None:
     """Load the service against the built-in emulator and check its invariants.
 
     Exits 1 if any invariant failed (a leaked process, FD or thread; a result carrying another
@@ -185,7 +188,7 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
     options = StressOptions(homes=homes, concurrency=concurrency,
                             requests=None if duration is not None else (requests or 300), duration_s=duration,
                             pool_size=pool_size, latency_ms=latency_ms, fault_rate=fault_rate,
-                            rotate_every_s=rotate_every, timeout_s=timeout)
+                            rotate_every_s=rotate_every, kill_every_s=kill_every, timeout_s=timeout)
     if as_json:
         report = run_stress(options)
         click.echo(json.dumps(report, indent=2))
@@ -206,6 +209,7 @@ def stress_text(report: dict) -> str:
         f"latency ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}",
         "paths: " + ", ".join(f"{k} {v}" for k, v in sorted(report["paths"].items())),
         "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(report["errors"].items())) or "none"),
+        "injected: fault rate {fault_rate}, worker kills {worker_kills}".format(**report["injected"]),
         "parent before: {processes} processes, {threads} threads, {fds} fds".format(**report["before"]),
         "parent after:  {processes} processes, {threads} threads, {fds} fds".format(**report["after"]),
         f"worker RSS MB: median {report['worker_rss_mb']['median']}, max {report['worker_rss_mb']['max']}",

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import statistics
 import tempfile
 import threading
@@ -52,6 +53,7 @@ class StressOptions:
     latency_ms: int = 0
     fault_rate: float = 0.0
     rotate_every_s: float = 0.0
+    kill_every_s: float = 0.0
     timeout_s: float = 10.0
     refresh: bool = True
 
@@ -78,6 +80,28 @@ def process_footprint() -> dict[str, int]:
             if child.status() != psutil.STATUS_ZOMBIE:
                 children += 1
     return {"processes": children, "threads": threading.active_count(), "fds": me.num_fds()}
+
+
+def kill_own_child(pid: int) -> bool:
+    """SIGKILL ``pid`` if it is (still) a child of this process; True if a signal went out.
+
+    The pid comes from a ``stats()`` snapshot, so by now it may have been reaped and
+    reused by any process on the host. A pidfd pins one process: if the ppid check below
+    reads a newcomer instead, the pidfd still names the dead original and the signal
+    fails with ESRCH -- a stranger is never signalled."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfds (not Linux): no chaos rather than a risk
+        return False
+    try:
+        if psutil.Process(pid).ppid() != os.getpid():
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return True
+    except (OSError, psutil.Error):
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def percentile(values: "list[float] | array.array", q: float) -> float:
@@ -177,6 +201,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     paths: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     violations: Counter[str] = Counter()
+    injected: Counter[str] = Counter()
     rss_samples = array.array("f")   # 4 bytes a sample, one sample a worker every 0.5 s
     parent_rss: list[float] = []
     lock = threading.Lock()
@@ -246,9 +271,19 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                     while not stop.wait(0.5):
                         sample()
 
+                def killer() -> None:
+                    rng = random.Random(11)
+                    while not stop.wait(options.kill_every_s):
+                        pids = [w["pid"] for state in service.stats()["homes"].values() for w in state["workers"]]
+                        if pids and kill_own_child(rng.choice(pids)):
+                            with lock:
+                                injected["worker_kills"] += 1
+
                 helpers = [threading.Thread(target=sampler, name="stress-sampler")]
                 if options.rotate_every_s > 0:
                     helpers.append(threading.Thread(target=rotator, name="stress-rotator"))
+                if options.kill_every_s > 0:
+                    helpers.append(threading.Thread(target=killer, name="stress-killer"))
                 callers = [threading.Thread(target=caller, args=(i,), name=f"stress-caller-{i}")
                            for i in range(options.concurrency)]
                 for thread in helpers + callers:
@@ -281,6 +316,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                        "p99": round(latencies.percentile(99), 3), "max": round(latencies.max_ms, 3)},
         "paths": dict(paths),
         "errors": dict(errors),
+        "injected": {"fault_rate": options.fault_rate, "worker_kills": injected["worker_kills"]},
         "before": before,
         "after": after,
         "worker_rss_mb": {"median": round(statistics.median(rss_samples), 1) if rss_samples else None,
@@ -290,7 +326,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "invariants": invariants,
         "options": {"homes": options.homes, "concurrency": options.concurrency, "pool_size": options.pool_size,
                     "latency_ms": options.latency_ms, "fault_rate": options.fault_rate,
-                    "rotate_every_s": options.rotate_every_s},
+                    "rotate_every_s": options.rotate_every_s, "kill_every_s": options.kill_every_s},
     }
 
 

@@ -34,6 +34,30 @@ def test_quick_stress_run_holds_every_invariant():
     assert report["worker_rss_mb"]["median"] > 0, "a short run still reports worker RSS"
 
 
+def test_workers_sigkilled_under_load_leave_every_invariant_intact():
+    """Chaos on top of load: a random pool worker SIGKILLed every 50 ms while 8 callers
+    probe 3 homes. Callers of a killed worker get ``worker_crashed`` (counted, expected);
+    the pools heal, nobody waits past the deadline, and nothing leaks."""
+    code, report = stress_cli("--requests", "600", "--homes", "3", "--concurrency", "8", "--latency-ms", "3",
+                              "--kill-every", "0.05")
+    assert report["ok"] and code == 0, report
+    assert report["injected"]["worker_kills"] > 0 and report["errors"].get("worker_crashed", 0) > 0
+    assert report["before"] == report["after"]
+
+
+def test_kill_own_child_never_signals_a_stranger():
+    """The chaos helper signals only this process's children: not itself, not pid 1, not a
+    pid that is gone."""
+    import os
+
+    from probe.stress import kill_own_child
+
+    assert not kill_own_child(os.getpid()) and not kill_own_child(1)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert kill_own_child(child.pid) and child.wait(10) == -9
+    assert not kill_own_child(child.pid)
+
+
 def test_latency_histogram_matches_exact_percentiles_in_fixed_memory():
     """The soak's latencies live in a histogram so the harness cannot grow the parent's RSS;
     its percentiles stay within the bucket width (0.5 %) of the exact ones."""
@@ -65,8 +89,10 @@ def test_stress_detects_a_cross_home_result(monkeypatch):
 
 @pytest.mark.slow
 def test_soak_five_homes_faults_and_rotations():
-    """The CI-sized soak: 20 s over 5 homes, 5 % faults, a rotation every second."""
+    """The CI-sized soak: 20 s over 5 homes, 5 % faults, a rotation every second, a worker
+    SIGKILLed every 2 s."""
     code, report = stress_cli("--duration", "20", "--homes", "5", "--concurrency", "8",
-                              "--fault-rate", "0.05", "--rotate-every", "1", "--latency-ms", "2")
+                              "--fault-rate", "0.05", "--rotate-every", "1", "--latency-ms", "2",
+                              "--kill-every", "2")
     assert report["ok"] and code == 0, report
     assert report["requests"] > 1000

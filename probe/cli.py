@@ -115,7 +115,7 @@ def rotate(home: str, provider: str | None, server: str | None, token: str | Non
 @click.option("--json", "as_json", is_flag=True)
 def status(server: str | None, as_json: bool) -> None:
     """Workers per home: slots, alive, busy, pids, RSS."""
-    from probe.status import local_workers, status_text
+    from probe.status import local_templates, local_workers, status_text
 
     if server:
         import httpx
@@ -127,9 +127,10 @@ def status(server: str | None, as_json: bool) -> None:
         except (httpx.HTTPError, ValueError) as exc:
             click.echo(f"Error: could not read {server}/api/pool ({type(exc).__name__}).", err=True)
             sys.exit(EXIT_UNAVAILABLE)
+        templates = []
     else:
-        homes = local_workers()
-    click.echo(json.dumps(homes, indent=2) if as_json else status_text(homes))
+        homes, templates = local_workers(), local_templates()
+    click.echo(json.dumps(homes, indent=2) if as_json else status_text(homes, templates))
 
 
 @main.command()

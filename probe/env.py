@@ -36,17 +36,35 @@ def _workers_import_root() -> str:
     return str(Path(workers.__file__).resolve().parent.parent)
 
 
-def child_env(home: Path, provider_urls: Mapping[str, str] | None = None,
-              parent_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Build a worker's environment for ``home`` (already resolved)."""
-    source = os.environ if parent_env is None else parent_env
+def _allowlisted(source: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in source.items() if k in _ALLOWED_NAMES or _ALLOWED_PATTERN.match(k)}
-    for provider, url in (provider_urls or {}).items():
-        env[base_url_env_name(provider)] = url
-    env["HERMES_HOME"] = str(home)
     env[PARENT_PID_ENV] = str(os.getpid())
     env["PYTHONPATH"] = _workers_import_root()
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     if source.get("PROBE_DEBUG"):
         env["PROBE_DEBUG"] = "1"
+    return env
+
+
+def child_env(home: Path, provider_urls: Mapping[str, str] | None = None,
+              parent_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Build a worker's environment for ``home`` (already resolved)."""
+    env = _allowlisted(os.environ if parent_env is None else parent_env)
+    for provider, url in (provider_urls or {}).items():
+        env[base_url_env_name(provider)] = url
+    env["HERMES_HOME"] = str(home)
+    return env
+
+
+#: room for a forked worker's process title (``quota-probe worker <home>``): a title can
+#: only use the memory that held the template's own argv and environment, and a home path
+#: may be as long as PATH_MAX
+TITLE_ROOM = 4200
+
+
+def template_env(parent_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The template process's environment (SPEC §12): the same allowlist as a worker's,
+    with no home at all, plus padding that the process titles of its workers overwrite."""
+    env = _allowlisted(os.environ if parent_env is None else parent_env)
+    env["PROBE_TITLE_ROOM"] = "." * TITLE_ROOM
     return env

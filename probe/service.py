@@ -181,6 +181,7 @@ class ProbeService:
             state["generation"] = self._cache.generation(home)
         data["homes"] = {home: {k: state[k] for k in ("slots", "alive", "busy", "generation", "workers")}
                          for home, state in homes.items()}
+        data["spawn"] = self._spawner.spawn_stats()
         return data
 
     def configure(self, config: ProbeConfig) -> None:

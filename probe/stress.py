@@ -82,8 +82,9 @@ def process_footprint() -> dict[str, int]:
     return {"processes": children, "threads": threading.active_count(), "fds": me.num_fds()}
 
 
-def kill_own_child(pid: int) -> bool:
-    """SIGKILL ``pid`` if it is (still) a child of this process; True if a signal went out.
+def kill_own_worker(pid: int) -> bool:
+    """SIGKILL ``pid`` if it is (still) a child of this process or of one of its children
+    (a worker forked by the template); True if a signal went out.
 
     The pid comes from a ``stats()`` snapshot, so by now it may have been reaped and
     reused by any process on the host. A pidfd pins one process: if the ppid check below
@@ -94,7 +95,8 @@ def kill_own_child(pid: int) -> bool:
     except (AttributeError, OSError):  # no pidfds (not Linux): no chaos rather than a risk
         return False
     try:
-        if psutil.Process(pid).ppid() != os.getpid():
+        parent = psutil.Process(pid).ppid()
+        if parent != os.getpid() and psutil.Process(parent).ppid() != os.getpid():
             return False
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         return True
@@ -275,7 +277,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                     rng = random.Random(11)
                     while not stop.wait(options.kill_every_s):
                         pids = [w["pid"] for state in service.stats()["homes"].values() for w in state["workers"]]
-                        if pids and kill_own_child(rng.choice(pids)):
+                        if pids and kill_own_worker(rng.choice(pids)):
                             with lock:
                                 injected["worker_kills"] += 1
 

@@ -13,7 +13,6 @@ import json
 import os
 import select
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from probe.spawner import Spawner, SpawnerClosed
+from probe.spawner import ForkedProcess, Spawner, SpawnerClosed
 
 #: a snapshot is a few KiB; a reply past this is a broken worker, not data
 MAX_REPLY_BYTES = 4 * 1024 * 1024
@@ -52,17 +51,23 @@ class WorkerProtocolError(WorkerFailed):
     code = "bad_response"
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the process and every descendant, then reap the process.
+def kill_tree(proc: "subprocess.Popen | ForkedProcess") -> None:
+    """SIGKILL the process and every descendant, then reap (or, for a forked worker, await)
+    the process.
 
     Descendants are listed *before* the kill: once the parent dies they are re-parented
     and can no longer be found through it. The pid cannot have been reused while we list:
-    we have not called wait() yet, so the process is at worst a zombie still holding it.
+    an exec-started worker is our child and we have not called wait() yet, so it is at
+    worst a zombie still holding its pid. A forked worker is reaped by the template, so
+    its pid is only trusted while its pidfd says it is alive (the kill itself goes through
+    the pidfd and can never hit a stranger).
     """
-    try:
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
+    descendants = []
+    if isinstance(proc, subprocess.Popen) or proc.poll() is None:
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            pass
     for child in descendants:
         try:
             child.kill()
@@ -76,16 +81,23 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(descendants, timeout=EXIT_GRACE_S)
 
 
-def wait_for_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+def wait_for_exit(proc: "subprocess.Popen | ForkedProcess", timeout_s: float) -> bool:
     """Reap ``proc`` if it exits within ``timeout_s``; True if it did.
 
     ``Popen.wait(timeout)`` sleeps in growing steps (0.5, 1, 2, 4, 8 ms, ...), so a worker
     that exits 8 ms after EOF was reaped after 15.5 ms, on the thread of whichever caller
     retired it. A pidfd (Linux >= 5.3) becomes readable the moment the process exits.
     ``poll()`` first: once a process is reaped its pid may be reused, and a pidfd opened
-    then could name a stranger; before ``wait`` the pid stays ours, even as a zombie."""
+    then could name a stranger; before ``wait`` the pid stays ours, even as a zombie. A
+    forked worker's handle waits on its own pidfd already."""
     if proc.poll() is not None:
         return True
+    if not isinstance(proc, subprocess.Popen):
+        try:
+            proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # not Linux, or an old kernel
@@ -106,7 +118,8 @@ def wait_for_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
 
 
 class Worker:
-    """A handle on one ``python -m workers`` process for one home (maybe not started yet)."""
+    """A handle on one worker process for one home (maybe not started yet); how the process
+    comes to exist is the spawner's business."""
 
     def __init__(self, home: Path, env: dict[str, str], spawner: Spawner, *, once: bool = False) -> None:
         self.home = home
@@ -121,6 +134,7 @@ class Worker:
         self._spawner = spawner
         self._buffer = bytearray()
         self._poller: select.poll | None = None
+        self._asked_at: float | None = None
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -155,16 +169,9 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         """Start the process (caller owns the worker). Raises WorkerFailed if it cannot."""
-        argv = [sys.executable, "-P", "-m", "workers"] + (["--once"] if self.once else [])
-        debug = bool(self._env.get("PROBE_DEBUG"))
+        self._asked_at = time.monotonic()
         try:
-            self.proc = self._spawner.popen(
-                argv, env=self._env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=None if debug else subprocess.DEVNULL,
-                # Own session: a Ctrl-C in the terminal goes to the parent, which shuts the
-                # pool down in order, instead of killing workers mid-reply.
-                start_new_session=True,
-            )
+            self.proc = self._spawner.start_worker(self._env, once=self.once)
         except SpawnerClosed:
             self.closed = True
             raise WorkerFailed("The service is shutting down.") from None
@@ -230,6 +237,10 @@ class Worker:
             reply = self._read_reply(deadline)
             if reply.get("id") != request_id:
                 raise WorkerProtocolError("The worker answered with a reply to another request.")
+            ready_at = reply.pop("ready_at", None)
+            if isinstance(ready_at, float) and self._asked_at is not None:
+                self._spawner.record_ready(ready_at - self._asked_at)
+                self._asked_at = None
             self.requests_served += 1
             return reply
         except WorkerFailed:

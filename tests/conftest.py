@@ -58,6 +58,21 @@ def make_service(emulator) -> Iterator[Callable[..., "ProbeService"]]:  # noqa: 
         service.close()
 
 
+def _spawn_methods() -> list[str]:
+    from probe.spawner import default_method
+
+    return ["fork", "exec"] if default_method({}) == "fork" else ["exec"]
+
+
+@pytest.fixture(params=_spawn_methods())
+def spawn_method(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per way a worker can start (SPEC §12): forked from the template
+    process, and exec-started. ``PROBE_SPAWN`` is read when a spawner is created, and CLI
+    subprocesses of the test inherit it."""
+    monkeypatch.setenv("PROBE_SPAWN", request.param)
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     before = {p.pid for p in live_children()}

@@ -33,6 +33,24 @@ def live_children() -> list["psutil.Process"]:
     return out
 
 
+def is_template(proc: "psutil.Process") -> bool:
+    """A quota-probe template process (SPEC §12), known by its title."""
+    import psutil
+
+    from probe.status import TEMPLATE_TITLE, process_title
+
+    try:
+        cmdline = proc.cmdline()
+        return bool(cmdline) and process_title(proc, cmdline) == TEMPLATE_TITLE
+    except psutil.Error:
+        return False
+
+
+def live_workers() -> list["psutil.Process"]:
+    """Live descendants that are workers: every one but template processes."""
+    return [p for p in live_children() if not is_template(p)]
+
+
 class RunningApp:
     """An ASGI app served by a real uvicorn on 127.0.0.1 (ephemeral port) in a thread."""
 

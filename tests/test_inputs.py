@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import workers.__main__ as loop_module
+import workers.loop as loop_module
 from probe import ProbeConfig, ProbeService, UnknownProviderError
 from workers.providers import anthropic, deepseek, openai_codex, openrouter
 from workers.result import ProbeFailure

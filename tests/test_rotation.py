@@ -125,7 +125,7 @@ def test_rotation_under_load(service, make_home, emulator):
     service.fetch("deepseek", home=home_a)
     pids_a = pids(service, home_a)
     rotated_at: list[tuple[float, int]] = [(time.monotonic(), 0)]   # (invalidate returned, index)
-    written_at: list[tuple[float, int]] = [(time.monotonic(), 0)]
+    written_at: list[tuple[float, int]] = [(time.monotonic(), 0)]   # (write began, index)
     results: list[tuple[float, float, object]] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -133,9 +133,9 @@ def test_rotation_under_load(service, make_home, emulator):
     def rotate():
         for index in range(1, len(tokens)):
             time.sleep(0.1)
-            write(index)
-            with lock:
+            with lock:  # stamped before the write: a probe may read the file the moment it lands
                 written_at.append((time.monotonic(), index))
+            write(index)
             service.invalidate(home=home_b)
             with lock:
                 rotated_at.append((time.monotonic(), index))

@@ -5,12 +5,13 @@ import json
 import os
 import signal
 import threading
+from pathlib import Path
 
 import psutil
 import pytest
 
 from probe.snapshot import PATHS
-from support import SNAPSHOT_KEYS, live_children, run_threads, wait_until, worker_pids
+from support import SNAPSHOT_KEYS, is_template, live_children, live_workers, run_threads, wait_until, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,16 +53,28 @@ def test_missing_home_is_a_typed_error(make_service, tmp_path):
     assert snap.error.code == "home_not_found" and snap.home == str((tmp_path / "nope").resolve())
 
 
-def test_worker_env_names_its_home_and_carries_no_parent_credentials(make_service, make_home, emulator, monkeypatch):
+def test_worker_names_its_home_and_no_process_carries_parent_credentials(make_service, make_home, emulator,
+                                                                         monkeypatch, spawn_method):
+    """An operator can tell a worker's home from outside (SPEC §5: an exec-started worker's
+    environment, a forked worker's process title), and neither a worker nor the template
+    process has the parent's provider keys anywhere in its environment."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-oat01-parent-secret-value")
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-parent-secret-value")
     home_a = make_home("env-a", openrouter="sk-or-home-a")
     home_b = make_home("env-b")
     service = make_service()
     snap_a = service.fetch("openrouter", home=home_a)
-    environ = psutil.Process(snap_a.probe.worker_pid).environ()
-    assert environ["HERMES_HOME"] == str(home_a.resolve())
-    assert "ANTHROPIC_API_KEY" not in environ and "OPENROUTER_API_KEY" not in environ
+    worker = psutil.Process(snap_a.probe.worker_pid)
+    if spawn_method == "exec":
+        assert worker.environ()["HERMES_HOME"] == str(home_a.resolve())
+    else:
+        assert " ".join(worker.cmdline()).rstrip() == f"quota-probe worker {home_a.resolve()}"
+        assert is_template(worker.parent()) and worker.parent().ppid() == os.getpid()
+    processes = live_children()
+    assert (spawn_method == "fork") == any(is_template(p) for p in processes)
+    for process in processes:
+        raw = Path(f"/proc/{process.pid}/environ").read_bytes()
+        assert b"parent-secret-value" not in raw and b"ANTHROPIC_API_KEY" not in raw, process
     snap_b = service.fetch("anthropic", home=home_b)
     assert snap_b.error.code == "no_credentials"
     snap_b = service.fetch("openrouter", home=home_b)
@@ -149,7 +162,7 @@ def test_cold_fallback_is_bounded(make_service, make_home):
 
     def sample():
         while not stop.is_set():
-            peak[0] = max(peak[0], len(live_children()))
+            peak[0] = max(peak[0], len(live_workers()))
 
     sampler = threading.Thread(target=sample)
     sampler.start()

@@ -45,17 +45,17 @@ def test_workers_sigkilled_under_load_leave_every_invariant_intact():
     assert report["before"] == report["after"]
 
 
-def test_kill_own_child_never_signals_a_stranger():
+def test_kill_own_worker_never_signals_a_stranger():
     """The chaos helper signals only this process's children: not itself, not pid 1, not a
     pid that is gone."""
     import os
 
-    from probe.stress import kill_own_child
+    from probe.stress import kill_own_worker
 
-    assert not kill_own_child(os.getpid()) and not kill_own_child(1)
+    assert not kill_own_worker(os.getpid()) and not kill_own_worker(1)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert kill_own_child(child.pid) and child.wait(10) == -9
-    assert not kill_own_child(child.pid)
+    assert kill_own_worker(child.pid) and child.wait(10) == -9
+    assert not kill_own_worker(child.pid)
 
 
 def test_latency_histogram_matches_exact_percentiles_in_fixed_memory():

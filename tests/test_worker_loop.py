@@ -31,10 +31,16 @@ def ask(proc: subprocess.Popen, line: bytes) -> dict:
 
 
 def test_ping_echoes_id_and_pid(tmp_path):
+    """The first reply also says when the worker became ready (its monotonic clock, the
+    same clock as the parent's), so the parent can time the start; later ones do not."""
+    asked_at = time.monotonic()
     proc = start_raw(tmp_path)
     try:
-        assert ask(proc, b'{"id": "a1", "op": "ping"}') == {"id": "a1", "ok": True, "pid": proc.pid}
-        assert ask(proc, b'{"id": 7, "op": "ping"}')["id"] == 7
+        first = ask(proc, b'{"id": "a1", "op": "ping"}')
+        ready_at = first.pop("ready_at")
+        assert first == {"id": "a1", "ok": True, "pid": proc.pid}
+        assert asked_at < ready_at < time.monotonic()
+        assert ask(proc, b'{"id": 7, "op": "ping"}') == {"id": 7, "ok": True, "pid": proc.pid}
     finally:
         proc.stdin.close()
         assert proc.wait(10) == 0
@@ -70,7 +76,8 @@ def test_malformed_request_gets_error_reply_and_loop_survives(tmp_path, line, ex
 
 def test_shutdown_replies_then_exits(tmp_path):
     proc = start_raw(tmp_path)
-    assert ask(proc, b'{"id": "s", "op": "shutdown"}') == {"id": "s", "ok": True}
+    reply = ask(proc, b'{"id": "s", "op": "shutdown"}')
+    assert reply.pop("ready_at") and reply == {"id": "s", "ok": True}
     assert proc.wait(10) == 0
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
         pipe.close()
@@ -113,7 +120,7 @@ def test_workers_package_never_imports_probe():
             assert not any(n == "probe" or n.startswith("probe.") for n in names), f"{path} imports {names}"
 
 
-def test_reply_with_wrong_id_is_never_returned_and_retires_the_worker(tmp_path):
+def test_reply_with_wrong_id_is_never_returned_and_retires_the_worker(tmp_path, spawn_method):
     """A reply that belongs to another request (here the answer to one injected behind the
     handle's back) is never handed to the caller: the handle reports ``bad_response`` and
     kills the confused process instead of reading on."""
@@ -131,7 +138,7 @@ def test_reply_with_wrong_id_is_never_returned_and_retires_the_worker(tmp_path):
         spawner.close()
 
 
-def test_worker_survives_exit_of_the_thread_that_asked_for_it(tmp_path):
+def test_worker_survives_exit_of_the_thread_that_asked_for_it(tmp_path, spawn_method):
     """PR_SET_PDEATHSIG fires when the forking *thread* exits. A worker requested from a
     short-lived thread must outlive that thread (it is forked by the spawner thread)."""
     spawner = Spawner()
@@ -170,15 +177,20 @@ def test_the_trap_is_real_a_child_forked_by_a_dying_thread_is_killed(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_spawner_close_takes_its_workers_along(tmp_path):
-    """The worker's life is bound to the spawner thread: when it ends, the kernel kills the
-    worker even though nobody closed its stdin."""
+def test_spawner_close_takes_its_workers_along(tmp_path, spawn_method):
+    """The worker's life is bound to the spawner thread (exec) or to the template process
+    the spawner thread started (fork): when the spawner closes, the kernel kills the worker
+    even though nobody closed its stdin."""
     spawner = Spawner()
     worker = Worker(tmp_path, child_env(tmp_path), spawner)
     worker.start()
     assert worker.request({"op": "ping"}, time.monotonic() + 10)["ok"]
+    assert spawner.method == spawn_method and (spawner.template_pid is not None) == (spawn_method == "fork")
     spawner.close()
-    assert worker.proc.wait(10) == -9
+    # a forked worker's handle only knows that it exited (the template reaped it), and
+    # wait() returning at all is the pidfd saying so
+    assert worker.proc.wait(10) == (-9 if spawn_method == "exec" else 0)
+    assert spawner.template_pid is None
     worker.close()
 
 
@@ -205,7 +217,7 @@ def test_child_rereads_credentials_until_their_stat_data_has_settled(tmp_path, m
     showing it, so the child re-reads it on every probe until the window has passed
     (git's racy-index rule); a settled file's parsed copy is reused (the control rows show
     the reuse is real, so the rule is what makes the difference)."""
-    import workers.__main__ as loop_module
+    import workers.loop as loop_module
     import workers.credentials as credentials
 
     (tmp_path / ".env").write_text("DEEPSEEK_API_KEY=sk-before-rewrite\n")

@@ -19,6 +19,19 @@ PR_SET_PDEATHSIG = 1
 PARENT_PID_ENV = "PROBE_PARENT_PID"
 
 
+_libc = None
+
+
+def _prctl():
+    """libc's prctl, looked up once per process (a template looks it up for every worker it
+    forks). ``CDLL(None)``: the symbols already loaded into this process, libc's among them
+    (``ctypes.util.find_library`` would fork /sbin/ldconfig)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc.prctl
+
+
 def die_with_parent() -> bool:
     """Arm PR_SET_PDEATHSIG; return whether it is armed.
 
@@ -29,10 +42,7 @@ def die_with_parent() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        # CDLL(None): the symbols already loaded into this process, libc's prctl among them.
-        # (ctypes.util.find_library would fork /sbin/ldconfig on every worker start.)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        if _prctl()(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
             return False
     except (OSError, AttributeError):
         return False

@@ -1,0 +1,202 @@
+"""The probe loop a worker runs, however it was started (``python -m workers`` or forked
+from the template process, ``workers.template``).
+
+Protocol: one JSON object per line each way. Requests carry an ``id`` that the reply
+echoes, so the parent can never hand a caller somebody else's answer::
+
+    {"id": "7", "op": "probe", "provider": "anthropic", "timeout_s": 20}
+    {"id": "7", "ok": true, "snapshot": {...}}
+    {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
+    {"id": "9", "op": "shutdown"}  -> {"id": "9", "ok": true}, then exit
+
+A line that is not a valid request gets ``{"id": <id or null>, "ok": false, "error":
+{"code": "bad_request", ...}}`` and the loop goes on. EOF on stdin ends the loop.
+``--once`` answers a single request and exits (the cold one-shot path). The first reply
+of a worker also carries ``"ready_at"``: the worker's ``time.monotonic()`` when it became
+ready to serve (imports done, HTTP client built). ``CLOCK_MONOTONIC`` is one clock for every
+process of the machine, so the parent can measure how long a start really took, however
+long the worker then sat idle before its first request.
+
+stdout carries protocol lines only: at start-up the real stdout is moved to a private
+descriptor and fd 1 is pointed at stderr, so a stray print() in any library cannot
+corrupt the protocol.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+#: a request is a few hundred bytes; anything longer is garbage, not worth buffering
+MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_TIMEOUT_S = 20.0
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _take_protocol_stdout() -> BinaryIO:
+    proto = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto
+
+
+def _read_request_line(stdin: BinaryIO) -> bytes | None:
+    """One line, or None at EOF. An over-long line is drained and reported as bad."""
+    line = stdin.readline(MAX_REQUEST_BYTES + 1)
+    if not line:
+        return None
+    if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+        while True:  # drain the rest of the oversized line
+            rest = stdin.readline(MAX_REQUEST_BYTES)
+            if not rest or rest.endswith(b"\n"):
+                break
+        return b"\x00oversized"
+    return line
+
+
+def _decode(line: bytes) -> tuple[Any, dict]:
+    """Return (id, request) or raise BadRequest carrying whatever id could be recovered."""
+    if line.startswith(b"\x00oversized"):
+        raise BadRequest(None, "request line is longer than 64 KiB")
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(None, "request is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise BadRequest(None, "request is not a JSON object")
+    request_id = request.get("id")
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        raise BadRequest(None, "request has no string or integer id")
+    op = request.get("op")
+    if op not in ("probe", "ping", "shutdown"):
+        raise BadRequest(request_id, "unknown op")
+    if op == "probe":
+        if not isinstance(request.get("provider"), str):
+            raise BadRequest(request_id, "probe needs a provider name")
+        timeout_s = request.get("timeout_s", DEFAULT_TIMEOUT_S)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
+            raise BadRequest(request_id, "timeout_s must be a number of seconds in (0, 3600]")
+    return request_id, request
+
+
+class Loop:
+    """Owns the worker's one HTTP client, so keep-alive connections outlive single probes."""
+
+    def __init__(self) -> None:
+        self._http = None
+        #: ``time.monotonic()`` when this worker became ready; sent with the first reply only
+        self.ready_at: float | None = None
+        self.home = os.environ.get("HERMES_HOME", "")
+        self._credentials = None
+        self._credentials_stat: tuple | None = None
+        self._credentials_settled = False
+
+    def http(self):
+        if self._http is None:
+            from workers.http import ProviderHttp
+
+            self._http = ProviderHttp()
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def handle(self, line: bytes) -> tuple[dict, bool]:
+        """Return (reply, keep_going)."""
+        reply, keep_going = self._dispatch(line)
+        if self.ready_at is not None:
+            reply["ready_at"], self.ready_at = self.ready_at, None
+        return reply, keep_going
+
+    def _dispatch(self, line: bytes) -> tuple[dict, bool]:
+        try:
+            request_id, request = _decode(line)
+        except BadRequest as exc:
+            request_id, message = exc.args
+            return {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": message}}, True
+        op = request["op"]
+        if op == "ping":
+            return {"id": request_id, "ok": True, "pid": os.getpid()}, True
+        if op == "shutdown":
+            return {"id": request_id, "ok": True}, False
+        return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], float(request.get("timeout_s", DEFAULT_TIMEOUT_S)))}, True
+
+    def credentials(self):
+        """The home's credentials, re-read whenever a credential file's stat data changed
+        (inode, size, mtime, ctime) or the last read came so soon after a change that equal
+        stat data cannot prove equal content (see ``stat_is_settled``): a rewritten
+        ``.env`` -- even one rewritten in place twice within one timestamp tick -- takes
+        effect on the next probe, and a settled one costs two stat calls instead of two
+        reads and a parse."""
+        from workers.credentials import credential_stat, load_home, stat_is_settled
+
+        home = Path(self.home)
+        now_ns = time.time_ns()
+        stat = credential_stat(home)
+        if stat != self._credentials_stat or not self._credentials_settled or self._credentials is None:
+            self._credentials, self._credentials_stat = load_home(home), stat
+            self._credentials_settled = stat_is_settled(stat, now_ns)
+        return self._credentials
+
+    def probe(self, provider: str, timeout_s: float) -> dict:
+        from workers.providers import run_probe
+        from workers.result import failure
+
+        if not self.home or not os.path.isdir(self.home):
+            return failure(provider, "home_not_found", "The worker's home directory does not exist.")
+        return run_probe(provider, self.credentials(), self.http(), timeout_s)
+
+
+def preload() -> None:
+    """Import everything a probe needs. Warm workers pay for it before their first probe; the
+    template process pays for it once, for every worker forked from it."""
+    import importlib
+
+    from workers.providers import MODULES
+
+    for module in ("workers.credentials", "workers.http", *MODULES.values()):
+        importlib.import_module(module)
+
+
+def _write(out: BinaryIO, reply: dict) -> None:
+    out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+
+
+def serve(once: bool) -> int:
+    """Run the loop on stdin/stdout until EOF (or one request with ``once``); the exit code.
+
+    Before the first read the worker is made ready: imports (already done in a forked
+    worker), its own HTTP client built, and ``gc.freeze()`` -- every object that exists now
+    lives as long as the worker, so the collector need not walk it again, and in a forked
+    worker it leaves the pages shared with the template alone (copy-on-write)."""
+    out = _take_protocol_stdout()
+    stdin = sys.stdin.buffer
+    preload()
+    loop = Loop()
+    loop.http().client()
+    gc.freeze()
+    loop.ready_at = time.monotonic()
+    try:
+        while True:
+            line = _read_request_line(stdin)
+            if line is None:
+                return 0
+            reply, keep_going = loop.handle(line)
+            try:
+                _write(out, reply)
+            except BrokenPipeError:
+                return 0
+            if once or not keep_going:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        loop.close()

@@ -1,0 +1,204 @@
+"""``python -P -m workers.template FD``: the template process workers are forked from.
+
+Why: an exec-started worker pays a whole Python start-up plus ``import httpx`` and a CA
+bundle load (~130 ms of CPU) before its first probe. The template pays that once, then
+answers each "start a worker" request with ``fork()`` (~1-2 ms); the child becomes one
+home's worker and runs the same loop (``workers.loop.serve``) an exec-started one runs.
+
+What the template is careful about:
+
+* **It never reads a home and holds no credential.** It starts with the parent's allowlisted
+  environment (no ``HERMES_HOME``) and touches no home's files. A worker learns its home
+  (and everything else of its environment) from its own spawn request, after the fork.
+* **Control channel**: a ``SOCK_SEQPACKET`` Unix socket (fd ``FD``), one message per
+  request, so the worker's pipe ends travel as ``SCM_RIGHTS`` file descriptors with the
+  request and the worker's pidfd travels back with the reply. The parent signals and waits
+  on that pidfd, so a recycled pid can never be mistaken for the worker. Protocol::
+
+      template -> parent  {"ready": true, "pid": P}                  once, when preloaded
+      parent -> template  {"env": {...}, "once": bool} + fds [stdin, stdout(, stderr)]
+      template -> parent  {"pid": W} + fds [pidfd]  |  {"error": "..."}
+
+  EOF on the socket (the service closed it or died) ends the template.
+* **Lifetime**: ``PR_SET_PDEATHSIG`` ties the template to the service's spawner thread,
+  and each worker to the template (its parent), so a SIGKILLed service takes the template
+  and, through it, every worker along. Killing the template therefore kills its workers:
+  the service notices them gone (EOF, pidfd) and forks replacements from a new template.
+* **Reaping**: children are reaped by a SIGCHLD handler, so no zombie outlives a worker's
+  exit for longer than the template takes to run the handler. SIGCHLD is blocked from
+  ``fork()`` until the child's pidfd is open: otherwise a child that exited at once could
+  be reaped, and its pid reused, before ``pidfd_open`` named it.
+* **Copy-on-write**: the collector is disabled here and everything preloaded is frozen
+  (``gc.freeze()``), so neither the template nor a worker's collector rewrites those
+  objects' pages; workers share them with the template.
+
+This module imports nothing from ``probe`` (the child side never does).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+from typing import NoReturn
+
+from workers.lifeline import PARENT_PID_ENV, die_with_parent
+
+#: a spawn request is an environment of a few KiB; anything larger is refused
+MAX_MESSAGE_BYTES = 256 * 1024
+TITLE = "quota-probe template"
+_CHLD = {signal.SIGCHLD}
+
+
+def worker_title(home: str, once: bool) -> str:
+    """The process title of a forked worker: its command line ends with its home (SPEC §5)."""
+    return f"quota-probe worker {'--once ' if once else ''}{home}"
+
+
+def _reap_children(signum: int, frame: object) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _warm_up() -> None:
+    """Import and build, once, everything a worker would otherwise build itself: the probe
+    code, httpx with its lazy imports (a throwaway client runs them) and the TLS context."""
+    from workers.loop import preload
+
+    preload()
+    import httpx
+
+    from workers.http import ssl_context
+
+    client = httpx.Client(verify=ssl_context())
+    client.build_request("GET", "https://template.invalid/", headers={"Accept": "application/json"})
+    client.close()
+
+
+def _take_environment(env: dict[str, str]) -> None:
+    """Make ``os.environ`` exactly ``env``. Only the differences are applied: the template's
+    environment is the same allowlist, so that is a handful of variables instead of a
+    putenv per variable."""
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _send(control: socket.socket, message: dict, fds: list[int] = ()) -> None:
+    socket.send_fds(control, [json.dumps(message, separators=(",", ":")).encode()], list(fds))
+
+
+def _become_worker(request: dict, fds: list[int], control: socket.socket, template_pid: int) -> NoReturn:
+    """In the forked child: take the pipes as stdin/stdout(/stderr), take the requested
+    environment and title, tie our life to the template, then serve. Never returns into
+    the template's loop, whatever happens."""
+    code = 1
+    try:
+        control.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
+        os.setsid()  # own session: a terminal's Ctrl-C reaches the service, not the workers
+        stderr_fd = fds[2] if len(fds) > 2 else os.open(os.devnull, os.O_WRONLY)
+        for target, fd in ((0, fds[0]), (1, fds[1]), (2, stderr_fd)):
+            os.dup2(fd, target)
+        os.closerange(3, 65536)  # nothing of the template's (or of other spawns) stays open
+        env = dict(request["env"])
+        env[PARENT_PID_ENV] = str(template_pid)
+        _take_environment(env)
+        import setproctitle
+
+        setproctitle.setproctitle(worker_title(env.get("HERMES_HOME", "?"), bool(request.get("once"))))
+        die_with_parent()
+        gc.enable()
+        from workers.loop import serve
+
+        code = serve(once=bool(request.get("once")))
+    except BaseException:  # noqa: BLE001 -- whatever it was, this process must not return
+        code = 1
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _fork_worker(control: socket.socket, request: dict, fds: list[int], template_pid: int) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, _CHLD)
+    try:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _send(control, {"error": f"fork failed ({type(exc).__name__})"})
+            return
+        if pid == 0:
+            _become_worker(request, fds, control, template_pid)
+        pidfd = os.pidfd_open(pid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
+    try:
+        _send(control, {"pid": pid}, [pidfd])
+    finally:
+        os.close(pidfd)
+
+
+def serve_template(control: socket.socket) -> int:
+    template_pid = os.getpid()
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE_BYTES, 3)
+        except ConnectionResetError:
+            return 0
+        if not message:
+            return 0  # EOF: the service closed the channel or died
+        try:
+            request = json.loads(message)
+            valid = (isinstance(request, dict) and isinstance(request.get("env"), dict)
+                     and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
+                     and len(fds) in (2, 3))
+            if valid:
+                _fork_worker(control, request, fds, template_pid)
+            else:
+                _send(control, {"error": "malformed spawn request"})
+        except ValueError:
+            _send(control, {"error": "malformed spawn request"})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    gc.disable()  # no collection may rewrite what the workers will share; see the docstring
+    control = socket.socket(fileno=int(argv[0]))
+    die_with_parent()
+    try:
+        import setproctitle
+
+        _warm_up()
+        setproctitle.setproctitle(TITLE)
+    except Exception as exc:  # noqa: BLE001 -- reported to the service, which falls back to exec
+        _send(control, {"error": f"the template could not prepare: {type(exc).__name__}: {exc}"[:500]})
+        return 1
+    signal.signal(signal.SIGCHLD, _reap_children)
+    gc.freeze()
+    if not os.environ.get("PROBE_DEBUG"):
+        # stderr was a pipe for start-up diagnostics only; nobody reads it from now on
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    _send(control, {"ready": True, "pid": os.getpid()})
+    return serve_template(control)
+
+
+if __name__ == "__main__":
+    exit_code = main(sys.argv[1:])
+    sys.stderr.flush()
+    os._exit(exit_code)

@@ -57,7 +57,8 @@ TEMPLATE_START_TIMEOUT_S = 15.0
 TEMPLATE_REPLY_TIMEOUT_S = 5.0
 #: how many recent starts ``spawn_stats`` takes its median over (SPEC §12)
 SPAWN_SAMPLES = 100
-TEMPLATE_MODULE = "workers.template"
+#: how the template is started (after ``sys.executable``; its control socket's fd is appended)
+TEMPLATE_ARGS: tuple[str, ...] = ("-P", "-m", "workers.template")
 
 
 class SpawnerClosed(RuntimeError):
@@ -132,9 +133,9 @@ class ForkedProcess:
 class Template:
     """The parent's side of one template process. Used from the spawner thread only."""
 
-    def __init__(self, env: dict[str, str], module: str = TEMPLATE_MODULE) -> None:
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = TEMPLATE_ARGS) -> None:
         self._env = env
-        self._module = module
+        self._args = args
         self._proc: subprocess.Popen | None = None
         self._control: socket.socket | None = None
         self.pid: int | None = None
@@ -157,7 +158,7 @@ class Template:
         debug = bool(self._env.get("PROBE_DEBUG"))
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", self._module, str(child_end.fileno())], env=self._env,
+                [sys.executable, *self._args, str(child_end.fileno())], env=self._env,
                 pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=None if debug else subprocess.PIPE, start_new_session=True)
         except OSError as exc:
@@ -166,19 +167,18 @@ class Template:
         finally:
             child_end.close()
         self._control = parent_end
+        proc = self._proc
         try:
             hello, _ = self._receive(TEMPLATE_START_TIMEOUT_S)
         except (ConnectionError, EOFError, TimeoutError) as exc:
-            reason = self._failure_reason(exc)
-            self.close()
-            raise TemplateUnavailable(reason) from None
+            hello = {"error": self._failure_reason(exc)}
         finally:
-            if self._proc is not None and self._proc.stderr is not None:
-                self._proc.stderr.close()
+            if proc.stderr is not None:
+                proc.stderr.close()
         if not hello.get("ready"):
             self.close()
             raise TemplateUnavailable(str(hello.get("error", "it did not say it was ready"))[:500])
-        self.pid = self._proc.pid
+        self.pid = proc.pid
 
     def _failure_reason(self, exc: BaseException) -> str:
         """The last line the template wrote to stderr (a traceback's verdict), if any."""
@@ -252,8 +252,7 @@ class Template:
 
 
 class Spawner:
-    def __init__(self, name: str = "probe-spawner", *, method: str | None = None,
-                 template_module: str = TEMPLATE_MODULE) -> None:
+    def __init__(self, name: str = "probe-spawner", *, method: str | None = None) -> None:
         self._name = name
         self._requests: queue.SimpleQueue[tuple[Future, Callable[[], Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -261,7 +260,8 @@ class Spawner:
         self._closed = False
         #: "fork" or "exec"; turns to "exec" for good when the template cannot start
         self.method = method or default_method()
-        self._template_module = template_module
+        #: read now, so a test can start a service with a broken template
+        self._template_args = TEMPLATE_ARGS
         self._template: Template | None = None
         self._ready_ms: deque[float] = deque(maxlen=SPAWN_SAMPLES)
         self._ready_lock = threading.Lock()
@@ -277,7 +277,7 @@ class Spawner:
         debug = bool(env.get("PROBE_DEBUG"))
         if self.method == "fork":
             if self._template is None:
-                self._template = Template(template_env(), self._template_module)
+                self._template = Template(template_env(), self._template_args)
             try:
                 return self._template.fork(env, once=once, debug=debug)
             except (TemplateUnavailable, ConnectionError, EOFError, TimeoutError) as exc:

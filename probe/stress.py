@@ -185,7 +185,7 @@ class _Homes:
             return max(g for t, g in self.rotated_at[index] if t <= started)
 
 
-def _identify(snap_details: tuple[str, ...]) -> tuple[int, int] | None:
+def identify(snap_details: tuple[str, ...]) -> tuple[int, int] | None:
     """(home, generation) from a stress snapshot's balance line, or None."""
     for line in snap_details:
         if line.startswith("Balance: $"):
@@ -238,7 +238,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                         snap = service.fetch(STRESS_PROVIDER, home=homes.paths[index], refresh=options.refresh,
                                              timeout=options.timeout_s)
                         elapsed = time.monotonic() - start
-                        identity = _identify(snap.details)
+                        identity = identify(snap.details)
                         with lock:
                             latencies.add(elapsed * 1000)
                             paths[snap.probe.path] += 1

@@ -33,6 +33,25 @@ def live_children() -> list["psutil.Process"]:
     return out
 
 
+def still_running(procs: list["psutil.Process"], timeout_s: float) -> list["psutil.Process"]:
+    """Those of ``procs`` still running after ``timeout_s``. A zombie is not running: it is
+    dead, and only its new parent (init, for an orphan) is left to reap it."""
+    import psutil
+
+    def running() -> list["psutil.Process"]:
+        out = []
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(proc)
+            except psutil.Error:
+                pass
+        return out
+
+    wait_until(lambda: not running(), timeout_s)
+    return running()
+
+
 def is_template(proc: "psutil.Process") -> bool:
     """A quota-probe template process (SPEC §12), known by its title."""
     import psutil

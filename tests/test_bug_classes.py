@@ -19,11 +19,13 @@ from probe.registry import PoolRegistry
 from probe.worker import Worker
 from support import run_threads, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+#: every test here runs once per way a worker starts (fork from the template, exec)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("spawn_method")]
 
 
 @pytest.fixture
 def service(emulator):
+    emulator.clear()   # request counts start at zero for each spawn method's run
     with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
         yield service
 

@@ -14,7 +14,8 @@ from probe.pool import HomePool, RecycleLimits
 from probe.spawner import Spawner
 from probe.worker import Worker
 
-pytestmark = pytest.mark.timeout(30)
+#: every test here runs once per way a worker starts (fork from the template, exec)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("spawn_method")]
 LIMITS = RecycleLimits(idle_s=300, max_requests=1000, max_rss_mb=500)
 
 

@@ -42,6 +42,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from workers.lifeline import PARENT_PID_ENV, die_with_parent
@@ -68,18 +69,58 @@ def _reap_children(signum: int, frame: object) -> None:
 
 
 def _warm_up() -> None:
-    """Import and build, once, everything a worker would otherwise build itself: the probe
-    code, httpx with its lazy imports (a throwaway client runs them) and the TLS context."""
+    """Do once, here, what every worker's first probe would otherwise do for itself: import
+    the probe code and httpx, build the TLS context, and run one real request through the
+    whole client stack (httpx, httpcore, h11, sockets, JSON) plus a credential parse, so the
+    lazy imports, compiled patterns and caches behind them exist before the fork. The
+    request goes to a throwaway responder on 127.0.0.1 that this function starts and stops;
+    the credential files are throwaway files in a temporary directory -- no home is read."""
+    import tempfile
+    import threading
+
     from workers.loop import preload
 
     preload()
-    import httpx
+    from workers.credentials import load_home
+    from workers.http import ProviderHttp, ssl_context
+    from workers.result import iso_utc, money, snapshot, window
 
-    from workers.http import ssl_context
+    ssl_context()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        responder = threading.Thread(target=_answer_once, args=(listener,), name="template-warm-up")
+        responder.start()
+        http = ProviderHttp()
+        try:
+            http.get_json(f"http://127.0.0.1:{listener.getsockname()[1]}/warm-up", token="warm-up",
+                          provider_label="warm-up", timeout_s=5.0, headers={"anthropic-beta": "warm-up"})
+        except Exception:  # noqa: BLE001 -- a failed warm-up costs speed, never correctness
+            pass
+        finally:
+            http.close()
+            responder.join(5.0)
+    with tempfile.TemporaryDirectory(prefix="quota-probe-template-") as scratch:
+        Path(scratch, ".env").write_text("export WARM_UP='1'  # comment\n")
+        Path(scratch, "auth.json").write_text('{"providers": {}, "credential_pool": {}}')
+        load_home(scratch).env_value("WARM_UP")
+    snapshot("warm-up", title="warm-up", source="warm-up", details=[money(1.5, "USD")],
+             windows=[window("warm-up", 42.0, iso_utc("2026-01-01T00:00:00.000001+00:00"))])
 
-    client = httpx.Client(verify=ssl_context())
-    client.build_request("GET", "https://template.invalid/", headers={"Accept": "application/json"})
-    client.close()
+
+def _answer_once(listener: socket.socket) -> None:
+    listener.settimeout(5.0)
+    try:
+        connection, _ = listener.accept()
+    except OSError:
+        return
+    with connection:
+        connection.settimeout(5.0)
+        try:
+            connection.recv(65536)
+            body = b'{"warm_up": [1, 2.5, "x", null, true]}'
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                               + str(len(body)).encode() + b"\r\n\r\n" + body)
+        except OSError:
+            pass
 
 
 def _take_environment(env: dict[str, str]) -> None:

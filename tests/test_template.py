@@ -1,0 +1,219 @@
+"""The template process workers are forked from (SPEC §12): it holds no credential, dies
+and is replaced without losing a caller, falls back to exec starts when it cannot start,
+reaps every worker, and a forked worker keeps every promise an exec-started one makes."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import probe.spawner as spawner_module
+from probe.env import child_env
+from probe.spawner import ForkedProcess, Spawner, default_method
+from probe.stress import balance_for, identify
+from probe.worker import Worker, kill_tree
+from support import is_template, live_children, live_workers, run_threads, wait_until
+
+pytestmark = [pytest.mark.timeout(120),
+              pytest.mark.skipif(default_method({}) != "fork", reason="fork starts need Linux pidfds")]
+
+
+def _template_of(service) -> psutil.Process:
+    templates = [p for p in live_children() if is_template(p) and p.ppid() == os.getpid()]
+    assert len(templates) == 1, templates
+    return templates[0]
+
+
+def test_template_is_titled_started_by_us_and_parent_of_every_worker(make_service, make_home):
+    service = make_service(pool_size=2)
+    homes = [make_home(f"t{i}", deepseek=f"sk-title-{i}") for i in range(3)]
+    pids = {service.fetch("deepseek", home=home).probe.worker_pid for home in homes}
+    template = _template_of(service)
+    assert " ".join(template.cmdline()).rstrip() == "quota-probe template"
+    assert {p.pid for p in template.children()} == pids
+    assert service.stats()["spawn"]["method"] == "fork"
+    assert service.stats()["spawn"]["median_ms"] > 0
+
+
+def test_a_template_sigkilled_under_load_is_replaced_and_every_caller_is_answered(make_service, make_home):
+    """SIGKILL the template while 6 callers probe 3 homes: its workers die with it (their
+    callers are answered at once with ``worker_crashed``, well inside the deadline), the
+    next spawn starts a new template, and every later probe succeeds."""
+    service = make_service(pool_size=2, cache_ttl_s=0)
+    homes = [make_home(f"k{i}", deepseek=f"sk-kill-{i}-slow20-") for i in range(3)]
+    for home in homes:
+        service.fetch("deepseek", home=home)
+    first = _template_of(service)
+    stop = threading.Event()
+    answers: list[tuple[float, object]] = []
+    lock = threading.Lock()
+
+    def poll(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            started = time.monotonic()
+            snap = service.fetch("deepseek", home=homes[i % 3], timeout=5)
+            with lock:
+                answers.append((time.monotonic() - started, snap))
+            i += 1
+
+    callers = [threading.Thread(target=poll, args=(n,)) for n in range(6)]
+    for thread in callers:
+        thread.start()
+    assert wait_until(lambda: len(answers) > 20)
+    first.kill()
+    assert wait_until(lambda: any(s.error and s.error.code == "worker_crashed" for _, s in answers))
+    seen = len(answers)
+    assert wait_until(lambda: sum(1 for _, s in answers[seen:] if s.error is None) > 20)
+    stop.set()
+    for thread in callers:
+        thread.join()
+    assert all(elapsed < 5 + 1 for elapsed, _ in answers), max(e for e, _ in answers)
+    assert {s.error.code for _, s in answers if s.error} <= {"worker_crashed"}
+    second = _template_of(service)
+    assert second.pid != first.pid and not first.is_running()
+    assert all(service.fetch("deepseek", home=home, refresh=True).available for home in homes)
+
+
+@pytest.mark.parametrize("args, reason", [
+    (("-P", "-m", "workers._no_such_module"), "No module named"),
+    (("-c", "import sys; sys.exit(3)"), "exited before it was ready"),
+])
+def test_a_template_that_cannot_start_is_a_logged_error_and_exec_takes_over(make_service, make_home, monkeypatch,
+                                                                           caplog, args, reason):
+    monkeypatch.setattr(spawner_module, "TEMPLATE_ARGS", args)
+    service = make_service()
+    home = make_home("broken-template", deepseek="sk-broken-template")
+    with caplog.at_level(logging.ERROR, logger="probe.spawner"):
+        snaps = [service.fetch("deepseek", home=home, refresh=True) for _ in range(3)]
+    assert all(s.available for s in snaps) and snaps[0].probe.path == "slot_start"
+    assert service.stats()["spawn"]["method"] == "exec"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and reason in errors[0].getMessage() and "exec" in errors[0].getMessage()
+    assert not any(is_template(p) for p in live_children())
+
+
+def test_a_template_that_never_says_ready_does_not_hang_anyone(make_service, make_home, monkeypatch, caplog):
+    monkeypatch.setattr(spawner_module, "TEMPLATE_ARGS", ("-c", "import time; time.sleep(60)"))
+    monkeypatch.setattr(spawner_module, "TEMPLATE_START_TIMEOUT_S", 1.0)
+    service = make_service()
+    home = make_home("silent-template", deepseek="sk-silent-template")
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="probe.spawner"):
+        snap = service.fetch("deepseek", home=home, timeout=10)
+    assert snap.available and time.monotonic() - started < 10
+    assert service.stats()["spawn"]["method"] == "exec"
+    assert "not ready within 1 s" in caplog.text
+
+
+def test_every_result_of_two_hundred_homes_matches_its_home(emulator, make_service, make_home):
+    """A home's token reaches only its own workers: 200 homes through a 16-worker budget
+    (so workers are forked, evicted and forked again all the time), 4 callers, and every
+    answer carries its own home's balance."""
+    homes = []
+    for i in range(200):
+        token = f"sk-iso-{i}"
+        emulator.script(token, {"is_available": True, "balance_infos": [
+            {"currency": "USD", "total_balance": balance_for(i, 0), "granted_balance": "0",
+             "topped_up_balance": "0"}]})
+        homes.append(make_home(f"iso{i:03d}", deepseek=token))
+    service = make_service(max_total_workers=16, cache_ttl_s=0)
+    order = [i for _ in range(2) for i in range(200)]
+    lock = threading.Lock()
+    mismatches, answered = [], [0]
+
+    def caller() -> None:
+        while True:
+            with lock:
+                if not order:
+                    return
+                index = order.pop()
+            snap = service.fetch("deepseek", home=homes[index], timeout=20)
+            with lock:
+                answered[0] += 1
+                if not snap.available or identify(snap.details) != (index, 0):
+                    mismatches.append((index, snap.details, snap.error))
+
+    run_threads(4, caller)
+    assert answered[0] == 400 and not mismatches, mismatches[:3]
+    assert service.stats()["spawns"] >= 200
+
+
+def test_kill_tree_takes_a_forked_workers_descendants_through_its_pidfd():
+    """The forked-worker branch of kill_tree: the handle is not our Popen, the kill goes
+    through the pidfd and the descendants found before it die too."""
+    script = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; "
+              "time.sleep(60)']); print('ready', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        grandchildren = psutil.Process(proc.pid).children(recursive=True)
+        r, w = os.pipe()
+        handle = ForkedProcess(proc.pid, os.pidfd_open(proc.pid), open(w, "wb"), open(r, "rb", buffering=0))
+        kill_tree(handle)
+        assert handle.returncode == -9
+        _, alive = psutil.wait_procs(grandchildren, timeout=10)
+        assert not alive
+        handle.stdin.close()
+        handle.stdout.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_ten_thousand_spawns_leave_no_zombie_and_no_descriptor(tmp_path):
+    """The template reaps every worker it forked: 10,000 starts (50 at a time, each
+    closed by EOF), then no zombie below the template and the parent's FD count back
+    where it was."""
+    me = psutil.Process()
+    fds_before = me.num_fds()
+    spawner = Spawner()
+    env = child_env(tmp_path)
+    try:
+        for _ in range(200):
+            workers = [Worker(tmp_path, env, spawner) for _ in range(50)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.close()
+        template = psutil.Process(spawner.template_pid)
+
+        def zombies() -> list[psutil.Process]:
+            return [c for c in template.children() if c.status() == psutil.STATUS_ZOMBIE]
+
+        assert wait_until(lambda: not template.children()), (len(template.children()), len(zombies()))
+        assert me.num_fds() <= fds_before + 1   # + the template's control socket
+    finally:
+        spawner.close()
+    assert me.num_fds() <= fds_before
+
+
+@pytest.mark.parametrize("where", ["cwd", "home"])
+def test_an_httpx_py_in_the_working_directory_or_a_home_shadows_nothing(make_service, make_home, tmp_path,
+                                                                        monkeypatch, spawn_method, where):
+    """``python -P`` (template and exec workers alike): files beside the service or in a
+    home are never imported in place of httpx or the worker code."""
+    home = make_home("shadow", deepseek="sk-shadow")
+    trap = "import os\nos._exit(97)\n"
+    target = tmp_path / "cwd" if where == "cwd" else home
+    target.mkdir(exist_ok=True)
+    for name in ("httpx.py", "setproctitle.py", "json.py"):
+        (target / name).write_text(trap)
+    (target / "workers").mkdir()
+    (target / "workers" / "__init__.py").write_text(trap)
+    monkeypatch.chdir(tmp_path / "cwd" if where == "cwd" else home)
+    service = make_service()
+    snaps = [service.fetch("deepseek", home=home, refresh=True) for _ in range(2)]
+    assert all(s.available for s in snaps), [s.error for s in snaps]
+    assert service.fetch("deepseek", home=home, refresh=True, timeout=5).probe.path == "warm"
+    assert len(live_workers()) == 1

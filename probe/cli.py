@@ -226,11 +226,16 @@ def stress_text(report: dict) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="0 picks a free port.")
-def emulator(host: str, port: int) -> None:
+@click.option("--tls", is_flag=True, help="Serve HTTPS with a certificate from a throw-away CA "
+                                          "(prints the SSL_CERT_FILE that trusts it).")
+def emulator(host: str, port: int, tls: bool) -> None:
     """Run the provider emulator until Ctrl-C."""
     from probe.emulator import serve_forever_cli
 
-    serve_forever_cli(host, port)
+    try:
+        serve_forever_cli(host, port, tls)
+    except RuntimeError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ out in one ``sendall`` (status line, headers and body in one buffer) on a socket
 (measured here: 44 ms vs 0.56 ms for the same GET). Tests may also :meth:`Emulator.script`
 an exact response per token.
 
+TLS (``Emulator(tls=True)``, ``probe emulator --tls``): the same server behind HTTPS, with a
+certificate for 127.0.0.1 issued by a throw-away CA (the ``trustme`` package) whose PEM file
+lives as long as the emulator. Clients trust it through ``SSL_CERT_FILE`` (in
+:meth:`Emulator.env`), which is how workers get it: the variable is on their allowlist. That
+is what makes a warm worker's second value measurable -- its kept-alive TLS connection
+saves a handshake per probe. The handshake runs on the connection's own thread, never on
+the accept loop.
+
 Concurrency: one thread per connection (keep-alive connections stay open), a listen backlog
 of ``SOMAXCONN`` so dozens of clients can connect at once without SYN retries, and waits
 (``-hang-``, ``-slow-``) on one ``threading.Event`` that :meth:`Emulator.stop` sets, so stop
@@ -34,11 +42,14 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 ANTHROPIC_PATH = "/api/oauth/usage"
@@ -315,8 +326,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     #: the kernel drops SYNs, which clients retry after 1 s, 3 s, ... (measured: 1-2 s stalls).
     request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, address: tuple[str, int], emulator: "Emulator") -> None:
+    def __init__(self, address: tuple[str, int], emulator: "Emulator", tls: ssl.SSLContext | None = None) -> None:
         self.emulator = emulator
+        self.tls = tls
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -331,6 +343,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         exc = sys.exc_info()[1]
         if not isinstance(exc, OSError):
             logging.getLogger("probe.emulator").warning("request failed: %s", type(exc).__name__)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # the handshake happens on the first read, in the connection's thread
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Register the connection here, on the accept thread, before its handler thread
@@ -370,8 +389,12 @@ def _shutdown_quietly(sock: socket.socket) -> None:
 class Emulator:
     """``with Emulator() as emu: emu.provider_urls()`` — start on an ephemeral port, stop on exit."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False) -> None:
         self._address = (host, port)
+        self.tls = tls
+        #: with ``tls``: the PEM file of the throw-away CA that issued the server certificate
+        self.ca_file: str | None = None
+        self._ca_dir: tempfile.TemporaryDirectory | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -387,7 +410,7 @@ class Emulator:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Emulator":
-        self._server = _Server(self._address, self)
+        self._server = _Server(self._address, self, self._server_tls() if self.tls else None)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="probe-emulator", daemon=True)
         self._thread.start()
@@ -402,6 +425,24 @@ class Emulator:
         server.close_connections()     # ends handlers parked on idle keep-alive sockets
         server.server_close()          # closes the listener, joins handler threads
         self._thread.join()
+        if self._ca_dir is not None:
+            self._ca_dir.cleanup()
+            self._ca_dir = self.ca_file = None
+
+    def _server_tls(self) -> ssl.SSLContext:
+        """A server context with a certificate for 127.0.0.1 and localhost from a fresh CA;
+        the CA's PEM goes to a private temporary file (``ca_file``)."""
+        try:
+            import trustme
+        except ImportError:
+            raise RuntimeError("the TLS emulator needs the trustme package: pip install 'quota-probe[tls]'") from None
+        authority = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert(self._address[0], "127.0.0.1", "localhost").configure_cert(context)
+        self._ca_dir = tempfile.TemporaryDirectory(prefix="quota-probe-emulator-ca-")
+        self.ca_file = str(Path(self._ca_dir.name) / "ca.pem")
+        authority.cert_pem.write_to_path(self.ca_file)
+        return context
 
     def __enter__(self) -> "Emulator":
         return self.start()
@@ -415,14 +456,19 @@ class Emulator:
         if self._server is None:
             raise RuntimeError("the emulator is not running")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def provider_urls(self) -> dict[str, str]:
         """Base URLs per provider, in the form ``PROBE_<PROVIDER>_BASE_URL`` expects."""
         return provider_urls_for(self.base_url)
 
     def env(self) -> dict[str, str]:
-        return {f"PROBE_{name.upper().replace('-', '_')}_BASE_URL": url for name, url in self.provider_urls().items()}
+        """What a process must export to probe this emulator (with TLS, trusting its CA:
+        ``SSL_CERT_FILE`` replaces the system's CA bundle for that process)."""
+        env = {f"PROBE_{name.upper().replace('-', '_')}_BASE_URL": url for name, url in self.provider_urls().items()}
+        if self.ca_file:
+            env["SSL_CERT_FILE"] = self.ca_file
+        return env
 
     @property
     def connections_accepted(self) -> int:
@@ -491,12 +537,12 @@ class Emulator:
             self._counts.clear()
 
 
-def serve_forever_cli(host: str, port: int) -> None:
-    """``probe emulator``: run until SIGINT/SIGTERM, printing what to export."""
+def serve_forever_cli(host: str, port: int, tls: bool = False) -> None:
+    """``probe emulator [--tls]``: run until SIGINT/SIGTERM, printing what to export."""
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Emulator(host, port) as emulator:
+        with Emulator(host, port, tls=tls) as emulator:
             print(f"Emulator listening on {emulator.base_url}", flush=True)
             for name, value in emulator.env().items():
                 print(f"export {name}={value}", flush=True)

@@ -122,11 +122,23 @@ class ProviderHttp:
         except httpx.InvalidURL:
             raise ProbeFailure("provider_error", f"The {provider_label} base URL is not a valid URL.") from None
         except httpx.HTTPError as exc:
+            if _caused_by(exc, ssl.SSLCertVerificationError):
+                raise ProbeFailure("provider_error", f"Could not reach {provider_label}: its TLS certificate is not "
+                                                     "trusted here (check SSL_CERT_FILE / SSL_CERT_DIR).") from None
             raise ProbeFailure("provider_error", f"Could not reach {provider_label} ({type(exc).__name__}).") from None
         try:
             return json.loads(body)
         except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
             raise ProbeFailure("bad_response", f"The {provider_label} response is not valid JSON.") from None
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, kind):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _read_capped(response: httpx.Response, provider_label: str, deadline: float) -> bytes:

@@ -158,7 +158,7 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
 
 
 @main.command()
-@click.option("--homes", type=click.IntRange(1, 200), default=3, show_default=True)
+@click.option("--homes", type=click.IntRange(1, 10000), default=3, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 512), default=8, show_default=True)
 @click.option("--requests", type=click.IntRange(1), default=None, help="Total fetches (default 300).")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Run for this many seconds instead.")
@@ -173,10 +173,14 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
               help="SIGKILL a random pool worker every S seconds (0: never).")
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=600), default=10.0, show_default=True,
               help="Each caller's deadline.")
+@click.option("--poll-interval", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Poll every home once per S seconds, spread evenly (0: random homes back to back).")
+@click.option("--max-total-workers", type=click.IntRange(0), default=None,
+              help="The service's worker budget (default: ProbeConfig's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
            latency_ms: int, fault_rate: float, rotate_every: float, kill_every: float, timeout: float,
-           as_json: bool) -> None:
+           poll_interval: float, max_total_workers: int | None, as_json: bool) -> None:
     """Load the service against the built-in emulator and check its invariants.
 
     Exits 1 if any invariant failed (a leaked process, FD or thread; a result carrying another
@@ -189,13 +193,14 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
     options = StressOptions(homes=homes, concurrency=concurrency,
                             requests=None if duration is not None else (requests or 300), duration_s=duration,
                             pool_size=pool_size, latency_ms=latency_ms, fault_rate=fault_rate,
-                            rotate_every_s=rotate_every, kill_every_s=kill_every, timeout_s=timeout)
+                            rotate_every_s=rotate_every, kill_every_s=kill_every, timeout_s=timeout,
+                            poll_interval_s=poll_interval, max_total_workers=max_total_workers)
     if as_json:
         report = run_stress(options)
         click.echo(json.dumps(report, indent=2))
     else:
         length = options.requests if options.requests is not None else None
-        label = f"{concurrency} callers, {homes} homes"
+        label = f"{concurrency} callers, {homes} homes" + (f" every {poll_interval:g} s" if poll_interval else "")
         with click.progressbar(length=length or 0, label=label, file=sys.stderr,
                                show_pos=length is not None) as bar:
             report = run_stress(options, progress=bar.update)
@@ -214,9 +219,14 @@ def stress_text(report: dict) -> str:
         "parent before: {processes} processes, {threads} threads, {fds} fds".format(**report["before"]),
         "parent after:  {processes} processes, {threads} threads, {fds} fds".format(**report["after"]),
         f"worker RSS MB: median {report['worker_rss_mb']['median']}, max {report['worker_rss_mb']['max']}",
+        f"service CPU: {report['service_cpu']['seconds']:.1f} s = {report['service_cpu']['percent_of_one_core']}% "
+        f"of one core; {report['spawns']} worker starts ({report['spawn']['method']}, "
+        f"median {report['spawn']['median_ms']} ms)",
         ("parent RSS MB: early {early}, end {end}, max {max} (growth {growth}x)".format(**report["parent_rss_mb"])
          if report["parent_rss_mb"]["growth"] is not None else "parent RSS MB: run too short for a trend"),
     ]
+    if report["schedule_lag_ms"]:
+        lines.append("poll schedule lag ms: p50 {p50:.2f}  p99 {p99:.2f}  max {max:.2f}".format(**report["schedule_lag_ms"]))
     lines += [f"  {'ok  ' if ok else 'FAIL'} {name}" for name, ok in report["invariants"].items()]
     lines.append("OK" if report["ok"] else "FAILED")
     return "\n".join(lines)

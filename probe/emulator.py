@@ -333,6 +333,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self.connections_accepted = 0
+        #: CPU seconds of connection threads that have finished (see ``Emulator.cpu_s``)
+        self.finished_threads_cpu_s = 0.0
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -350,6 +352,14 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
             # the handshake happens on the first read, in the connection's thread
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            spent = time.thread_time()
+            with self._connections_lock:
+                self.finished_threads_cpu_s += spent
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Register the connection here, on the accept thread, before its handler thread
@@ -407,14 +417,28 @@ class Emulator:
         self._fault_rate = 0.0
         self._faults = random.Random(0)
         self._fault_kinds = itertools.cycle(range(3))
+        self._cpu_s = self._accept_cpu_s = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Emulator":
         self._server = _Server(self._address, self, self._server_tls() if self.tls else None)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="probe-emulator", daemon=True)
+        self._cpu_s = 0.0
+        self._thread = threading.Thread(target=self._serve, args=(self._server,), name="probe-emulator", daemon=True)
         self._thread.start()
         return self
+
+    def _serve(self, server: _Server) -> None:
+        try:
+            server.serve_forever(poll_interval=0.05)
+        finally:
+            self._accept_cpu_s = time.thread_time()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds this emulator's threads used, once it has stopped. A load run that
+        shares its process with the emulator (``probe stress``) subtracts it from the
+        process's CPU time, so the service is charged only for what the service did."""
+        return self._cpu_s
 
     def stop(self) -> None:
         server, self._server = self._server, None
@@ -425,6 +449,7 @@ class Emulator:
         server.close_connections()     # ends handlers parked on idle keep-alive sockets
         server.server_close()          # closes the listener, joins handler threads
         self._thread.join()
+        self._cpu_s = server.finished_threads_cpu_s + self._accept_cpu_s
         if self._ca_dir is not None:
             self._ca_dir.cleanup()
             self._ca_dir = self.ca_file = None

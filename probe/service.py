@@ -198,7 +198,8 @@ class ProbeService:
             if config.cache_dir != old.cache_dir:
                 self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
             if config.max_cold_spawns != old.max_cold_spawns:
-                self._cold = ColdLimiter(config.max_cold_spawns)
+                old_cold, self._cold = self._cold, ColdLimiter(config.max_cold_spawns)
+                old_cold.close()
             urls_changed = config.provider_urls != old.provider_urls
             self._registry.reconfigure(
                 pool_size=config.pool_size, max_total_workers=config.max_total_workers,
@@ -212,6 +213,7 @@ class ProbeService:
                 return
             self._closed = True
         self._registry.close()
+        self._cold.close()
         executor = self._executor
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
@@ -348,9 +350,13 @@ class ProbeService:
         except WorkerFailed as exc:
             return self._failed(provider, home, exc, started, "cold", worker.pid)
         finally:
-            worker.close()
-            self._stats.cold_finished()
-            cold.release()
+            def gone() -> None:
+                try:
+                    worker.close()
+                finally:
+                    self._stats.cold_finished()
+
+            cold.release_after(gone)
 
     def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
              path: str) -> Snapshot:

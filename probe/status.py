@@ -5,7 +5,7 @@ counts), or — with no server — every quota-probe worker process on this host
 psutil and grouped by home (SPEC §5): an exec-started worker (``python -m workers``)
 carries ``HERMES_HOME`` in its environment; a worker forked from a template process has the
 process title ``quota-probe worker [--once ]<home>``. Template processes (``quota-probe
-template``) are listed too.
+template``) and their spare children (``quota-probe spare``) are listed too.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import psutil
 WORKER_TITLE = "quota-probe worker "
 ONCE_MARK = "--once "
 TEMPLATE_TITLE = "quota-probe template"
+#: a child the template forked ahead of need, not yet any home's worker
+SPARE_TITLE = "quota-probe spare"
 
 
 def _is_exec_worker(cmdline: list[str]) -> bool:
@@ -73,20 +75,23 @@ def local_workers() -> dict[str, dict[str, Any]]:
 
 
 def local_templates() -> list[dict[str, Any]]:
-    """Every template process on this host: pid, parent (the service) and RSS."""
+    """Every template process and spare on this host: role, pid, parent and RSS."""
     out = []
+    roles = {TEMPLATE_TITLE: "template", SPARE_TITLE: "spare"}
     for proc in psutil.process_iter(["pid", "ppid", "cmdline", "memory_info"]):
         try:
             cmdline = proc.info["cmdline"] or []
-            if cmdline and cmdline[0].startswith("quota-probe") and process_title(proc, cmdline) == TEMPLATE_TITLE:
-                out.append({"pid": proc.info["pid"], "parent_pid": proc.info["ppid"], "rss_mb": _rss_mb(proc)})
+            role = roles.get(process_title(proc, cmdline)) if cmdline and cmdline[0].startswith("quota-probe") else None
+            if role:
+                out.append({"role": role, "pid": proc.info["pid"], "parent_pid": proc.info["ppid"],
+                            "rss_mb": _rss_mb(proc)})
         except psutil.Error:
             continue
     return out
 
 
 def status_text(homes: dict[str, dict[str, Any]], templates: list[dict[str, Any]] = ()) -> str:
-    lines = [f"template pid {t['pid']}, parent {t['parent_pid']}, {t['rss_mb']} MB" for t in templates]
+    lines = [f"{t['role']} pid {t['pid']}, parent {t['parent_pid']}, {t['rss_mb']} MB" for t in templates]
     if not homes:
         return "\n".join(lines + ["No quota-probe workers."])
     for home, state in sorted(homes.items()):

@@ -9,7 +9,14 @@ in its balance, so every snapshot says whose credential produced it. The run che
 * ``all_answered_in_deadline`` — every caller answered within its deadline (plus a small
   grace for thread scheduling);
 * ``no_leaked_processes`` / ``_fds`` / ``_threads`` — after shutdown the parent has what it
-  had before the run.
+  had before the run;
+* ``no_zombies`` — once the callers are done, no exited worker is left unreaped.
+
+Two shapes of load: callers that fetch random homes back to back (the default), or, with
+``poll_interval_s``, every home polled on a fixed schedule (first polls spread evenly over
+one interval), as a settings backend with many accounts is. The report's ``service_cpu``
+is the CPU the service used (this process minus the in-process emulator's threads, plus
+every worker and template process), as a share of one core over the run.
 
 Injected faults (``--fault-rate``) are expected errors: they are counted, not failures.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import heapq
 import math
 import os
 import random
@@ -56,6 +64,10 @@ class StressOptions:
     kill_every_s: float = 0.0
     timeout_s: float = 10.0
     refresh: bool = True
+    #: > 0: poll every home once per this many seconds instead of back-to-back random fetches
+    poll_interval_s: float = 0.0
+    #: the service's ``max_total_workers`` (None: the ProbeConfig default)
+    max_total_workers: int | None = None
 
 
 def token_for(home: int, generation: int, latency_ms: int) -> str:
@@ -185,6 +197,52 @@ class _Homes:
             return max(g for t, g in self.rotated_at[index] if t <= started)
 
 
+class _PollSchedule:
+    """When each home is next due: home i first at ``start + (i + ½) / n`` intervals, so
+    the polls are spread evenly, then every ``interval_s``. A poll that starts late does
+    not shift the schedule (the lag is reported)."""
+
+    def __init__(self, homes: int, interval_s: float, start: float) -> None:
+        self.interval_s = interval_s
+        self._due = [(start + (i + 0.5) * interval_s / homes, i) for i in range(homes)]
+        heapq.heapify(self._due)
+        self._lock = threading.Lock()
+
+    def take(self, stop: threading.Event, end: float | None) -> tuple[int, float] | None:
+        """(home, when it was due), after waiting until then; None when ``stop`` is set or
+        the next poll falls after ``end``."""
+        with self._lock:
+            due, index = heapq.heappop(self._due)
+            heapq.heappush(self._due, (due + self.interval_s, index))
+        if end is not None and due >= end:
+            return None
+        if stop.wait(max(0.0, due - time.monotonic())):
+            return None
+        return index, due
+
+
+def _cpu_s(exclude: set[int] = frozenset()) -> float:
+    """CPU seconds of this process (all threads), of its reaped children, and of every
+    live descendant (and what those reaped: a template's exited workers)."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        if proc.pid in exclude:
+            continue
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _zombies() -> int:
+    count = 0
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            count += child.status() == psutil.STATUS_ZOMBIE
+    return count
+
+
 def identify(snap_details: tuple[str, ...]) -> tuple[int, int] | None:
     """(home, generation) from a stress snapshot's balance line, or None."""
     for line in snap_details:
@@ -200,6 +258,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     before = process_footprint()
     root = Path(tempfile.mkdtemp(prefix="quota-probe-stress-"))
     latencies = LatencyHistogram()
+    lags = LatencyHistogram()
     paths: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     violations: Counter[str] = Counter()
@@ -209,13 +268,18 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     lock = threading.Lock()
     issued = 0
     stop = threading.Event()
-    started_at = time.monotonic()
     try:
         with Emulator() as emulator:
             emulator.set_fault_rate(options.fault_rate, seed=1)
             homes = _Homes(root, options.homes, emulator, options.latency_ms)
+            limits = {} if options.max_total_workers is None else {"max_total_workers": options.max_total_workers}
             config = ProbeConfig(pool_size=options.pool_size, provider_urls=emulator.provider_urls(),
-                                 probe_timeout_s=options.timeout_s)
+                                 probe_timeout_s=options.timeout_s, **limits)
+            started_at = time.monotonic()   # the homes are written: the load starts now
+            end = None if options.duration_s is None else started_at + options.duration_s
+            schedule = (_PollSchedule(options.homes, options.poll_interval_s, started_at)
+                        if options.poll_interval_s > 0 else None)
+            cpu_before = _cpu_s()
             with ProbeService(config) as service:
                 def take_ticket() -> bool:
                     nonlocal issued
@@ -232,7 +296,15 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                 def caller(seed: int) -> None:
                     rng = random.Random(seed)
                     while take_ticket():
-                        index = rng.randrange(options.homes)
+                        if schedule is None:
+                            index = rng.randrange(options.homes)
+                        else:
+                            due = schedule.take(stop, end)
+                            if due is None:
+                                return
+                            index = due[0]
+                            with lock:
+                                lags.add(max(0.0, time.monotonic() - due[1]) * 1000)
                         start = time.monotonic()
                         floor = homes.floor(index, start)
                         snap = service.fetch(STRESS_PROVIDER, home=homes.paths[index], refresh=options.refresh,
@@ -297,6 +369,13 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                 for thread in helpers:
                     thread.join()
                 duration_s = time.monotonic() - started_at
+                # an exited worker is reaped by the SIGCHLD handler or on release: give it a moment
+                deadline = time.monotonic() + 2.0
+                while _zombies() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                zombies = _zombies()
+                stats = service.stats()
+        service_cpu_s = _cpu_s() - cpu_before - emulator.cpu_s
     finally:
         shutil.rmtree(root, ignore_errors=True)
     after = _settled_footprint(before)
@@ -304,6 +383,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "no_leaked_processes": after["processes"] <= before["processes"],
         "no_leaked_fds": after["fds"] <= before["fds"],
         "no_leaked_threads": after["threads"] <= before["threads"],
+        "no_zombies": zombies == 0,
         "no_cross_home": violations["no_cross_home"] == 0,
         "no_stale_after_rotation": violations["no_stale_after_rotation"] == 0,
         "all_answered_in_deadline": violations["all_answered_in_deadline"] == 0,
@@ -324,11 +404,18 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "worker_rss_mb": {"median": round(statistics.median(rss_samples), 1) if rss_samples else None,
                           "max": round(max(rss_samples), 1) if rss_samples else None},
         "parent_rss_mb": _rss_trend(parent_rss),
+        "service_cpu": {"seconds": round(service_cpu_s, 3),
+                        "percent_of_one_core": round(100 * service_cpu_s / duration_s, 2) if duration_s else None},
+        "spawns": stats["spawns"],
+        "spawn": stats["spawn"],
+        "schedule_lag_ms": ({"p50": round(lags.percentile(50), 3), "p99": round(lags.percentile(99), 3),
+                             "max": round(lags.max_ms, 3)} if lags.total else None),
         "violations": dict(violations),
         "invariants": invariants,
         "options": {"homes": options.homes, "concurrency": options.concurrency, "pool_size": options.pool_size,
                     "latency_ms": options.latency_ms, "fault_rate": options.fault_rate,
-                    "rotate_every_s": options.rotate_every_s, "kill_every_s": options.kill_every_s},
+                    "rotate_every_s": options.rotate_every_s, "kill_every_s": options.kill_every_s,
+                    "poll_interval_s": options.poll_interval_s, "max_total_workers": config.max_total_workers},
     }
 
 

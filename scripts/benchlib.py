@@ -9,15 +9,28 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def emulator_process() -> Iterator[str]:
+def emulator_process(tls: bool = False) -> Iterator[str]:
     """The emulator in a process of its own, as a real provider is remote: the direct
     client and the workers then reach it the same way, and it never competes with the
-    measuring process for its GIL. Yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "emulator", "--port", "0"],
+    measuring process for its GIL. Yields its base URL (see :func:`emulator_process_env`
+    for HTTPS, whose CA a client must be told to trust)."""
+    with emulator_process_env(tls) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def emulator_process_env(tls: bool = False) -> Iterator[tuple[str, dict[str, str]]]:
+    """Like :func:`emulator_process`, yielding (base URL, the variables it says to export:
+    base URLs and, with ``tls``, the ``SSL_CERT_FILE`` of its throw-away CA)."""
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "emulator", "--port", "0"] + (["--tls"] if tls else []),
                             stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline().strip()
-        yield line.rsplit(" ", 1)[-1]
+        base_url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        env = {}
+        while len(env) < 4 + tls:
+            name, _, value = proc.stdout.readline().strip().removeprefix("export ").partition("=")
+            env[name] = value
+        yield base_url, env
     finally:
         proc.terminate()
         proc.wait(10)

@@ -52,22 +52,35 @@ def still_running(procs: list["psutil.Process"], timeout_s: float) -> list["psut
     return running()
 
 
-def is_template(proc: "psutil.Process") -> bool:
-    """A quota-probe template process (SPEC §12), known by its title."""
+def _titled(proc: "psutil.Process", title: str) -> bool:
     import psutil
 
-    from probe.status import TEMPLATE_TITLE, process_title
+    from probe.status import process_title
 
     try:
         cmdline = proc.cmdline()
-        return bool(cmdline) and process_title(proc, cmdline) == TEMPLATE_TITLE
+        return bool(cmdline) and process_title(proc, cmdline) == title
     except psutil.Error:
         return False
 
 
+def is_template(proc: "psutil.Process") -> bool:
+    """A quota-probe template process (SPEC §12), known by its title."""
+    from probe.status import TEMPLATE_TITLE
+
+    return _titled(proc, TEMPLATE_TITLE)
+
+
+def is_spare(proc: "psutil.Process") -> bool:
+    """The child a template forked ahead of need (not yet a worker)."""
+    from probe.status import SPARE_TITLE
+
+    return _titled(proc, SPARE_TITLE)
+
+
 def live_workers() -> list["psutil.Process"]:
-    """Live descendants that are workers: every one but template processes."""
-    return [p for p in live_children() if not is_template(p)]
+    """Live descendants that are workers: every one but template processes and spares."""
+    return [p for p in live_children() if not is_template(p) and not is_spare(p)]
 
 
 class RunningApp:

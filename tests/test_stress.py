@@ -13,7 +13,7 @@ from probe.stress import LatencyHistogram, StressOptions, balance_for, percentil
 pytestmark = pytest.mark.timeout(180)
 SPEC_KEYS = {"ok", "requests", "duration_s", "throughput_rps", "latency_ms", "paths", "errors", "before", "after",
              "worker_rss_mb", "invariants"}
-INVARIANTS = {"no_leaked_processes", "no_leaked_fds", "no_leaked_threads", "no_cross_home",
+INVARIANTS = {"no_leaked_processes", "no_leaked_fds", "no_leaked_threads", "no_zombies", "no_cross_home",
               "no_stale_after_rotation", "all_answered_in_deadline"}
 
 
@@ -96,3 +96,34 @@ def test_soak_five_homes_faults_and_rotations():
                               "--kill-every", "2")
     assert report["ok"] and code == 0, report
     assert report["requests"] > 1000
+
+
+def test_polling_many_homes_on_a_schedule_reports_service_cpu_and_spawns():
+    """The scale scenario in small: 60 homes, each polled once a second for 3 s, through
+    a budget of 8 workers -- every home gets its polls, every answer is its own, and the
+    report says what the service spent (CPU, worker starts) and how late polls started."""
+    code, report = stress_cli("--homes", "60", "--poll-interval", "1", "--duration", "3", "--concurrency", "8",
+                              "--max-total-workers", "8", "--pool-size", "1")
+    assert report["ok"] and code == 0, report
+    assert 150 <= report["requests"] <= 180, report["requests"]     # 60 homes x 3 polls, the last may fall off
+    assert report["spawns"] >= report["requests"] - 8, "a budget of 8 for 60 homes: nearly every poll starts a worker"
+    assert report["service_cpu"]["seconds"] > 0 and report["service_cpu"]["percent_of_one_core"] > 0
+    assert set(report["schedule_lag_ms"]) == {"p50", "p99", "max"}
+    assert report["options"]["poll_interval_s"] == 1 and report["options"]["max_total_workers"] == 8
+
+
+def test_the_zombie_count_sees_an_unreaped_child():
+    """Control for ``no_zombies``: a child that exited and was not reaped is counted."""
+    from probe.stress import _zombies
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while _zombies() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _zombies() == 1
+    finally:
+        child.wait()
+    assert _zombies() == 0

@@ -56,6 +56,13 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
 
 
 _ssl_context: tuple[tuple[str | None, str | None], ssl.SSLContext] | None = None
+#: the environment variables an ``httpx.Client(trust_env=True)`` is built from
+CLIENT_ENV_NAMES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+                    "http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def client_env_key() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) for name in CLIENT_ENV_NAMES)
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -79,10 +86,16 @@ class ProviderHttp:
 
     def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
         self._client: httpx.Client | None = None
+        self._client_env: tuple[str | None, ...] = ()
         self._transport = transport
 
     def client(self) -> httpx.Client:
+        """The client, rebuilt if the proxy or CA variables changed since it was built (a
+        worker forked from a spare takes its environment after its client exists)."""
+        if self._client is not None and self._client_env != client_env_key():
+            self.close()
         if self._client is None:
+            self._client_env = client_env_key()
             # trust_env: an operator's HTTPS_PROXY / SSL_CERT_FILE apply to the workers too
             self._client = httpx.Client(trust_env=True, verify=ssl_context(), follow_redirects=False,
                                         transport=self._transport,

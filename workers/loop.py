@@ -170,18 +170,28 @@ def _write(out: BinaryIO, reply: dict) -> None:
     out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
 
 
-def serve(once: bool) -> int:
-    """Run the loop on stdin/stdout until EOF (or one request with ``once``); the exit code.
-
-    Before the first read the worker is made ready: imports (already done in a forked
-    worker), its own HTTP client built, and ``gc.freeze()`` -- every object that exists now
-    lives as long as the worker, so the collector need not walk it again, and in a forked
-    worker it leaves the pages shared with the template alone (copy-on-write)."""
-    out = _take_protocol_stdout()
-    stdin = sys.stdin.buffer
+def prepare() -> Loop:
+    """Everything a worker needs that does not depend on its home: the imports (already
+    done in a forked worker) and its own HTTP client."""
     preload()
     loop = Loop()
     loop.http().client()
+    return loop
+
+
+def serve(once: bool, loop: Loop | None = None) -> int:
+    """Run the loop on stdin/stdout until EOF (or one request with ``once``); the exit code.
+
+    Before the first read the worker is made ready: ``loop`` prepared (by a spare process
+    before it knew its home) or prepared now, and ``gc.freeze()`` -- every object that
+    exists now lives as long as the worker, so the collector need not walk it again, and
+    in a forked worker it leaves the pages shared with the template alone (copy-on-write)."""
+    out = _take_protocol_stdout()
+    stdin = sys.stdin.buffer
+    if loop is None:
+        loop = prepare()
+    loop.home = os.environ.get("HERMES_HOME", "")
+    loop.http().client()   # rebuilt here only if its environment changed since prepare()
     gc.freeze()
     loop.ready_at = time.monotonic()
     try:

@@ -28,6 +28,12 @@ What the template is careful about:
   exit for longer than the template takes to run the handler. SIGCHLD is blocked from
   ``fork()`` until the child's pidfd is open: otherwise a child that exited at once could
   be reaped, and its pid reused, before ``pidfd_open`` named it.
+* **A spare**: the template keeps one child forked ahead of need, already through
+  everything that does not depend on a home (the fork itself, PDEATHSIG, its own HTTP
+  client). A spawn request hands the spare its pipes and environment over a socket of its
+  own and answers at once; the next spare is forked after the answer, off the caller's
+  path. If the spare died, the request is served by a fork on the spot. The spare is a
+  home-less process like the template: it learns its home only with its request.
 * **Copy-on-write**: the collector is disabled here and everything preloaded is frozen
   (``gc.freeze()``), so neither the template nor a worker's collector rewrites those
   objects' pages; workers share them with the template.
@@ -50,6 +56,7 @@ from workers.lifeline import PARENT_PID_ENV, die_with_parent
 #: a spawn request is an environment of a few KiB; anything larger is refused
 MAX_MESSAGE_BYTES = 256 * 1024
 TITLE = "quota-probe template"
+SPARE_TITLE = "quota-probe spare"
 _CHLD = {signal.SIGCHLD}
 
 
@@ -138,31 +145,42 @@ def _send(control: socket.socket, message: dict, fds: list[int] = ()) -> None:
     socket.send_fds(control, [json.dumps(message, separators=(",", ":")).encode()], list(fds))
 
 
-def _become_worker(request: dict, fds: list[int], control: socket.socket, template_pid: int) -> NoReturn:
-    """In the forked child: take the pipes as stdin/stdout(/stderr), take the requested
-    environment and title, tie our life to the template, then serve. Never returns into
-    the template's loop, whatever happens."""
+def _enter_child(template_pid: int) -> None:
+    """First steps of every forked child: the template's signal set-up undone, a session
+    of its own (a terminal's Ctrl-C reaches the service, not the workers) and its life tied
+    to the template's."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
+    os.setsid()
+    os.environ[PARENT_PID_ENV] = str(template_pid)
+    die_with_parent()
+    gc.enable()
+
+
+def _become_worker(request: dict, fds: list[int], template_pid: int, loop: object = None) -> int:
+    """Take the pipes as stdin/stdout(/stderr) and the requested environment and title,
+    then serve; the exit code."""
+    stderr_fd = fds[2] if len(fds) > 2 else os.open(os.devnull, os.O_WRONLY)
+    for target, fd in ((0, fds[0]), (1, fds[1]), (2, stderr_fd)):
+        os.dup2(fd, target)
+    os.closerange(3, 65536)  # nothing of the template's (or of other spawns) stays open
+    env = dict(request["env"])
+    env[PARENT_PID_ENV] = str(template_pid)
+    _take_environment(env)
+    import setproctitle
+
+    from workers.loop import serve
+
+    once = bool(request.get("once"))
+    setproctitle.setproctitle(worker_title(env.get("HERMES_HOME", "?"), once))
+    return serve(once=once, loop=loop)
+
+
+def _child(body) -> NoReturn:
+    """Run ``body`` in a forked child; whatever happens, never return into the template."""
     code = 1
     try:
-        control.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
-        os.setsid()  # own session: a terminal's Ctrl-C reaches the service, not the workers
-        stderr_fd = fds[2] if len(fds) > 2 else os.open(os.devnull, os.O_WRONLY)
-        for target, fd in ((0, fds[0]), (1, fds[1]), (2, stderr_fd)):
-            os.dup2(fd, target)
-        os.closerange(3, 65536)  # nothing of the template's (or of other spawns) stays open
-        env = dict(request["env"])
-        env[PARENT_PID_ENV] = str(template_pid)
-        _take_environment(env)
-        import setproctitle
-
-        setproctitle.setproctitle(worker_title(env.get("HERMES_HOME", "?"), bool(request.get("once"))))
-        die_with_parent()
-        gc.enable()
-        from workers.loop import serve
-
-        code = serve(once=bool(request.get("once")))
+        code = body()
     except BaseException:  # noqa: BLE001 -- whatever it was, this process must not return
         code = 1
     finally:
@@ -172,48 +190,123 @@ def _become_worker(request: dict, fds: list[int], control: socket.socket, templa
             os._exit(code)
 
 
-def _fork_worker(control: socket.socket, request: dict, fds: list[int], template_pid: int) -> None:
+def _forked(body) -> tuple[int, int]:
+    """(pid, pidfd) of a child running ``body``. SIGCHLD stays blocked until the pidfd is
+    open, so the child cannot be reaped (and its pid reused) before the pidfd names it."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _CHLD)
     try:
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            _send(control, {"error": f"fork failed ({type(exc).__name__})"})
-            return
+        pid = os.fork()
         if pid == 0:
-            _become_worker(request, fds, control, template_pid)
-        pidfd = os.pidfd_open(pid)
+            _child(body)
+        return pid, os.pidfd_open(pid)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
+
+
+class _Spare:
+    """A child forked ahead of need: prepared, waiting on its own socket for a request."""
+
+    def __init__(self, control: socket.socket, template_pid: int) -> None:
+        self.channel, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+        def body() -> int:
+            control.close()
+            self.channel.close()
+            _enter_child(template_pid)
+            import setproctitle
+
+            from workers.loop import prepare
+
+            setproctitle.setproctitle(SPARE_TITLE)
+            loop = prepare()
+            message, fds, _, _ = socket.recv_fds(child_end, MAX_MESSAGE_BYTES, 3)
+            if not message:
+                return 0   # the template closed our socket: not needed after all
+            child_end.close()
+            return _become_worker(json.loads(message), fds, template_pid, loop)
+
+        try:
+            self.pid, self.pidfd = _forked(body)
+        finally:
+            child_end.close()
+
+    def hand_over(self, message: bytes, fds: list[int]) -> bool:
+        """Give the spare its request; False if it is gone."""
+        try:
+            socket.send_fds(self.channel, [message], fds)
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.channel.close()
+        os.close(self.pidfd)
+
+
+def _spawn(control: socket.socket, message: bytes, request: dict, fds: list[int], spare: _Spare | None,
+           template_pid: int) -> None:
+    """Answer one spawn request with a worker: the spare if there is a live one, else a
+    child forked now."""
+    if spare is not None and spare.hand_over(message, fds):
+        _send(control, {"pid": spare.pid}, [spare.pidfd])
+        return
+    try:
+        pid, pidfd = _forked(lambda: _worker_now(control, request, fds, template_pid))
+    except OSError as exc:
+        _send(control, {"error": f"fork failed ({type(exc).__name__})"})
+        return
     try:
         _send(control, {"pid": pid}, [pidfd])
     finally:
         os.close(pidfd)
 
 
+def _worker_now(control: socket.socket, request: dict, fds: list[int], template_pid: int) -> int:
+    control.close()
+    _enter_child(template_pid)
+    return _become_worker(request, fds, template_pid)
+
+
 def serve_template(control: socket.socket) -> int:
     template_pid = os.getpid()
-    while True:
-        try:
-            message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE_BYTES, 3)
-        except ConnectionResetError:
-            return 0
-        if not message:
-            return 0  # EOF: the service closed the channel or died
-        try:
-            request = json.loads(message)
-            valid = (isinstance(request, dict) and isinstance(request.get("env"), dict)
-                     and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
-                     and len(fds) in (2, 3))
-            if valid:
-                _fork_worker(control, request, fds, template_pid)
-            else:
+    spare: _Spare | None = None
+    try:
+        while True:
+            if spare is None:
+                try:
+                    spare = _Spare(control, template_pid)
+                except OSError:
+                    spare = None   # no spare for now: requests fork on the spot
+            try:
+                message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE_BYTES, 3)
+            except ConnectionResetError:
+                return 0
+            if not message:
+                return 0  # EOF: the service closed the channel or died
+            try:
+                request = json.loads(message)
+                if _valid(request, fds):
+                    used = spare
+                    _spawn(control, message, request, fds, spare, template_pid)
+                    if used is not None:
+                        used.close()
+                        spare = None
+                else:
+                    _send(control, {"error": "malformed spawn request"})
+            except ValueError:
                 _send(control, {"error": "malformed spawn request"})
-        except ValueError:
-            _send(control, {"error": "malformed spawn request"})
-        finally:
-            for fd in fds:
-                os.close(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+    finally:
+        if spare is not None:
+            spare.close()
+
+
+def _valid(request: object, fds: list[int]) -> bool:
+    return (isinstance(request, dict) and isinstance(request.get("env"), dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
+            and len(fds) in (2, 3))
 
 
 def main(argv: list[str]) -> int:

@@ -19,16 +19,17 @@ from workers.providers import NAMES as PROVIDER_NAMES
 class ProbeConfig:
     #: warm workers kept per home; 0 = no pool, every probe is a one-shot (``cold``)
     pool_size: int = 2
-    #: how long a caller waits for a busy slot to free before taking the cold fallback
-    claim_wait_s: float = 0.25
+    #: how long a caller waits for a busy slot to free before taking the cold fallback: a
+    #: forked one-shot costs ~10 ms, so waiting longer than a few ms for a slot loses (README)
+    claim_wait_s: float = 0.005
     probe_timeout_s: float = 20.0
     cache_ttl_s: float = 45.0
     #: a worker idle this long is closed (and its slot restarted on demand)
     idle_s: float = 300.0
     #: warm workers of all homes together; least recently used idle ones go first
-    max_total_workers: int = 16
+    max_total_workers: int = 64
     #: concurrent one-shot fallbacks; callers past it wait (within their deadline), then ``saturated``
-    max_cold_spawns: int = 4
+    max_cold_spawns: int = 8
     #: recycle a worker after this many probes (bounds slow leaks in a long-lived child)
     max_requests_per_worker: int = 1000
     #: recycle a worker whose resident memory grew past this

@@ -51,12 +51,13 @@ def test_fifty_homes_round_robin_under_a_sixteen_worker_budget(emulator, make_ho
             t.join()
         final_alive = sum(h["alive"] for h in service.stats()["homes"].values())
     assert peak_alive[0] <= 16 and final_alive <= 16
-    # +4: the cold fallbacks the budget sends callers to when all 16 are busy elsewhere
-    assert peak_children[0] <= 16 + 4
-    # bounded by design: per process (16 workers + 4 cold) two pipe ends and (forked) a
+    # + the cold fallbacks the budget sends callers to when all 16 are busy elsewhere
+    cold = service.config.max_cold_spawns
+    assert peak_children[0] <= 16 + cold
+    # bounded by design: per process (16 workers + the cold ones) two pipe ends and (forked) a
     # pidfd, plus the in-process emulator's end of its keep-alive connection; the template's
     # control socket and a few sockets besides
-    assert max(fds) <= fds_before + 4 * (16 + 4) + 8, (fds_before, max(fds))
+    assert max(fds) <= fds_before + 4 * (16 + cold) + 8, (fds_before, max(fds))
     assert wait_until(lambda: me.num_fds() <= fds_before), "the parent kept descriptors after the service closed"
     print(f"\n50 homes, {SECONDS:.0f} s: {answered[0]} fetches, peak alive {peak_alive[0]}, "
           f"peak children {peak_children[0]}, parent fds {fds_before} before, {min(fds)}..{max(fds)} "

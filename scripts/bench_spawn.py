@@ -32,7 +32,7 @@ import psutil
 from benchlib import emulator_process_env, run_callers, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
-from probe.stress import percentile
+from probe.stress import percentile, service_cpu_s
 
 
 @contextlib.contextmanager
@@ -49,18 +49,11 @@ def spawn_method(method: str):
             os.environ["PROBE_SPAWN"] = old
 
 
-def service_cpu_s(exclude: set[int]) -> float:
-    """CPU seconds of this process, its reaped children and every live descendant (a
-    template's reaped workers included), leaving out the emulator process."""
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        if proc.pid in exclude:
-            continue
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
+def is_worker(proc: psutil.Process) -> bool:
+    """A worker process (forked: by its title; exec-started: ``-m workers``), not the
+    emulator, the template or its spare."""
+    cmdline = " ".join(proc.cmdline())
+    return cmdline.startswith("quota-probe worker ") or "-m workers" in cmdline
 
 
 def timed_fetches(service: ProbeService, homes: list[Path], n: int, expect: str) -> list[float]:
@@ -156,10 +149,12 @@ def contention(urls: dict[str, str], root: Path, per_caller: int) -> dict[str, d
             def watch() -> None:
                 me = psutil.Process()
                 while not stop.wait(0.002):
-                    with contextlib.suppress(psutil.Error):
-                        workers = [c for c in me.children(recursive=True)
-                                   if not c.name().startswith(("quota-probe templ", "quota-probe spare"))]
-                        peak[0] = max(peak[0], len(workers) - 1)   # - the emulator process
+                    workers = 0
+                    for child in me.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):   # exited ones are no longer workers
+                            if child.status() != psutil.STATUS_ZOMBIE and is_worker(child):
+                                workers += 1
+                    peak[0] = max(peak[0], workers)
 
             def caller(_: int) -> None:
                 for _ in range(per_caller):

@@ -237,11 +237,16 @@ class HomePool:
         with self._cond:
             return [w for w in self._slots if w.started and not w.closed and not w.lock.locked()]
 
-    def state(self) -> dict:
-        """The SPEC §9 per-home view (RSS read outside the lock: psutil can be slow)."""
-        now = time.monotonic()
+    def rows(self) -> list[tuple[Worker, bool]]:
+        """(worker, busy) per slot, read under the pool lock."""
         with self._cond:
-            rows = [(w, w.lock.locked()) for w in self._slots]
+            return [(w, w.lock.locked()) for w in self._slots]
+
+    def state(self, rows: list[tuple[Worker, bool]] | None = None) -> dict:
+        """The SPEC §9 per-home view of ``rows`` (default: read now); RSS is read outside
+        every lock: psutil can be slow."""
+        now = time.monotonic()
+        rows = self.rows() if rows is None else rows
         workers = [{"pid": w.pid, "busy": busy, "requests": w.requests_served, "rss_mb": w.rss_mb(),
                     "idle_s": None if busy else round(now - w.idle_since, 3)}
                    for w, busy in rows if w.started and not w.exited()]

@@ -170,4 +170,11 @@ class PoolRegistry:
             self._reaper.join()
 
     def state(self) -> dict[str, dict]:
-        return {str(home): pool.state() for home, pool in self.pools().items()}
+        """Every pool's view, read as one snapshot: under the budget lock no worker is
+        detached as a budget victim mid-read, so a victim read in one pool and its successor
+        read later in another are never both counted (that would show one worker more than
+        the budget allows at a moment that never existed). RSS is read after the lock."""
+        with self._budget_lock:
+            pools = self.pools()
+            rows = {home: pool.rows() for home, pool in pools.items()}
+        return {str(home): pools[home].state(rows[home]) for home in pools}

@@ -94,6 +94,7 @@ class ForkedProcess:
         self.returncode: int | None = None
         self._pidfd: int | None = pidfd
         self._killed = False
+        self._lock = threading.Lock()
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -106,7 +107,9 @@ class ForkedProcess:
         return self.returncode
 
     def kill(self) -> None:
-        if self.returncode is None and self._pidfd is not None:
+        with self._lock:
+            if self.returncode is not None or self._pidfd is None:
+                return
             try:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
                 self._killed = True
@@ -114,15 +117,25 @@ class ForkedProcess:
                 pass
 
     def _wait_exit(self, timeout: float | None) -> bool:
-        if self._pidfd is None:
-            return True
-        poller = select.poll()
-        poller.register(self._pidfd, select.POLLIN)
-        if not poller.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000))):
-            return False
-        os.close(self._pidfd)
-        self._pidfd = None
-        self.returncode = -signal.SIGKILL if self._killed else 0
+        """Any thread may ask (a stats reader polls while an owner closes): each waits on
+        a private duplicate of the pidfd, and the pidfd itself is closed once, under the
+        lock -- a second close of the same number could close somebody else's file."""
+        with self._lock:
+            if self._pidfd is None:
+                return True
+            mine = os.dup(self._pidfd)
+        try:
+            poller = select.poll()
+            poller.register(mine, select.POLLIN)
+            if not poller.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000))):
+                return False
+        finally:
+            os.close(mine)
+        with self._lock:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+                self.returncode = -signal.SIGKILL if self._killed else 0
         return True
 
     def __del__(self) -> None:

@@ -220,3 +220,42 @@ def test_an_httpx_py_in_the_working_directory_or_a_home_shadows_nothing(make_ser
     assert all(s.available for s in snaps), [s.error for s in snaps]
     assert service.fetch("deepseek", home=home, refresh=True, timeout=5).probe.path == "warm"
     assert len(live_workers()) == 1
+
+
+def test_a_forked_workers_handle_may_be_polled_from_many_threads_as_it_exits():
+    """A stats reader polls a worker while its owner waits for it to exit: however many
+    threads see the exit at once, the pidfd is closed exactly once -- a second close of
+    the same number would close whatever file got that number in between, or raise."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        r, w = os.pipe()
+        handle = ForkedProcess(proc.pid, os.pidfd_open(proc.pid), open(w, "wb"), open(r, "rb", buffering=0))
+        bystander_r, bystander_w = os.pipe()   # open files whose numbers a double close could hit
+        failures: list[BaseException] = []
+        barrier = threading.Barrier(17)
+
+        def watch() -> None:
+            barrier.wait()
+            try:
+                while handle.poll() is None:
+                    pass
+            except BaseException as exc:  # noqa: BLE001 -- collected for the assertion
+                failures.append(exc)
+
+        threads = [threading.Thread(target=watch) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        proc.stdin.close()                      # the process exits now
+        assert handle.wait(10) == 0
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
+        os.fstat(bystander_r), os.fstat(bystander_w)   # still ours
+        handle.stdin.close()
+        handle.stdout.close()
+        os.close(bystander_r)
+        os.close(bystander_w)
+    finally:
+        proc.kill()
+        proc.wait()

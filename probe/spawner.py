@@ -152,7 +152,6 @@ class Template:
         self._proc: subprocess.Popen | None = None
         self._control: socket.socket | None = None
         self.pid: int | None = None
-        self.restarts = 0
 
     def fork(self, env: dict[str, str], *, once: bool, debug: bool) -> ForkedProcess:
         """A new worker with ``env``; a dead template is restarted once, transparently."""
@@ -160,7 +159,6 @@ class Template:
             try:
                 return self._fork(env, once=once, debug=debug)
             except (ConnectionError, EOFError, TimeoutError):
-                self.restarts += 1
                 log.warning("the quota-probe template process died or hung; starting a new one")
                 self.close()
         self._start()

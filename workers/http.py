@@ -89,11 +89,15 @@ class ProviderHttp:
         self._client_env: tuple[str | None, ...] = ()
         self._transport = transport
 
-    def client(self) -> httpx.Client:
-        """The client, rebuilt if the proxy or CA variables changed since it was built (a
-        worker forked from a spare takes its environment after its client exists)."""
+    def match_environment(self) -> httpx.Client:
+        """The client, rebuilt if the proxy or CA variables changed since it was built: a
+        worker forked from a spare takes its environment after its client exists. Asked
+        once, when the worker is about to serve; nothing changes the environment later."""
         if self._client is not None and self._client_env != client_env_key():
             self.close()
+        return self.client()
+
+    def client(self) -> httpx.Client:
         if self._client is None:
             self._client_env = client_env_key()
             # trust_env: an operator's HTTPS_PROXY / SSL_CERT_FILE apply to the workers too

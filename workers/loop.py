@@ -191,7 +191,7 @@ def serve(once: bool, loop: Loop | None = None) -> int:
     if loop is None:
         loop = prepare()
     loop.home = os.environ.get("HERMES_HOME", "")
-    loop.http().client()   # rebuilt here only if its environment changed since prepare()
+    loop.http().match_environment()
     gc.freeze()
     loop.ready_at = time.monotonic()
     try:

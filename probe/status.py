@@ -51,6 +51,15 @@ def _home_of(proc: psutil.Process, cmdline: list[str]) -> tuple[str, bool, str] 
     return (rest[len(ONCE_MARK):] if once else rest), once, "fork"
 
 
+def is_worker_process(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a quota-probe worker (recognised positively, by the same rule as
+    :func:`local_workers`; a template or spare is not a worker)."""
+    try:
+        return _home_of(proc, proc.cmdline()) is not None
+    except psutil.Error:
+        return False
+
+
 def _rss_mb(proc: psutil.Process) -> float | None:
     memory = proc.info["memory_info"]
     return None if memory is None else round(memory.rss / 1048576, 1)

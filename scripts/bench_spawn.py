@@ -32,6 +32,7 @@ import psutil
 from benchlib import emulator_process_env, run_callers, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
+from probe.status import is_worker_process
 from probe.stress import percentile, service_cpu_s
 
 
@@ -47,13 +48,6 @@ def spawn_method(method: str):
             os.environ.pop("PROBE_SPAWN", None)
         else:
             os.environ["PROBE_SPAWN"] = old
-
-
-def is_worker(proc: psutil.Process) -> bool:
-    """A worker process (forked: by its title; exec-started: ``-m workers``), not the
-    emulator, the template or its spare."""
-    cmdline = " ".join(proc.cmdline())
-    return cmdline.startswith("quota-probe worker ") or "-m workers" in cmdline
 
 
 def timed_fetches(service: ProbeService, homes: list[Path], n: int, expect: str) -> list[float]:
@@ -152,7 +146,7 @@ def contention(urls: dict[str, str], root: Path, per_caller: int) -> dict[str, d
                     workers = 0
                     for child in me.children(recursive=True):
                         with contextlib.suppress(psutil.Error):   # exited ones are no longer workers
-                            if child.status() != psutil.STATUS_ZOMBIE and is_worker(child):
+                            if child.status() != psutil.STATUS_ZOMBIE and is_worker_process(child):
                                 workers += 1
                     peak[0] = max(peak[0], workers)
 

@@ -79,8 +79,12 @@ def is_spare(proc: "psutil.Process") -> bool:
 
 
 def live_workers() -> list["psutil.Process"]:
-    """Live descendants that are workers: every one but template processes and spares."""
-    return [p for p in live_children() if not is_template(p) and not is_spare(p)]
+    """Live descendants that are workers, recognised by what a worker is (its title or
+    ``-m workers``), not by what it is not: a title read while a process rewrites it can
+    be neither the template's nor the spare's."""
+    from probe.status import is_worker_process
+
+    return [p for p in live_children() if is_worker_process(p)]
 
 
 class RunningApp:

@@ -30,6 +30,9 @@ class ProbeConfig:
     max_total_workers: int = 64
     #: concurrent one-shot fallbacks; callers past it wait (within their deadline), then ``saturated``
     max_cold_spawns: int = 8
+    #: a cold process stays this long after answering, for the next caller of its home that
+    #: finds the pool busy (a surge worker, still under ``max_cold_spawns``); 0 = one-shots
+    cold_linger_s: float = 2.0
     #: recycle a worker after this many probes (bounds slow leaks in a long-lived child)
     max_requests_per_worker: int = 1000
     #: recycle a worker whose resident memory grew past this
@@ -50,7 +53,7 @@ class ProbeConfig:
                 raise ValueError(f"{name} must be a non-negative integer")
         if self.max_requests_per_worker < 1:
             raise ValueError("max_requests_per_worker must be at least 1")
-        for name in ("claim_wait_s", "cache_ttl_s", "idle_s", "max_worker_rss_mb"):
+        for name in ("claim_wait_s", "cache_ttl_s", "idle_s", "max_worker_rss_mb", "cold_linger_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number")

@@ -50,6 +50,12 @@ def child_timeout_s(deadline: float) -> float:
     return max(0.05, remaining_s * 0.9 - 0.05)
 
 
+def _cold_limiter(config: ProbeConfig) -> ColdLimiter:
+    """Cold processes linger for reuse only beside a pool: ``pool_size=0`` keeps every
+    probe a true one-shot (the baseline the benchmarks compare against)."""
+    return ColdLimiter(config.max_cold_spawns, config.cold_linger_s if config.pool_size > 0 else 0.0)
+
+
 def _limits(config: ProbeConfig) -> RecycleLimits:
     return RecycleLimits(config.idle_s, config.max_requests_per_worker, config.max_worker_rss_mb)
 
@@ -71,7 +77,7 @@ class ProbeService:
         self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
         #: last credential fingerprint seen per home, for automatic rotation
         self._fingerprints: dict[str, tuple] = {}
-        self._cold = ColdLimiter(config.max_cold_spawns)
+        self._cold = _cold_limiter(config)
         self._registry = PoolRegistry(
             pool_size=config.pool_size, max_total_workers=config.max_total_workers, limits=_limits(config),
             prewarm=config.prewarm, spawner=self._spawner, env_for=self._env_factory(config),
@@ -172,6 +178,7 @@ class ProbeService:
         self._backoff.forget(lambda key: (home is None or key[0] == str(home))
                              and (provider is None or key[1] == provider))
         self._registry.flush(home)
+        self._cold.flush(home)
 
     def stats(self) -> dict[str, Any]:
         """Counters plus per-home pool state (SPEC §9); plain JSON-able data."""
@@ -181,6 +188,7 @@ class ProbeService:
             state["generation"] = self._cache.generation(home)
         data["homes"] = {home: {k: state[k] for k in ("slots", "alive", "busy", "generation", "workers")}
                          for home, state in homes.items()}
+        data["cold_running"], data["cold_parked"] = self._cold.counts()
         data["spawn"] = self._spawner.spawn_stats()
         return data
 
@@ -197,8 +205,9 @@ class ProbeService:
             self._cache.ttl_s = config.cache_ttl_s
             if config.cache_dir != old.cache_dir:
                 self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
-            if config.max_cold_spawns != old.max_cold_spawns:
-                old_cold, self._cold = self._cold, ColdLimiter(config.max_cold_spawns)
+            new_cold = _cold_limiter(config)
+            if (new_cold.max_concurrent, new_cold.linger_s) != (self._cold.max_concurrent, self._cold.linger_s):
+                old_cold, self._cold = self._cold, new_cold
                 old_cold.close()
             urls_changed = config.provider_urls != old.provider_urls
             self._registry.reconfigure(
@@ -336,27 +345,31 @@ class ProbeService:
         return self._probe_cold(provider, home, deadline, started)
 
     def _probe_cold(self, provider: str, home: Path, deadline: float, started: float) -> Snapshot:
+        """The fallback when no pool slot was free: a surge worker of this home parked by an
+        earlier cold probe (``warm``), else a new process under the cold bound (``cold``).
+        Afterwards the worker is parked for the next such caller, or retired (see
+        ``probe.cold``)."""
         cold = self._cold
-        if not cold.acquire(deadline):
-            return Snapshot.failed(provider, str(home), "saturated",
-                                   "Every probe slot is busy; try again shortly.",
-                                   probe=ProbeInfo("cold", monotonic_ms_since(started)))
-        self._stats.cold_started()
-        worker = Worker(home, self._env_factory(self._config)(home), self._spawner, once=True)
+        generation = self._cache.generation(home)
+        granted, worker = cold.claim(home, generation, deadline)
+        path = "warm"
+        if worker is None:
+            if not granted:
+                return Snapshot.failed(provider, str(home), "saturated",
+                                       "Every probe slot is busy; try again shortly.",
+                                       probe=ProbeInfo("cold", monotonic_ms_since(started)))
+            worker = Worker(home, self._env_factory(self._config)(home), self._spawner, once=not cold.lingers)
+            path = "cold"
         try:
-            worker.start()
-            self._stats.count("spawns")
-            return self._ask(worker, provider, home, deadline, started, "cold")
+            if not worker.started:
+                worker.start()
+                self._stats.count("spawns")
+            return self._ask(worker, provider, home, deadline, started, path)
         except WorkerFailed as exc:
-            return self._failed(provider, home, exc, started, "cold", worker.pid)
+            return self._failed(provider, home, exc, started, path, worker.pid)
         finally:
-            def gone() -> None:
-                try:
-                    worker.close()
-                finally:
-                    self._stats.cold_finished()
-
-            cold.release_after(gone)
+            if not cold.park(worker, home, generation, lambda: self._cache.generation(home)):
+                cold.release_after(worker.close)
 
     def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
              path: str) -> Snapshot:

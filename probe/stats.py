@@ -15,7 +15,6 @@ class Stats:
         self._fetches: Counter[str] = Counter(dict.fromkeys(PATHS, 0))
         self._errors: Counter[str] = Counter()
         self._events: Counter[str] = Counter(spawns=0, kills=0, recycles=0)
-        self._cold_running = 0
 
     def fetched(self, path: str, error_code: str | None) -> None:
         with self._lock:
@@ -27,19 +26,10 @@ class Stats:
         with self._lock:
             self._events[event] += n
 
-    def cold_started(self) -> None:
-        with self._lock:
-            self._cold_running += 1
-
-    def cold_finished(self) -> None:
-        with self._lock:
-            self._cold_running -= 1
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "fetches": dict(self._fetches),
                 "errors": dict(self._errors),
                 **dict(self._events),
-                "cold_running": self._cold_running,
             }

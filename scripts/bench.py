@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import emulator_process, run_callers, settled_home, write_section
+from benchlib import REPORT, emulator_process, run_callers, settled_home, write_section
 from probe.stress import percentile
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
@@ -142,7 +142,7 @@ def run_load(strategy: Strategy, callers: int, per_caller: int, pick: Callable[[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", default="BENCHMARKS.md")
+    parser.add_argument("--output", default=REPORT)
     parser.add_argument("--chart", default="bench.png")
     args = parser.parse_args()
     scale = 1 if args.quick else 4

@@ -27,7 +27,7 @@ import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
-from benchlib import emulator_process, run_callers, settled_home, write_section
+from benchlib import REPORT, emulator_process, run_callers, settled_home, write_section
 from probe.stress import percentile
 from probe.emulator import provider_urls_for
 from probe.env import child_env
@@ -126,7 +126,7 @@ def concurrent(service: ProbeService, home: Path, provider: str, callers: int, p
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
-    parser.add_argument("--output", default="BENCHMARKS.md")
+    parser.add_argument("--output", default=REPORT)
     args = parser.parse_args()
     n_seq = 100 if args.quick else 500
     n_cold = 5 if args.quick else 20

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from benchlib import emulator_process_env, run_callers, settled_home, write_section
+from benchlib import REPORT, emulator_process_env, run_callers, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
 from probe.status import is_worker_process
@@ -127,9 +127,11 @@ def contention(urls: dict[str, str], root: Path, per_caller: int) -> dict[str, d
     """8 callers, pool_size=2, 50 ms provider: the 0.1 defaults, no wait, the new defaults."""
     home = settled_home(root, "contention", deepseek="sk-contention-slow50-")
     out = {}
-    for label, overrides in (("0.1 defaults (claim_wait_s=0.25, max_cold_spawns=4)",
-                              {"claim_wait_s": 0.25, "max_cold_spawns": 4}),
-                             ("no wait (claim_wait_s=0, max_cold_spawns=4)", {"claim_wait_s": 0.0, "max_cold_spawns": 4}),
+    for label, overrides in (("0.1 defaults (claim_wait_s=0.25, max_cold_spawns=4, one-shots)",
+                              {"claim_wait_s": 0.25, "max_cold_spawns": 4, "cold_linger_s": 0}),
+                             ("no wait (claim_wait_s=0, max_cold_spawns=4, one-shots)",
+                              {"claim_wait_s": 0.0, "max_cold_spawns": 4, "cold_linger_s": 0}),
+                             ("new defaults without surge workers (cold_linger_s=0)", {"cold_linger_s": 0}),
                              ("new defaults", {})):
         config = ProbeConfig(provider_urls=urls, pool_size=2, coalesce=False, **overrides)
         lock = threading.Lock()
@@ -182,7 +184,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     parser.add_argument("--scale-seconds", type=float, default=0.0,
                         help="also run 1,000 homes polled every 45 s for this long (0: skip)")
-    parser.add_argument("--output", default="BENCHMARKS.md")
+    parser.add_argument("--output", default=REPORT)
     args = parser.parse_args()
     n = 20 if args.quick else 100
     n_exec = 5 if args.quick else 20

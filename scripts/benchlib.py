@@ -6,6 +6,10 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+
+#: the shared report at the repository's root, wherever a script is run from
+REPORT = str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md")
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from probe.pace import line as pace_line
 from probe.snapshot import Snapshot
 
 BAR_WIDTH = 20
@@ -56,6 +57,8 @@ def snapshot_text(snap: Snapshot, now: datetime | None = None) -> str:
         reset = countdown(window.reset_at, now)
         lines.append(f"  {window.label:<{label_width}}  {remaining} left {bar(window.remaining_percent)}"
                      + (f"  resets {reset}" if reset else ""))
+        if window.pace is not None:
+            lines.append(f"  {'':<{label_width}}  {pace_line(window.pace, now)}")
         if window.detail:
             lines.append(f"  {'':<{label_width}}  {window.detail}")
     lines.extend(f"  {detail}" for detail in snap.details)

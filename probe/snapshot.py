@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from probe import pace as pace_rules
+from probe.pace import Pace
+
 PATHS = ("cache", "warm", "slot_start", "cold", "coalesced")
 ERROR_CODES = (
     "no_credentials", "unauthorized", "forbidden", "rate_limited", "provider_error",
@@ -33,6 +36,18 @@ class Window:
     remaining_percent: float | None
     reset_at: str | None
     detail: str | None = None
+    #: the window's length, when the provider says or implies it (SPEC §13)
+    window_s: float | None = None
+    pace: Pace | None = None
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Money a provider reports as a balance, as a number (SPEC §13): nothing downstream
+    has to parse a detail line."""
+    label: str
+    amount: float
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class Snapshot:
     source: str | None = None
     windows: tuple[Window, ...] = ()
     details: tuple[str, ...] = ()
+    balances: tuple[Balance, ...] = ()
     unavailable_reason: str | None = None
     error: ProbeError | None = None
     stale: bool = False
@@ -79,6 +95,7 @@ class Snapshot:
             "source": self.source,
             "windows": [dataclasses.asdict(w) for w in self.windows],
             "details": list(self.details),
+            "balances": [dataclasses.asdict(b) for b in self.balances],
             "unavailable_reason": self.unavailable_reason,
             "error": self.error.to_dict() if self.error else None,
             "stale": self.stale,
@@ -105,6 +122,7 @@ class Snapshot:
                 source=_opt_str(data.get("source")),
                 windows=tuple(_window(w) for w in data.get("windows") or ()),
                 details=tuple(_str(d) for d in data.get("details") or ()),
+                balances=tuple(_balance(b) for b in data.get("balances") or ()),
                 unavailable_reason=_opt_str(data.get("unavailable_reason")),
                 error=_error(data.get("error")),
                 stale=bool(data.get("stale", False)),
@@ -116,8 +134,17 @@ class Snapshot:
 
     @classmethod
     def from_child(cls, data: dict[str, Any], *, home: str, probe: ProbeInfo) -> "Snapshot":
-        """Wrap the provider part a worker sent with the parent's facts."""
-        return cls._parse({**data, "home": home, "stale": False, "fetched_at": utc_now_iso()}, probe)
+        """Wrap the provider part a worker sent with the parent's facts, and stamp each
+        window's pace as of ``fetched_at`` (whatever pace the child sent is ignored: the
+        parent owns the clock and the rule)."""
+        now = datetime.now(timezone.utc)
+        snap = cls._parse({**data, "home": home, "stale": False, "fetched_at": pace_rules.iso(now)}, probe)
+        return snap.with_pace(now)
+
+    def with_pace(self, now: datetime) -> "Snapshot":
+        windows = tuple(dataclasses.replace(w, pace=pace_rules.compute(w.used_percent, w.reset_at, w.window_s, now))
+                        for w in self.windows)
+        return dataclasses.replace(self, windows=windows)
 
     @classmethod
     def failed(cls, provider: str, home: str, code: str, message: str, *, probe: ProbeInfo,
@@ -154,7 +181,27 @@ def _window(data: dict[str, Any]) -> Window:
         remaining_percent=_opt_float(data.get("remaining_percent")),
         reset_at=_opt_str(data.get("reset_at")),
         detail=_opt_str(data.get("detail")),
+        window_s=_opt_float(data.get("window_s")),
+        pace=_pace(data.get("pace")),
     )
+
+
+def _pace(data: Any) -> Pace | None:
+    if data is None:
+        return None
+    status = _str(data["status"])
+    if status not in ("deficit", "reserve", "on_track"):
+        raise TypeError("unknown pace status")
+    return Pace(expected_used_percent=float(_opt_float(data["expected_used_percent"])),
+                delta_percent=float(_opt_float(data["delta_percent"])), status=status,
+                runs_out_at=_opt_str(data.get("runs_out_at")), lasts_until_reset=bool(data["lasts_until_reset"]))
+
+
+def _balance(data: dict[str, Any]) -> Balance:
+    amount = _opt_float(data["amount"])
+    if amount is None:
+        raise TypeError("a balance needs an amount")
+    return Balance(label=_str(data["label"]), amount=amount, currency=_str(data["currency"]))
 
 
 def _error(data: Any) -> ProbeError | None:

@@ -132,8 +132,8 @@ def run_threads(count: int, target: Callable[[], object]) -> list:
     return results
 
 
-#: the SPEC §4 snapshot keys, in order
-SNAPSHOT_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details",
+#: the SPEC §4 snapshot keys (with §13 balances), in order
+SNAPSHOT_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details", "balances",
                  "unavailable_reason", "error", "stale", "fetched_at", "probe"]
 
 

@@ -23,7 +23,7 @@ from workers.providers.openai_codex import jwt_account_id, plan_name, usage_url
 from workers.result import ProbeFailure, failure, iso_utc, money, snapshot, window
 
 pytestmark = pytest.mark.timeout(30)
-SNAPSHOT_KEYS = ["provider", "available", "title", "plan", "source", "windows", "details",
+SNAPSHOT_KEYS = ["provider", "available", "title", "plan", "source", "windows", "details", "balances",
                  "unavailable_reason", "error"]
 _unique = itertools.count()
 
@@ -184,11 +184,11 @@ def test_anthropic_example_from_providers_md(emulator, probe_home):
         "source": "oauth_usage_api",
         "windows": [
             {"label": "Current session", "used_percent": 42.0, "remaining_percent": 58.0,
-             "reset_at": "2026-11-23T05:00:00Z", "detail": None},
+             "reset_at": "2026-11-23T05:00:00Z", "detail": None, "window_s": 18000},
             {"label": "Current week", "used_percent": 61.0, "remaining_percent": 39.0,
-             "reset_at": "2026-11-27T00:00:00Z", "detail": None},
+             "reset_at": "2026-11-27T00:00:00Z", "detail": None, "window_s": 604800},
         ],
-        "details": ["Extra usage: $3.50 of $50.00"], "unavailable_reason": None, "error": None,
+        "details": ["Extra usage: $3.50 of $50.00"], "balances": [], "unavailable_reason": None, "error": None,
     }
     request = last_request(emulator, token)
     assert request.path == "/api/oauth/usage" and request.method == "GET"
@@ -276,7 +276,7 @@ def test_anthropic_api_key_short_circuits_without_a_request(emulator, probe_home
     else:
         snap = probe_home("anthropic", {where: key})
     assert snap == {"provider": "anthropic", "available": False, "title": "Account limits", "plan": None,
-                    "source": "oauth_usage_api", "windows": [], "details": [],
+                    "source": "oauth_usage_api", "windows": [], "details": [], "balances": [],
                     "unavailable_reason": "Anthropic account limits are only available for OAuth-backed Claude accounts.",
                     "error": None}
     assert emulator.count(token=key) == 0
@@ -552,11 +552,12 @@ def test_codex_example_from_providers_md(emulator, probe_home):
         "provider": "openai-codex", "available": True, "title": "Usage limits", "plan": "Plus", "source": "usage_api",
         "windows": [
             {"label": "Session", "used_percent": 37.0, "remaining_percent": 63.0,
-             "reset_at": "2026-11-23T05:00:00Z", "detail": None},
+             "reset_at": "2026-11-23T05:00:00Z", "detail": None, "window_s": 18000},
             {"label": "Weekly", "used_percent": 12.0, "remaining_percent": 88.0,
-             "reset_at": "2026-11-29T00:00:00Z", "detail": None},
+             "reset_at": "2026-11-29T00:00:00Z", "detail": None, "window_s": 604800},
         ],
         "details": ["Credits balance: $4.20", "Rate-limit resets banked: 1"],
+        "balances": [{"label": "Credits", "amount": 4.2, "currency": "USD"}],
         "unavailable_reason": None, "error": None,
     }
     request = last_request(emulator, token)
@@ -735,9 +736,10 @@ def test_openrouter_examples_from_providers_md(emulator, probe_home):
     assert snap == {
         "provider": "openrouter", "available": True, "title": "Credits", "plan": None, "source": "credits_api",
         "windows": [{"label": "API key quota", "used_percent": 60.0, "remaining_percent": 40.0,
-                     "reset_at": None, "detail": "$4.00 of $10.00 remaining • resets monthly"}],
+                     "reset_at": None, "detail": "$4.00 of $10.00 remaining • resets monthly", "window_s": None}],
         "details": ["Credits balance: $12.50",
                     "API key usage: $6.25 total • $0.50 today • $2.00 this week • $6.00 this month"],
+        "balances": [{"label": "Credits", "amount": 12.5, "currency": "USD"}],
         "unavailable_reason": None, "error": None,
     }
     paths = [r.path for r in emulator.requests() if r.token == token]
@@ -807,31 +809,32 @@ def test_openrouter_key_request_shares_the_probe_budget(emulator, probe_home):
 
 
 # -- deepseek ------------------------------------------------------------------------------
-@pytest.mark.parametrize("infos, lines", [
+@pytest.mark.parametrize("infos, lines, amounts", [
     ([{"currency": "CNY", "total_balance": "12.30", "granted_balance": "2.00", "topped_up_balance": "10.30"}],
-     ["Balance: ¥12.30 CNY (granted ¥2.00, topped up ¥10.30)"]),
+     ["Balance: ¥12.30 CNY (granted ¥2.00, topped up ¥10.30)"], [(12.3, "CNY")]),
     ([{"currency": "USD", "total_balance": "12.34", "granted_balance": "0.00", "topped_up_balance": "0"}],
-     ["Balance: $12.34 USD"]),
+     ["Balance: $12.34 USD"], [(12.34, "USD")]),
     ([{"currency": "CNY", "total_balance": "5.00", "granted_balance": "0.00", "topped_up_balance": "5.00"},
       {"currency": "EUR", "total_balance": "1.50", "granted_balance": "1.50", "topped_up_balance": "0.00"}],
-     ["Balance: ¥5.00 CNY (topped up ¥5.00)", "Balance: 1.50 EUR (granted 1.50 EUR)"]),
+     ["Balance: ¥5.00 CNY (topped up ¥5.00)", "Balance: 1.50 EUR (granted 1.50 EUR)"], [(5.0, "CNY"), (1.5, "EUR")]),
     ([{"currency": "usd", "total_balance": 3, "granted_balance": 1, "topped_up_balance": None}],
-     ["Balance: $3.00 USD (granted $1.00)"]),
+     ["Balance: $3.00 USD (granted $1.00)"], [(3.0, "USD")]),
     ([{"currency": "JPY", "total_balance": "100", "granted_balance": "0", "topped_up_balance": "100"}],
-     ["Balance: 100.00 JPY (topped up 100.00 JPY)"]),
+     ["Balance: 100.00 JPY (topped up 100.00 JPY)"], [(100.0, "JPY")]),
     ([{"currency": "CNY", "total_balance": "0.00", "granted_balance": "0.00", "topped_up_balance": "0.00"}],
-     ["Balance: ¥0.00 CNY"]),
+     ["Balance: ¥0.00 CNY"], [(0.0, "CNY")]),
     ([{"currency": "CNY", "total_balance": "n/a"}, {"total_balance": "1"}, "junk",
       {"currency": "USD", "total_balance": "1.005", "granted_balance": "1.005"}],
-     ["Balance: $1.01 USD (granted $1.01)"]),
+     ["Balance: $1.01 USD (granted $1.01)"], [(1.01, "USD")]),   # the number rounds as the line does
 ])
-def test_deepseek_balance_lines(emulator, probe_home, infos, lines):
+def test_deepseek_balance_lines(emulator, probe_home, infos, lines, amounts):
     token = fresh("sk-ds-lines")
     emulator.script(token, {"is_available": True, "balance_infos": infos})
     snap = probe_home("deepseek", {"DEEPSEEK_API_KEY": token})
     assert snap == {"provider": "deepseek", "available": True, "title": "Account balance", "plan": None,
-                    "source": "balance_api", "windows": [], "details": lines, "unavailable_reason": None,
-                    "error": None}
+                    "source": "balance_api", "windows": [], "details": lines,
+                    "balances": [{"label": "Balance", "amount": a, "currency": c} for a, c in amounts],
+                    "unavailable_reason": None, "error": None}
     assert last_request(emulator, token).path == "/user/balance"
 
 

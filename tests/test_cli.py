@@ -66,3 +66,22 @@ def test_demo_runs_every_provider_on_the_embedded_emulator():
     assert [s["provider"] for s in snaps] == ["anthropic", "openai-codex", "openrouter", "deepseek"]
     assert all(s["available"] for s in snaps)
     assert result.stderr == ""
+
+
+def test_fetch_prints_the_pace_line_under_each_window(emulator, make_home):
+    """SPEC §13: ``probe fetch`` shows the pace; ``--json`` carries it."""
+    from datetime import datetime, timedelta, timezone
+
+    token = "sk-ant-oat01-cli-pace"
+    now = datetime.now(timezone.utc)
+    emulator.script(token, {"five_hour": {"utilization": 42.0, "resets_at": (now + timedelta(hours=4)).isoformat()},
+                            "seven_day": {"utilization": 10.0, "resets_at": (now + timedelta(days=3.5)).isoformat()}})
+    home = make_home("cli-pace", anthropic=token)
+    text = run_cli("fetch", "anthropic", "--home", str(home), env=emulator.env()).stdout
+    lines = text.splitlines()
+    session = next(i for i, line in enumerate(lines) if "Current session" in line)
+    assert "22% in deficit · Runs out in 1h" in lines[session + 1]
+    week = next(i for i, line in enumerate(lines) if "Current week" in line)
+    assert "40% in reserve · Lasts until reset" in lines[week + 1]
+    snap = json.loads(run_cli("fetch", "anthropic", "--home", str(home), "--json", env=emulator.env()).stdout)
+    assert snap["windows"][0]["pace"]["status"] == "deficit" and snap["windows"][0]["window_s"] == 18000

@@ -13,8 +13,10 @@ SPEC_EXAMPLE = {
     "provider": "anthropic", "home": "/abs/home", "available": True,
     "title": "Account limits", "plan": None, "source": "oauth_usage_api",
     "windows": [{"label": "Current session", "used_percent": 42.0, "remaining_percent": 58.0,
-                 "reset_at": "2026-11-23T05:00:00Z", "detail": None}],
-    "details": ["Extra usage: $3.20 of $50.00"], "unavailable_reason": None,
+                 "reset_at": "2026-11-23T05:00:00Z", "detail": None, "window_s": 18000.0,
+                 "pace": {"expected_used_percent": 20.0, "delta_percent": 22.0, "status": "deficit",
+                          "runs_out_at": "2026-11-23T02:22:51Z", "lasts_until_reset": False}}],
+    "details": ["Extra usage: $3.20 of $50.00"], "balances": [], "unavailable_reason": None,
     "error": None, "stale": False, "fetched_at": "2026-11-23T01:00:00Z",
     "probe": {"path": "warm", "latency_ms": 1.3, "worker_pid": 4242},
 }

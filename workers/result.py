@@ -128,22 +128,41 @@ def money(amount: float | int | str | Decimal, currency: str | None = "USD", *,
 
 
 # -- snapshot dicts ---------------------------------------------------------------------
-def window(label: str, used_percent: Any, reset_at: Any = None, detail: str | None = None) -> dict[str, Any]:
+def window(label: str, used_percent: Any, reset_at: Any = None, detail: str | None = None,
+           window_s: Any = None) -> dict[str, Any]:
     """One quota window; ``remaining_percent`` = clamp(100 − used), both None when the
-    used share is unknown; ``reset_at`` normalized by :func:`iso_utc`."""
+    used share is unknown; ``reset_at`` normalized by :func:`iso_utc`; ``window_s`` the
+    window's length in seconds when known (a positive number, else None). The parent adds
+    ``pace`` (SPEC §13): it owns the clock the pace is evaluated at."""
     used = percent(used_percent)
+    length = number(window_s)
     return {
         "label": label,
         "used_percent": used,
         "remaining_percent": None if used is None else round(clamp_percent(100.0 - used), 2),
         "reset_at": iso_utc(reset_at),
         "detail": detail,
+        "window_s": length if length is not None and length > 0 else None,
     }
 
 
+def balance(label: str, amount: Any, currency: str | None = "USD") -> dict[str, Any] | None:
+    """A balance as a number (SPEC §13), rounded to cents exactly as :func:`money` rounds
+    (so the number and the detail line never disagree); None when the amount is not a
+    number. A missing currency is USD, as in :func:`money`."""
+    value = number(amount)
+    if value is None:
+        return None
+    code = (currency or "USD").strip().upper() or "USD"
+    cents = _decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)   # as the detail line rounds
+    return {"label": label, "amount": float(cents), "currency": code}
+
+
 def snapshot(provider: str, *, title: str, source: str, windows: Iterable[dict] = (), details: Iterable[str] = (),
-             plan: str | None = None, unavailable_reason: str | None = None) -> dict[str, Any]:
-    """A successful probe. ``available`` = has windows or details, and no unavailable_reason."""
+             plan: str | None = None, unavailable_reason: str | None = None,
+             balances: Iterable[dict | None] = ()) -> dict[str, Any]:
+    """A successful probe. ``available`` = has windows or details, and no unavailable_reason.
+    ``balances`` may hold None entries (amounts that were not numbers); they are dropped."""
     windows, details = list(windows), list(details)
     return {
         "provider": provider,
@@ -153,6 +172,7 @@ def snapshot(provider: str, *, title: str, source: str, windows: Iterable[dict] 
         "source": source,
         "windows": windows,
         "details": details,
+        "balances": [b for b in balances if b is not None],
         "unavailable_reason": unavailable_reason,
         "error": None,
     }
@@ -167,7 +187,7 @@ def failure(provider: str, code: str, message: str, *, title: str | None = None,
         error["retry_after_s"] = retry_after_s
     return {
         "provider": provider, "available": False, "title": title, "plan": None, "source": source,
-        "windows": [], "details": [], "unavailable_reason": None, "error": error,
+        "windows": [], "details": [], "balances": [], "unavailable_reason": None, "error": error,
     }
 
 

@@ -31,8 +31,10 @@ TITLE = "Account limits"
 SOURCE = "oauth_usage_api"
 ENV_NAMES = ("ANTHROPIC_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY")
 HEADERS = {"anthropic-beta": "oauth-2025-04-20", "Content-Type": "application/json"}
-WINDOWS = (("five_hour", "Current session"), ("seven_day", "Current week"), ("seven_day_opus", "Opus week"),
-           ("seven_day_sonnet", "Sonnet week"), ("seven_day_oauth_apps", "OAuth apps week"))
+#: (response key, label, window length in seconds)
+WINDOWS = (("five_hour", "Current session", 18000), ("seven_day", "Current week", 604800),
+           ("seven_day_opus", "Opus week", 604800), ("seven_day_sonnet", "Sonnet week", 604800),
+           ("seven_day_oauth_apps", "OAuth apps week", 604800))
 API_KEY_REASON = "Anthropic account limits are only available for OAuth-backed Claude accounts."
 NO_LIMITS_REASON = "Anthropic reported no usage limits for this account."
 SCOPE_MESSAGE = ("Anthropic refused the usage request (HTTP 403): the token probably lacks the "
@@ -75,10 +77,10 @@ def extra_usage_line(extra: Any) -> str | None:
 def normalize(body: Any) -> dict[str, Any]:
     data = as_dict(body, LABEL)
     windows = []
-    for key, label in WINDOWS:
+    for key, label, length_s in WINDOWS:
         part = data.get(key)
         if isinstance(part, dict) and number(part.get("utilization")) is not None:
-            windows.append(window(label, part.get("utilization"), part.get("resets_at")))
+            windows.append(window(label, part.get("utilization"), part.get("resets_at"), window_s=length_s))
     extra = extra_usage_line(data.get("extra_usage"))
     details = [extra] if extra else []
     return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=details,

@@ -16,7 +16,7 @@ from typing import Any
 
 from workers.credentials import HomeCredentials
 from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, money, number, snapshot
+from workers.result import ProbeFailure, as_dict, balance, money, number, snapshot
 
 NAME = "deepseek"
 LABEL = "DeepSeek"
@@ -57,11 +57,13 @@ def normalize(body: Any) -> dict[str, Any]:
     infos = data.get("balance_infos")
     if infos is not None and not isinstance(infos, list):
         raise ProbeFailure("bad_response", "The DeepSeek balance response has an unexpected shape.")
-    details = [line for line in map(balance_line, infos or []) if line]
+    usable = [info for info in infos or [] if balance_line(info)]
+    details = [balance_line(info) for info in usable]
     reason = None
     if not details:
         reason = INSUFFICIENT if data.get("is_available") is False else NO_BALANCE
-    return snapshot(NAME, title=TITLE, source=SOURCE, details=details, unavailable_reason=reason)
+    balances = [balance("Balance", info.get("total_balance"), info["currency"]) for info in usable]
+    return snapshot(NAME, title=TITLE, source=SOURCE, details=details, unavailable_reason=reason, balances=balances)
 
 
 def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:

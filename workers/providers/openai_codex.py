@@ -27,7 +27,7 @@ from typing import Any
 
 from workers.credentials import HomeCredentials
 from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, epoch_seconds, iso_utc, money, number, snapshot, window
+from workers.result import ProbeFailure, as_dict, balance, epoch_seconds, iso_utc, money, number, snapshot, window
 
 NAME = "openai-codex"
 LABEL = "OpenAI Codex"
@@ -115,8 +115,16 @@ def _windows(limits: Any) -> list[dict[str, Any]]:
             continue
         seconds = number(part.get("limit_window_seconds"))
         label = WINDOW_LABELS.get(int(seconds), positional) if seconds is not None else positional
-        windows.append(window(label, part.get("used_percent"), part.get("reset_at")))
+        windows.append(window(label, part.get("used_percent"), part.get("reset_at"), window_s=seconds))
     return windows
+
+
+def _balances(data: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """Codex credits as a number (an unlimited balance has no amount, so no entry)."""
+    credits = data.get("credits")
+    if isinstance(credits, dict) and credits.get("has_credits") is True and credits.get("unlimited") is not True:
+        return [balance("Credits", credits.get("balance"), "USD")]
+    return []
 
 
 def _details(data: dict[str, Any]) -> list[str]:
@@ -139,7 +147,7 @@ def normalize(body: Any) -> dict[str, Any]:
     data = as_dict(body, LABEL)
     windows, details = _windows(data.get("rate_limit")), _details(data)
     return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=details,
-                    plan=plan_name(data.get("plan_type")),
+                    plan=plan_name(data.get("plan_type")), balances=_balances(data),
                     unavailable_reason=None if windows or details else NO_LIMITS_REASON)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from workers.credentials import HomeCredentials
 from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, money, number, snapshot, window
+from workers.result import ProbeFailure, as_dict, balance, money, number, snapshot, window
 
 NAME = "openrouter"
 LABEL = "OpenRouter"
@@ -31,13 +31,18 @@ USAGE_PARTS = (("usage", "total"), ("usage_daily", "today"), ("usage_weekly", "t
                ("usage_monthly", "this month"))
 
 
-def credits_line(body: Any) -> str:
-    """``Credits balance: $12.50`` = total_credits − total_usage, never below zero."""
+def credits_left(body: Any) -> float:
+    """total_credits − total_usage, never below zero."""
     data = as_dict(as_dict(body, LABEL).get("data"), LABEL)
     total, usage = number(data.get("total_credits")), number(data.get("total_usage"))
     if total is None or usage is None:
         raise ProbeFailure("bad_response", "The OpenRouter credits response has an unexpected shape.")
-    return f"Credits balance: {money(max(0.0, total - usage))}"
+    return max(0.0, total - usage)
+
+
+def credits_line(body: Any) -> str:
+    """``Credits balance: $12.50``."""
+    return f"Credits balance: {money(credits_left(body))}"
 
 
 def key_parts(body: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -68,14 +73,15 @@ def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[s
     token = found[1]
     base = base_url(NAME, DEFAULT_BASE_URL)
     deadline = time.monotonic() + timeout_s
-    balance = credits_line(http.get_json(base + "/credits", token=token, provider_label=LABEL, timeout_s=timeout_s))
+    left = credits_left(http.get_json(base + "/credits", token=token, provider_label=LABEL, timeout_s=timeout_s))
     windows: list[dict[str, Any]] = []
     details: list[str] = []
-    left = deadline - time.monotonic()
-    if left >= MIN_KEY_BUDGET_S:
+    budget_s = deadline - time.monotonic()
+    if budget_s >= MIN_KEY_BUDGET_S:
         try:
             windows, details = key_parts(http.get_json(base + "/key", token=token, provider_label=LABEL,
-                                                       timeout_s=left))
+                                                       timeout_s=budget_s))
         except ProbeFailure:
             pass   # the key lines are extras; the balance above is the probe's answer
-    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=[balance, *details])
+    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows,
+                    details=[f"Credits balance: {money(left)}", *details], balances=[balance("Credits", left, "USD")])

@@ -143,15 +143,18 @@ def status(server: str | None, as_json: bool) -> None:
               help="How often the panel polls.")
 @click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
               help="Shared cache directory: backends on one host given the same one share results (SPEC §7).")
+@click.option("--refresh-s", type=click.FloatRange(min=0), default=None,
+              help="Re-read every home's providers in the background about this often "
+                   "[default: 300; 10 with --demo; 0 = off].")
 def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float,
-          cache_dir: str | None) -> None:
+          cache_dir: str | None, refresh_s: float | None) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
     (or uses $PROBE_TOKEN)."""
     from probe.server.run import ServeError, serve as run_server
 
     try:
         run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
-                   poll_s=poll_s, cache_dir=cache_dir, echo=lambda line: click.echo(line))
+                   poll_s=poll_s, cache_dir=cache_dir, refresh_s=refresh_s, echo=lambda line: click.echo(line))
     except ServeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -180,6 +180,17 @@ class ProbeService:
         self._registry.flush(home)
         self._cold.flush(home)
 
+    def generation(self, home: HomeArg = None) -> int:
+        """The home's rotation generation, after noticing a credential change on disk (two
+        stat calls). A reader that keeps snapshots outside the service (the backend's
+        latest readings) records the generation it saw *before* fetching and serves a
+        snapshot only while the generation is unchanged: no pre-rotation reading survives
+        a rotation, whether it was announced or only written to the files."""
+        home_dir = home_path(home)
+        if home_dir.is_dir():
+            self._notice_rotation(home_dir, credential_fingerprint(home_dir))
+        return self._cache.generation(home_dir)
+
     def stats(self) -> dict[str, Any]:
         """Counters plus per-home pool state (SPEC §9); plain JSON-able data."""
         data = self._stats.as_dict()

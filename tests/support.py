@@ -170,3 +170,12 @@ def reaped(proc: "subprocess.Popen") -> Iterator["subprocess.Popen"]:
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server process given ``--port``)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +16,13 @@ import httpx
 import pytest
 
 from probe.emulator import DEEPSEEK_PATH, quota_body
+from support import free_port
 from workers.providers.deepseek import balance_line
 
 pytestmark = pytest.mark.timeout(120)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,7 +48,12 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     listing = httpx.get(f"{demo_server}/api/quota", params={"home": "main"}, timeout=30).json()
-    main_home = Path(listing[0]["home"])
+    assert listing[0]["home"] == "main"   # ids, never paths, reach the browser
+    main_home = Path(httpx.get(f"{demo_server}/api/pool", timeout=30).json()["home_ids"]["main"])
+    # a window in deficit (the demo's tokens give the main home's Anthropic week one)
+    card_index, window_index, behind = next(
+        (c, i, w) for c, snap in enumerate(listing) for i, w in enumerate(snap["windows"])
+        if w["pace"] and w["pace"]["status"] == "deficit")
     expected_line = balance_line(quota_body(DEEPSEEK_PATH, "sk-demo-main")["balance_infos"][0])
 
     with sync_playwright() as pw:
@@ -71,6 +70,18 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
             first = listing[0]["windows"][0]
             expect(anthropic.locator(".remaining").first).to_have_text(f"{first['remaining_percent']:.1f}% left")
             expect(anthropic.locator(".reset").first).to_contain_text(re.compile(r"resets .* \(in "))
+
+            # the pace: a marker where the bar should be now, and the line under it (SPEC §13)
+            late = page.locator(f'.card[data-provider="{listing[card_index]["provider"]}"] .window').nth(window_index)
+            marker = late.locator(".bar .pace-marker")
+            expect(marker).to_have_count(1)
+            left = float(marker.evaluate("el => el.style.left").rstrip("%"))
+            assert abs(left - (100 - behind["pace"]["expected_used_percent"])) < 0.01
+            line = late.locator(".pace.deficit")
+            expect(line).to_have_text(re.compile(rf"^{round(abs(behind['pace']['delta_percent']))}% in deficit · "
+                                                 r"(Runs out in \d+[dhm]|Lasts until reset)$"))
+            assert line.evaluate("el => getComputedStyle(el).color") != \
+                late.locator(".reset").evaluate("el => getComputedStyle(el).color")   # deficit has its colour
 
             # refresh button: a fresh probe of that provider
             anthropic.locator(".refresh").click()

@@ -36,7 +36,8 @@ def test_quota_one_provider_and_the_list(backend):
     client, _, homes = backend
     one = client.get("/api/quota", params={"home": "alice", "provider": "anthropic"})
     assert one.status_code == 200 and one.json()["provider"] == "anthropic" and one.json()["available"]
-    assert one.json()["home"] == str(homes["alice"].resolve())
+    assert one.json()["home"] == "alice"   # the configured id: no server path reaches a client (SPEC §11)
+    assert str(homes["alice"].resolve()) not in one.text
     listing = client.get("/api/quota", params={"home": "alice"}).json()
     assert [s["provider"] for s in listing] == ["anthropic", "deepseek"]   # only providers with a credential
     assert client.get("/api/quota", params={"home": "empty"}).json() == []
@@ -136,7 +137,7 @@ def test_pool_metrics_homes_and_panel(backend):
     assert 'quota_probe_workers_alive{home="alice"}' in text
     assert client.get("/api/homes").json() == {"homes": ["alice", "bob", "slow", "empty"],
                                                "providers": ["anthropic", "openai-codex", "openrouter", "deepseek"],
-                                               "poll_s": 7}
+                                               "poll_s": 7, "refresh_s": 0.0}
     page = client.get("/")
     assert page.status_code == 200 and "Account quotas" in page.text
     assert "http" not in page.text.replace("http-equiv", "")   # no CDN, no external URL

@@ -36,8 +36,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from probe.errors import UnknownProviderError, check_provider
+from probe.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
+from probe.snapshot import Snapshot
 from workers.providers import NAMES as PROVIDER_NAMES
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -70,15 +72,29 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
+def public_dict(snap: Snapshot, home_id: str) -> dict[str, Any]:
+    """A snapshot as a client sees it: ``home`` is the configured id, never the server's
+    path (SPEC §11), so replicas answer alike and no path reaches a browser."""
+    return {**snap.to_dict(), "home": home_id}
+
+
 def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
-               poll_s: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
+               poll_s: float = 30.0, refresh_s: float = 0.0, reader: Reader | None = None,
+               max_threads: int = DEFAULT_MAX_THREADS,
                allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Starlette:
     """An ASGI app serving ``homes`` (id → directory) from ``service``; ``token`` guards
-    ``POST /api/rotate``. ``allowed_hosts`` limits the Host header (None: any)."""
+    ``POST /api/rotate``. ``allowed_hosts`` limits the Host header (None: any).
+
+    ``refresh_s > 0`` says a background refresher (``probe.refresher``, run beside the app
+    with the same ``reader``) keeps every reading fresh: a plain read then answers from the
+    latest reading and calls a provider only when there is none yet; ``refresh=1`` still
+    probes. Either way every result is recorded in ``reader.readings``, which ``/metrics``
+    exports."""
     if not token:
         raise ValueError("a bearer token is required")
     homes = {str(home_id): Path(path) for home_id, path in homes.items()}
-    metrics = Metrics(service, homes)
+    reader = reader or Reader(service, homes)
+    metrics = Metrics(service, homes, reader)
     state: dict[str, anyio.CapacityLimiter] = {}
 
     @contextlib.asynccontextmanager
@@ -99,19 +115,21 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
             return None, error(404, "home_not_found", f"No configured home {shown!r}.")
         return homes[home_id], None
 
-    def fetch_one(provider: str, home: Path, refresh: bool) -> dict[str, Any]:
+    def fetch_one(provider: str, home_id: str, refresh: bool) -> dict[str, Any]:
         started = time.monotonic()
-        snap = service.fetch(provider, home=home, refresh=refresh)
+        snap = None if refresh or refresh_s <= 0 else reader.latest(home_id, provider)
+        if snap is None:
+            snap = reader.fetch(home_id, provider, refresh=refresh)
         metrics.observe(time.monotonic() - started)
-        return snap.to_dict()
+        return public_dict(snap, home_id)
 
-    async def fetch_all(home: Path, refresh: bool) -> list[dict[str, Any]]:
+    async def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
         """Every provider of a home, probed side by side: one hung provider costs the list
         its own deadline, not the sum of everyone's."""
         snaps: list[dict[str, Any]] = [{}] * len(PROVIDER_NAMES)
 
         async def one(index: int, provider: str) -> None:
-            snaps[index] = await in_thread(fetch_one, provider, home, refresh)
+            snaps[index] = await in_thread(fetch_one, provider, home_id, refresh)
 
         async with anyio.create_task_group() as group:
             for index, provider in enumerate(PROVIDER_NAMES):
@@ -135,9 +153,9 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
                 check_provider(provider)
             except UnknownProviderError as exc:
                 return error(400, exc.code, str(exc))
-            payload: Any = await in_thread(fetch_one, provider, home, refresh)
+            payload: Any = await in_thread(fetch_one, provider, home_id, refresh)
         else:
-            payload = await fetch_all(home, refresh)
+            payload = await fetch_all(home_id, refresh)
         etag = etag_of(payload)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if _matches(request.headers.get("if-none-match"), etag):
@@ -179,7 +197,8 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         return JSONResponse(stats)
 
     async def list_homes(request: Request) -> Response:
-        return JSONResponse({"homes": list(homes), "providers": list(PROVIDER_NAMES), "poll_s": poll_s})
+        return JSONResponse({"homes": list(homes), "providers": list(PROVIDER_NAMES), "poll_s": poll_s,
+                             "refresh_s": refresh_s})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})

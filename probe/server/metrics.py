@@ -4,9 +4,16 @@ Counters and pool gauges are read from ``service.stats()`` at scrape time by a c
 collector (the service stays the one owner of those numbers); only the request latency
 histogram is observed here. Each app has its own registry, so two apps in one process
 (tests, an embedding host) never collide.
+
+Quota gauges (SPEC §13) come from the backend's latest readings (``probe.readings``) of
+the homes' current generations: a scrape never calls a provider, and a reading from
+before a credential change is not exported as the new account's. Labels name a home by
+its configured id, never by path; ratios are 0–1 and instants are Unix seconds, as the
+Prometheus naming conventions ask.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from probe.pace import parse_instant
+from probe.readings import Reader
 from probe.service import ProbeService
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
@@ -41,15 +50,66 @@ class _ServiceCollector(Collector):
             label = self._ids.get(home, "other")
             alive.add_metric([label], state["alive"])
             busy.add_metric([label], state["busy"])
-        cold = GaugeMetricFamily("quota_probe_cold_running", "One-shot probes running now.")
+        cold = GaugeMetricFamily("quota_probe_cold_running", "Cold probes running (or exiting) now.")
         cold.add_metric([], stats["cold_running"])
-        yield from (fetches, errors, events, alive, busy, cold)
+        parked = GaugeMetricFamily("quota_probe_cold_parked", "Cold processes parked for reuse (surge workers).")
+        parked.add_metric([], stats.get("cold_parked", 0))
+        yield from (fetches, errors, events, alive, busy, cold, parked)
+
+
+class _QuotaCollector(Collector):
+    """The SPEC §13 quota gauges, from the latest readings."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def collect(self) -> Iterator:
+        snapshot_labels, window_labels = ["home", "provider"], ["home", "provider", "window"]
+        used = GaugeMetricFamily("quota_probe_window_used_ratio", "Share of the window's quota used (0-1).",
+                                 labels=window_labels)
+        reset = GaugeMetricFamily("quota_probe_window_reset_timestamp_seconds",
+                                  "When the window resets (Unix time).", labels=window_labels)
+        delta = GaugeMetricFamily("quota_probe_window_pace_delta_ratio",
+                                  "Used minus expected share at this point of the window (>0: deficit).",
+                                  labels=window_labels)
+        balance = GaugeMetricFamily("quota_probe_balance", "Money the provider reports as a balance.",
+                                    labels=[*snapshot_labels, "currency", "label"])
+        available = GaugeMetricFamily("quota_probe_snapshot_available", "1 when the last reading is available.",
+                                      labels=snapshot_labels)
+        stale = GaugeMetricFamily("quota_probe_snapshot_stale", "1 when the last reading is a stale one.",
+                                  labels=snapshot_labels)
+        age = GaugeMetricFamily("quota_probe_snapshot_age_seconds", "Seconds since the last reading was fetched.",
+                                labels=snapshot_labels)
+        now = time.time()
+        for reading in self._reader.current_readings():
+            snap = reading.snapshot
+            if snap.error is not None and snap.error.code == "no_credentials":
+                continue   # nothing to watch: the home has no such account
+            labels = [reading.home_id, snap.provider]
+            available.add_metric(labels, 1.0 if snap.available else 0.0)
+            stale.add_metric(labels, 1.0 if snap.stale else 0.0)
+            fetched = parse_instant(snap.fetched_at)
+            if fetched is not None:
+                age.add_metric(labels, max(0.0, round(now - fetched.timestamp(), 3)))
+            for window in snap.windows:
+                window_labels_values = [*labels, window.label]
+                if window.used_percent is not None:
+                    used.add_metric(window_labels_values, window.used_percent / 100)
+                resets = parse_instant(window.reset_at)
+                if resets is not None:
+                    reset.add_metric(window_labels_values, resets.timestamp())
+                if window.pace is not None:
+                    delta.add_metric(window_labels_values, window.pace.delta_percent / 100)
+            for entry in snap.balances:
+                balance.add_metric([*labels, entry.currency, entry.label], entry.amount)
+        yield from (used, reset, delta, balance, available, stale, age)
 
 
 class Metrics:
-    def __init__(self, service: ProbeService, homes: dict[str, Path]) -> None:
+    def __init__(self, service: ProbeService, homes: dict[str, Path], reader: Reader) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_ServiceCollector(service, homes))
+        self.registry.register(_QuotaCollector(reader))
         self._latency = Histogram("quota_probe_fetch_seconds", "Time to answer one fetch.",
                                   buckets=LATENCY_BUCKETS_S, registry=self.registry)
 

@@ -6,18 +6,26 @@ import dataclasses
 import ipaddress
 import os
 import secrets
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
 from probe.config import ProbeConfig
+from probe.readings import Reader
+from probe.refresher import Refresher
 from probe.server import LOOPBACK_HOSTS, create_app
 from probe.service import ProbeService
 
 
 DEMO_CACHE_TTL_S = 5.0
+#: background refresh interval (SPEC §13): production default, and the demo's (so its
+#: panel visibly changes within seconds)
+DEFAULT_REFRESH_S = 300.0
+DEMO_REFRESH_S = 10.0
 
 
 class ServeError(Exception):
@@ -73,7 +81,11 @@ def demo_backend() -> Iterator[tuple[dict[str, Path], ProbeConfig, Callable[[Pro
 
 
 def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool,
-          poll_s: float, cache_dir: str | None = None, echo=print) -> None:
+          poll_s: float, cache_dir: str | None = None, refresh_s: float | None = None, echo=print) -> None:
+    """Run the backend until SIGINT/SIGTERM. Shutdown order: uvicorn stops serving, the
+    refresher is told to stop, the service closes (which ends any probe still running,
+    hung provider or not), then the refresher's threads are joined -- nothing is left
+    running and nothing waits for a provider."""
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"Refusing to bind {host}: it is not a loopback address. Pass --allow-remote "
                          "if other machines should reach this backend (it will still need the token to rotate).")
@@ -89,10 +101,16 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         homes.update(parse_homes(home_specs))
         if not homes:
             homes = {"default": Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().resolve()}
-        service = stack.enter_context(ProbeService(config))
+        if refresh_s is None:
+            refresh_s = DEMO_REFRESH_S if demo else DEFAULT_REFRESH_S
+        refresher_box: list[Refresher] = []
+        stack.callback(lambda: [r.join() for r in refresher_box])          # 3. after the service closed
+        service = stack.enter_context(ProbeService(config))                # 2. closed before the join
+        stack.callback(lambda: [r.stop() for r in refresher_box])          # 1. first: no new probes
         if prime is not None:
             prime(service)
-        app = create_app(service, homes, token, poll_s=poll_s,
+        reader = Reader(service, homes)
+        app = create_app(service, homes, token, poll_s=poll_s, refresh_s=refresh_s, reader=reader,
                          allowed_hosts=None if allow_remote else LOOPBACK_HOSTS)
         # Bind before announcing: the printed URL accepts connections at once (they wait
         # in the backlog until uvicorn runs), and a busy port is a clear error up front.
@@ -102,7 +120,33 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
         if "PROBE_TOKEN" not in os.environ:
             echo(f"rotate token (POST /api/rotate): {token}")
-        server.run(sockets=[sock])
+        if refresh_s > 0:
+            refresher = Refresher(reader, refresh_s)
+            refresher_box.append(refresher)
+            refresher.start()
+            echo(f"background refresh every {refresh_s:g} s")
+        with _sigterm_exits_cleanly():
+            server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _sigterm_exits_cleanly() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler
+    that was in place before it ran: with the default one the process would die right there,
+    skipping our own clean-up (refresher, service). Ours turns it into ``SystemExit(0)``, so
+    the clean-up runs and a SIGTERM ends ``probe serve`` with status 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_cleanly(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, exit_cleanly)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

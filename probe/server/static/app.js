@@ -1,7 +1,7 @@
 // Settings panel: one card per provider of the selected home, polled with If-None-Match.
 "use strict";
 
-const state = { homes: [], home: null, pollMs: 30000, etag: null, snapshots: [], timer: null };
+const state = { homes: [], home: null, pollMs: 30000, refreshS: 0, etag: null, snapshots: [], timer: null };
 const $ = (sel, root = document) => root.querySelector(sel);
 
 function fmtCountdown(iso) {
@@ -14,6 +14,20 @@ function fmtCountdown(iso) {
   const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
   const left = d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
   return `resets ${stamp} (in ${left})`;
+}
+
+// SPEC §13 pace line, the same words as `probe fetch`: "7% in deficit · Runs out in 3d".
+function fmtDuration(seconds) {
+  if (seconds >= 86400) return `${Math.floor(seconds / 86400)}d`;
+  if (seconds >= 3600) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.max(1, Math.floor(seconds / 60))}m`;
+}
+
+function paceLine(pace) {
+  const head = pace.status === "on_track" ? "On pace" : `${Math.round(Math.abs(pace.delta_percent))}% in ${pace.status}`;
+  if (!pace.runs_out_at) return `${head} · Lasts until reset`;
+  const left = (new Date(pace.runs_out_at) - Date.now()) / 1000;
+  return `${head} · ${left <= 0 ? "Runs out now" : `Runs out in ${fmtDuration(left)}`}`;
 }
 
 function setStatus(text) { $("#status").textContent = text; }
@@ -57,9 +71,26 @@ function renderCard(snap) {
     bar.setAttribute("aria-valuemax", "100");
     if (remaining !== null) bar.setAttribute("aria-valuenow", String(remaining));
     const fill = document.createElement("span");
+    fill.className = "fill";
     fill.style.width = `${remaining === null ? 0 : Math.max(0, Math.min(100, remaining))}%`;
     bar.append(fill);
+    if (w.pace) {
+      // where the remaining share "should" be now: the bar shows what is left, so 100 - expected used
+      const marker = document.createElement("span");
+      marker.className = "pace-marker";
+      marker.style.left = `${Math.max(0, Math.min(100, 100 - w.pace.expected_used_percent))}%`;
+      marker.title = `On pace would be ${(100 - w.pace.expected_used_percent).toFixed(0)}% left now`;
+      bar.append(marker);
+    }
     row.append(head, bar);
+    if (w.pace) {
+      const line = document.createElement("div");
+      line.className = `pace ${w.pace.status}`;
+      line.dataset.runsOutAt = w.pace.runs_out_at || "";
+      line.textContent = paceLine(w.pace);
+      line._pace = w.pace;
+      row.append(line);
+    }
     if (w.reset_at) {
       const reset = document.createElement("div");
       reset.className = "reset";
@@ -111,7 +142,7 @@ async function poll() {
     state.etag = response.headers.get("ETag");
     state.snapshots = await response.json();
     render();
-    setStatus(`updated ${new Date().toLocaleTimeString()}`);
+    setStatus(`updated ${new Date().toLocaleTimeString()}` + (state.refreshS ? ` · backend refreshes every ${state.refreshS}s` : ""));
   } catch (err) {
     setStatus(`could not update (${err.message})`);
   }
@@ -141,6 +172,7 @@ function schedule() {
 
 function tickCountdowns() {
   for (const el of document.querySelectorAll(".reset[data-reset-at]")) el.textContent = fmtCountdown(el.dataset.resetAt);
+  for (const el of document.querySelectorAll(".pace")) if (el._pace) el.textContent = paceLine(el._pace);
 }
 
 async function start() {
@@ -148,6 +180,9 @@ async function start() {
   const config = await response.json();
   state.homes = config.homes;
   state.pollMs = Math.max(1, Number(new URLSearchParams(location.search).get("poll") || config.poll_s)) * 1000;
+  // With a background refresher the backend answers polls from its latest readings: polling
+  // only picks up what the refresher fetched, it never makes a provider request itself.
+  state.refreshS = Number(config.refresh_s) || 0;
   const select = $("#home");
   for (const id of state.homes) select.append(new Option(id, id));
   state.home = new URLSearchParams(location.search).get("home") || state.homes[0] || null;

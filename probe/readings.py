@@ -1,0 +1,84 @@
+"""The backend's latest reading per (home id, provider): what the panel, ``/metrics`` and
+(later) history read between probes, so none of them ever calls a provider on its own.
+
+Why a store of its own and not the service's cache: the cache forgets an entry after
+``cache_ttl_s`` (45 s), while the background refresher re-reads every ``refresh_s`` (300 s);
+a scrape or a panel poll in between must still find the last reading, and must not turn
+into a provider request.
+
+A reading is kept with the home's rotation generation as the service saw it *before* the
+fetch began. :meth:`get` answers only while the home is still in that generation, so a
+reading taken before a credential change -- even one that finished after it -- is never
+shown as the current account's.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from probe.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from probe.service import ProbeService
+
+
+@dataclass(frozen=True)
+class Reading:
+    home_id: str
+    snapshot: Snapshot
+    generation: int
+
+
+class Readings:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, str], Reading] = {}
+
+    def record(self, home_id: str, snapshot: Snapshot, generation: int) -> None:
+        """Keep ``snapshot`` unless a reading of a newer generation is already there."""
+        key = (home_id, snapshot.provider)
+        with self._lock:
+            current = self._latest.get(key)
+            if current is None or current.generation <= generation:
+                self._latest[key] = Reading(home_id, snapshot, generation)
+
+    def get(self, home_id: str, provider: str, generation: int) -> Snapshot | None:
+        with self._lock:
+            reading = self._latest.get((home_id, provider))
+        return reading.snapshot if reading is not None and reading.generation == generation else None
+
+    def current(self, generation_of: "dict[str, int]") -> list[Reading]:
+        """Every reading whose home is still in the generation it was taken in (homes
+        missing from ``generation_of`` are left out)."""
+        with self._lock:
+            readings = list(self._latest.values())
+        return [r for r in readings if generation_of.get(r.home_id) == r.generation]
+
+
+class Reader:
+    """The one way the backend reads a home's quota: through the service, recording each
+    result in :class:`Readings` under the generation seen before the fetch began. The HTTP
+    handlers and the background refresher both read through here, so the panel, metrics and
+    refresher agree on what "the latest reading" is."""
+
+    def __init__(self, service: "ProbeService", homes: dict[str, Path], readings: Readings | None = None) -> None:
+        self.service = service
+        self.homes = homes
+        self.readings = readings or Readings()
+
+    def fetch(self, home_id: str, provider: str, *, refresh: bool) -> Snapshot:
+        """A fetch through the service (cache, coalescing and back-off rules apply)."""
+        home = self.homes[home_id]
+        generation = self.service.generation(home)
+        snap = self.service.fetch(provider, home=home, refresh=refresh)
+        self.readings.record(home_id, snap, generation)
+        return snap
+
+    def latest(self, home_id: str, provider: str) -> Snapshot | None:
+        """The latest reading of the home's current generation, without any fetch."""
+        return self.readings.get(home_id, provider, self.service.generation(self.homes[home_id]))
+
+    def current_readings(self) -> list[Reading]:
+        return self.readings.current({home_id: self.service.generation(path) for home_id, path in self.homes.items()})

@@ -1,0 +1,178 @@
+"""Background refresh, latest readings and quota gauges (SPEC §13), over real HTTP and a
+real ``probe serve`` process where the behaviour is the process's."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from probe.readings import Reader
+from probe.refresher import Refresher
+from probe.server import create_app
+from support import RunningApp, free_port, still_running, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+TOKEN = "refresher-test-token-0123456789"
+
+
+def test_every_home_and_provider_with_a_credential_is_requested_within_3s(emulator, make_home, tmp_path):
+    """``probe serve --refresh-s 1`` with no client at all."""
+    tokens = {"anthropic": "sk-ant-oat01-rf-a", "openrouter": "sk-or-v1-rf-a", "deepseek": "sk-rf-a"}
+    a = make_home("rf-a", **tokens)
+    b = make_home("rf-b", deepseek="sk-rf-b", codex="rf-codex-b")
+    emulator.clear()
+    env = {**os.environ, **emulator.env(), "PROBE_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--port", str(free_port()), "--refresh-s", "1",
+                             "--home", f"a={a}", "--home", f"b={b}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "quota-probe backend on" in proc.stdout.readline()
+        started = time.monotonic()
+        for token in (*tokens.values(), "sk-rf-b", "rf-codex-b"):
+            assert emulator.wait_for(1, token=token, timeout=max(0.0, 3.0 - (time.monotonic() - started))), token
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_sigterm_stops_cleanly_with_a_refresh_probe_hanging(emulator, make_home):
+    """No probe and no process left: SIGTERM does not wait for a hung provider."""
+    home = make_home("rf-hang", deepseek="sk-rf-hang-hang-")
+    env = {**os.environ, **emulator.env(), "PROBE_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--port", str(free_port()), "--refresh-s", "0.5",
+                             "--home", f"h={home}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "quota-probe backend on" in proc.stdout.readline()
+        assert emulator.wait_for(1, token="sk-rf-hang-hang-", timeout=10)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children   # the template and the worker stuck on the hung provider
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 8   # the probe's own deadline is 20 s
+        assert not still_running(children, 2.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_rate_limited_provider_is_not_requested_again_during_its_back_off(emulator, make_home):
+    token = "sk-or-v1-rf-429"
+    emulator.script(token, {"error": "slow down"}, status=429, headers={"Retry-After": "30"})
+    home = make_home("rf-429", openrouter=token)
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        refresher = Refresher(Reader(service, {"h": home}), 0.1, providers=["openrouter"])
+        with refresher:
+            assert emulator.wait_for(1, token=token, timeout=10)
+            assert wait_until(lambda: refresher.runs >= 10, 10)   # ten intervals went by
+        assert emulator.count(token=token, path="/api/v1/credits") == 1
+
+
+def test_refresher_threads_end_after_stop_and_service_close(emulator, make_home):
+    home = make_home("rf-stop", deepseek="sk-rf-stop")
+    before = {t.ident for t in threading.enumerate()}
+    service = ProbeService(ProbeConfig(provider_urls=emulator.provider_urls()))
+    refresher = Refresher(Reader(service, {"h": home}), 0.05)
+    refresher.start()
+    assert wait_until(lambda: refresher.runs >= 8)
+    refresher.stop()
+    service.close()
+    refresher.join(10)
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("probe-refresher")]
+
+
+def test_load_is_spread_over_the_interval(emulator, make_home):
+    """First pass: entry i of n due at (i + 1/2) / n intervals -- never all at once."""
+    homes = {f"h{i}": make_home(f"rf-spread-{i}", deepseek=f"sk-rf-spread-{i}") for i in range(20)}
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        refresher = Refresher(Reader(service, homes), 2.0, providers=["deepseek"])
+        seen: list[float] = []
+        with refresher:
+            start = time.monotonic()
+            for i in range(20):
+                assert emulator.wait_for(1, token=f"sk-rf-spread-{i}", timeout=10)
+            seen.append(time.monotonic() - start)
+        assert emulator.count(token="sk-rf-spread-19") >= 1
+        # half the entries are due only after half an interval: the first pass took about one
+        assert seen[0] >= 0.8
+
+
+@pytest.fixture
+def refreshed_backend(emulator, make_home):
+    """An app whose reads come from a refresher's readings (refresh_s > 0, refresher off
+    here so the test decides when readings are taken)."""
+    homes = {"alice": make_home("rf-alice", anthropic="sk-ant-oat01-rf-alice", deepseek="sk-rf-alice")}
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, homes)
+        app = create_app(service, homes, TOKEN, refresh_s=60, reader=reader)
+        with RunningApp(app) as running, httpx.Client(base_url=running.url, timeout=30) as client:
+            yield client, reader, homes
+
+
+def test_panel_polls_and_metrics_scrapes_make_no_provider_request(emulator, refreshed_backend):
+    client, reader, homes = refreshed_backend
+    reader.fetch("alice", "anthropic", refresh=True)
+    reader.fetch("alice", "deepseek", refresh=True)
+    before = emulator.count(token="sk-ant-oat01-rf-alice") + emulator.count(token="sk-rf-alice")
+    for _ in range(5):
+        text = client.get("/metrics").text
+    for _ in range(3):
+        assert client.get("/api/quota", params={"home": "alice", "provider": "anthropic"}).status_code == 200
+    assert emulator.count(token="sk-ant-oat01-rf-alice") + emulator.count(token="sk-rf-alice") == before
+    assert client.get("/api/homes").json()["refresh_s"] == 60
+    snap = reader.latest("alice", "anthropic")
+    session = snap.windows[0]
+    assert f'quota_probe_window_used_ratio{{home="alice",provider="anthropic",window="{session.label}"}} ' \
+           f'{session.used_percent / 100}' in text
+    assert 'quota_probe_window_reset_timestamp_seconds{home="alice",provider="anthropic",window="Current session"}' in text
+    assert 'quota_probe_snapshot_available{home="alice",provider="deepseek"} 1.0' in text
+    assert 'quota_probe_snapshot_stale{home="alice",provider="deepseek"} 0.0' in text
+    assert 'quota_probe_snapshot_age_seconds{home="alice",provider="deepseek"}' in text
+    deepseek = reader.latest("alice", "deepseek")
+    for entry in deepseek.balances:
+        assert f'quota_probe_balance{{currency="{entry.currency}",home="alice",label="{entry.label}",' \
+               f'provider="deepseek"}} {entry.amount}' in text
+    if any(w.pace for w in snap.windows):
+        assert "quota_probe_window_pace_delta_ratio{" in text
+    assert str(homes["alice"]) not in text and "sk-" not in text
+
+
+def test_a_reading_from_before_a_credential_change_is_never_served(emulator, refreshed_backend):
+    """A stale result acting after a credential change: the reading was taken under the
+    old token; once the home's files change, a read must fetch anew, not answer from it."""
+    client, reader, homes = refreshed_backend
+    old = reader.fetch("alice", "deepseek", refresh=True)
+    env_file = homes["alice"] / ".env"
+    env_file.write_text(env_file.read_text().replace("sk-rf-alice", "sk-rf-alice-new"))
+    body = client.get("/api/quota", params={"home": "alice", "provider": "deepseek"}).json()
+    assert emulator.count(token="sk-rf-alice-new") == 1
+    assert body["details"] != list(old.details)
+    assert "sk-rf-alice-new" not in str(body)
+    # and metrics no longer export the old account's balance under this home
+    assert reader.latest("alice", "deepseek").details == tuple(body["details"])
+
+
+def test_a_reading_finished_after_a_rotation_is_not_kept_as_current(emulator, make_home):
+    home = make_home("rf-race", deepseek="sk-rf-race-slow400-")
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, {"h": home})
+        worker = threading.Thread(target=lambda: reader.fetch("h", "deepseek", refresh=True))
+        worker.start()
+        assert emulator.wait_for(1, token="sk-rf-race-slow400-")
+        service.invalidate(home=home)            # rotation while the probe is in flight
+        worker.join()
+        assert reader.latest("h", "deepseek") is None

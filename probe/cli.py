@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from probe.config import ProbeConfig
-from probe.errors import UnknownProviderError
+from probe.errors import UnknownProviderError, check_provider
 from probe.render import snapshot_text
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
@@ -55,6 +56,44 @@ def fetch(provider: str, home: str | None, refresh: bool, as_json: bool, timeout
             sys.exit(EXIT_USAGE)
     _print_snapshots([snap], as_json)
     sys.exit(_exit_code([snap]))
+
+
+@main.command()
+@click.option("--home", "home", type=click.Path(path_type=str), default=None,
+              help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
+@click.option("--provider", required=True, help="Which provider's history.")
+@click.option("--history", "history_path", default=None, type=click.Path(dir_okay=False),
+              help="History database [default: $XDG_STATE_HOME/quota-probe/history.sqlite3].")
+@click.option("--days", type=click.FloatRange(min=0.01), default=7.0, show_default=True, help="How far back.")
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/history shape.")
+def history(home: str | None, provider: str, history_path: str | None, days: float, as_json: bool) -> None:
+    """A home's recorded readings for one provider, with a sparkline per window."""
+    import time as _time
+
+    from probe.history import HistoryError, default_path, query_file
+    from probe.homes import home_path
+    from probe.render import history_text
+
+    try:
+        check_provider(provider)
+        resolved = home_path(home)
+    except ValueError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    path = Path(history_path).expanduser() if history_path else default_path()
+    if not path.is_file():
+        click.echo(f"Error: no history file at {path} (probe serve writes it).", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    try:
+        body = query_file(path, provider, _time.time() - days * 86400, home_path=str(resolved))
+    except HistoryError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+    else:
+        click.echo(history_text(body, days))
+    sys.exit(EXIT_OK if body["home"] is not None else EXIT_UNAVAILABLE)
 
 
 @main.command()
@@ -146,15 +185,33 @@ def status(server: str | None, as_json: bool) -> None:
 @click.option("--refresh-s", type=click.FloatRange(min=0), default=None,
               help="Re-read every home's providers in the background about this often "
                    "[default: 300; 10 with --demo; 0 = off].")
+@click.option("--history", "history_path", default=None, type=click.Path(dir_okay=False),
+              help="History database [default: $XDG_STATE_HOME/quota-probe/history.sqlite3; with --demo a "
+                   "throw-away file].")
+@click.option("--no-history", is_flag=True, help="Keep no history (and send no alerts).")
+@click.option("--history-days", type=click.FloatRange(min=0.01), default=35.0, show_default=True,
+              help="Delete history points older than this.")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="Send alerts to this Apprise URL (repeatable): json://, ntfy://, slack://, mailto://, ...")
+@click.option("--alert-at", default="80,90,100", show_default=True, help="Alert when a window's used % reaches these.")
 def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float,
-          cache_dir: str | None, refresh_s: float | None) -> None:
+          cache_dir: str | None, refresh_s: float | None, history_path: str | None, no_history: bool,
+          history_days: float, notify: tuple[str, ...], alert_at: str) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
     (or uses $PROBE_TOKEN)."""
-    from probe.server.run import ServeError, serve as run_server
+    from probe.alerts import parse_thresholds
+    from probe.server.run import HistoryOptions, ServeError, serve as run_server
 
     try:
+        thresholds = parse_thresholds(alert_at)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--alert-at") from None
+    options = HistoryOptions(enabled=not no_history, path=history_path, days=history_days, notify=notify,
+                             thresholds=thresholds)
+    try:
         run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
-                   poll_s=poll_s, cache_dir=cache_dir, refresh_s=refresh_s, echo=lambda line: click.echo(line))
+                   poll_s=poll_s, cache_dir=cache_dir, refresh_s=refresh_s, history_options=options,
+                   echo=lambda line: click.echo(line))
     except ServeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -38,6 +38,9 @@ class Pace:
     #: ISO UTC instant the quota runs out at the average rate, when that is before the reset
     runs_out_at: str | None
     lasts_until_reset: bool
+    #: "average" (the rate since the window began) or "recent" (the burn rate of recent
+    #: history, SPEC §14)
+    basis: str = "average"
 
 
 def parse_instant(value: str | None) -> datetime | None:
@@ -78,6 +81,46 @@ def compute(used_percent: float | None, reset_at: str | None, window_s: float | 
             runs_out_at = iso(now + timedelta(seconds=left_s))
     return Pace(expected_used_percent=round(expected, 2), delta_percent=round(delta, 2), status=status,
                 runs_out_at=runs_out_at, lasts_until_reset=runs_out_at is None)
+
+
+#: the recent basis needs at least this many points of the current window instance ...
+RECENT_MIN_POINTS = 3
+#: ... spanning at least this share of the window
+RECENT_MIN_SPAN = 0.10
+#: the burn rate is fitted over the points of the last this-share of the window (widened
+#: to all points of the instance when that is too little)
+RECENT_SPAN = 0.25
+
+
+def compute_recent(used_percent: float | None, reset_at: str | None, window_s: float | None, now: datetime,
+                   points: list[tuple[float, float]]) -> Pace | None:
+    """Like :func:`compute`, but projecting the run-out from the recent burn rate when the
+    current window instance has enough history (``points``: (Unix seconds, used %) of this
+    instance, oldest first, the current reading included or not). The rate is a least-squares
+    slope, so one noisy reading does not swing the projection; a flat or falling recent
+    rate lasts until the reset. Expected share and delta stay defined by elapsed time."""
+    base = compute(used_percent, reset_at, window_s, now)
+    if base is None:
+        return None
+    t_now = now.timestamp()
+    series = sorted({t: u for t, u in [*points, (t_now, used_percent)] if t <= t_now}.items())
+    recent = [p for p in series if p[0] >= t_now - RECENT_SPAN * window_s]
+    if len(recent) < RECENT_MIN_POINTS or recent[-1][0] - recent[0][0] < RECENT_MIN_SPAN * window_s:
+        recent = series
+    if len(recent) < RECENT_MIN_POINTS or recent[-1][0] - recent[0][0] < RECENT_MIN_SPAN * window_s:
+        return base
+    mean_t = sum(t for t, _ in recent) / len(recent)
+    mean_u = sum(u for _, u in recent) / len(recent)
+    spread = sum((t - mean_t) ** 2 for t, _ in recent)
+    rate_per_s = sum((t - mean_t) * (u - mean_u) for t, u in recent) / spread if spread else 0.0
+    until_reset_s = (parse_instant(reset_at) - now).total_seconds()
+    runs_out_at = None
+    if rate_per_s > 0:
+        left_s = (100 - used_percent) / rate_per_s
+        if left_s < until_reset_s:
+            runs_out_at = iso(now + timedelta(seconds=left_s))
+    return Pace(base.expected_used_percent, base.delta_percent, base.status, runs_out_at, runs_out_at is None,
+                basis="recent")
 
 
 def duration_text(seconds: float) -> str:

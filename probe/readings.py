@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from probe.snapshot import Snapshot
 
 if TYPE_CHECKING:
+    from probe.history import History
     from probe.service import ProbeService
 
 
@@ -63,16 +64,23 @@ class Reader:
     handlers and the background refresher both read through here, so the panel, metrics and
     refresher agree on what "the latest reading" is."""
 
-    def __init__(self, service: "ProbeService", homes: dict[str, Path], readings: Readings | None = None) -> None:
+    def __init__(self, service: "ProbeService", homes: dict[str, Path], readings: Readings | None = None,
+                 history: "History | None" = None) -> None:
         self.service = service
         self.homes = homes
         self.readings = readings or Readings()
+        self.history = history
 
     def fetch(self, home_id: str, provider: str, *, refresh: bool) -> Snapshot:
-        """A fetch through the service (cache, coalescing and back-off rules apply)."""
+        """A fetch through the service (cache, coalescing and back-off rules apply). With
+        history, the pace is projected from recent points and the reading is queued for the
+        history writer (a queue put: the fetch never waits for the disk)."""
         home = self.homes[home_id]
         generation = self.service.generation(home)
         snap = self.service.fetch(provider, home=home, refresh=refresh)
+        if self.history is not None:
+            snap = self.history.with_recent_pace(home_id, snap)
+            self.history.submit(home_id, home, snap)
         self.readings.record(home_id, snap, generation)
         return snap
 

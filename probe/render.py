@@ -65,3 +65,42 @@ def snapshot_text(snap: Snapshot, now: datetime | None = None) -> str:
     pid = f", pid {snap.probe.worker_pid}" if snap.probe.worker_pid else ""
     lines.append(f"  via {snap.probe.path} in {snap.probe.latency_ms:.1f} ms{pid}")
     return "\n".join(lines)
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 48
+
+
+def sparkline(values: list[float], low: float | None = None, high: float | None = None,
+              width: int = SPARK_WIDTH) -> str:
+    """``▁▂▅█``: ``values`` (oldest first) squeezed into ``width`` buckets, each showing its
+    highest value, scaled between ``low`` and ``high`` (default: the values' own range)."""
+    if not values:
+        return ""
+    if len(values) > width:
+        size = len(values) / width
+        values = [max(values[int(i * size):max(int(i * size) + 1, int((i + 1) * size))]) for i in range(width)]
+    low = min(values) if low is None else low
+    high = max(values) if high is None else high
+    span = (high - low) or 1.0
+    return "".join(SPARK[max(0, min(len(SPARK) - 1, int((v - low) / span * (len(SPARK) - 1) + 0.5)))] for v in values)
+
+
+def history_text(body: dict, days: float) -> str:
+    """``probe history``: one line per window and balance with a sparkline."""
+    if body["home"] is None:
+        return f"No history for this home and provider {body['provider']} (is it configured in probe serve?)."
+    lines = [f"{body['provider']} history of home {body['home']}, last {days:g} days"]
+    rows = [(s["window"], [p["used_percent"] for p in s["points"]], 0.0, 100.0, "%") for s in body["series"]]
+    rows += [(f"{b['label']} ({b['currency']})", [p["amount"] for p in b["points"]], None, None, "")
+             for b in body["balances"]]
+    width = max((len(r[0]) for r in rows), default=0)
+    for label, values, low, high, unit in rows:
+        if not values:
+            lines.append(f"  {label:<{width}}  (no points)")
+            continue
+        latest = f"{values[-1]:.1f}{unit}" if unit else f"{values[-1]:,.2f}"
+        lines.append(f"  {label:<{width}}  {sparkline(values, low, high)}  now {latest}  ({len(values)} points)")
+    if not rows:
+        lines.append("  (no points yet)")
+    return "\n".join(lines)

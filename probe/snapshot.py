@@ -194,7 +194,8 @@ def _pace(data: Any) -> Pace | None:
         raise TypeError("unknown pace status")
     return Pace(expected_used_percent=float(_opt_float(data["expected_used_percent"])),
                 delta_percent=float(_opt_float(data["delta_percent"])), status=status,
-                runs_out_at=_opt_str(data.get("runs_out_at")), lasts_until_reset=bool(data["lasts_until_reset"]))
+                runs_out_at=_opt_str(data.get("runs_out_at")), lasts_until_reset=bool(data["lasts_until_reset"]),
+                basis="recent" if data.get("basis") == "recent" else "average")
 
 
 def _balance(data: dict[str, Any]) -> Balance:

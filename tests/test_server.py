@@ -137,7 +137,7 @@ def test_pool_metrics_homes_and_panel(backend):
     assert 'quota_probe_workers_alive{home="alice"}' in text
     assert client.get("/api/homes").json() == {"homes": ["alice", "bob", "slow", "empty"],
                                                "providers": ["anthropic", "openai-codex", "openrouter", "deepseek"],
-                                               "poll_s": 7, "refresh_s": 0.0}
+                                               "poll_s": 7, "refresh_s": 0.0, "history": False}
     page = client.get("/")
     assert page.status_code == 200 and "Account quotas" in page.text
     assert "http" not in page.text.replace("http-equiv", "")   # no CDN, no external URL

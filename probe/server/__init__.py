@@ -36,6 +36,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from probe.errors import UnknownProviderError, check_provider
+from probe.pace import parse_instant
+from probe.alerts import list_alerts
+from probe.history import History, HistoryError
 from probe.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
@@ -46,6 +49,8 @@ STATIC_DIR = Path(__file__).with_name("static")
 MAX_QUERY_VALUE = 256
 MAX_BODY_BYTES = 4096
 DEFAULT_MAX_THREADS = 16
+#: ``/api/history`` without ``since``: the last 7 days
+HISTORY_DEFAULT_SPAN_S = 7 * 86400
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -80,6 +85,7 @@ def public_dict(snap: Snapshot, home_id: str) -> dict[str, Any]:
 
 def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
                poll_s: float = 30.0, refresh_s: float = 0.0, reader: Reader | None = None,
+               history: History | None = None,
                max_threads: int = DEFAULT_MAX_THREADS,
                allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Starlette:
     """An ASGI app serving ``homes`` (id → directory) from ``service``; ``token`` guards
@@ -89,7 +95,8 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     with the same ``reader``) keeps every reading fresh: a plain read then answers from the
     latest reading and calls a provider only when there is none yet; ``refresh=1`` still
     probes. Either way every result is recorded in ``reader.readings``, which ``/metrics``
-    exports."""
+    exports. ``history`` serves ``/api/history`` and ``/api/alerts`` (absent: 404 saying
+    history is off)."""
     if not token:
         raise ValueError("a bearer token is required")
     homes = {str(home_id): Path(path) for home_id, path in homes.items()}
@@ -198,7 +205,48 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
 
     async def list_homes(request: Request) -> Response:
         return JSONResponse({"homes": list(homes), "providers": list(PROVIDER_NAMES), "poll_s": poll_s,
-                             "refresh_s": refresh_s})
+                             "refresh_s": refresh_s, "history": history is not None})
+
+    def history_off() -> JSONResponse:
+        return error(404, "history_off", "This backend keeps no history (started with --no-history).")
+
+    async def history_endpoint(request: Request) -> Response:
+        if history is None:
+            return history_off()
+        params = request.query_params
+        if any(len(v) > MAX_QUERY_VALUE for v in params.values()):
+            return error(400, "bad_request", "A query value is too long.")
+        home_id = params.get("home")
+        _, failure = home_or_error(home_id)
+        if failure:
+            return failure
+        provider = params.get("provider") or ""
+        try:
+            check_provider(provider)
+        except (UnknownProviderError, ValueError) as exc:
+            return error(400, getattr(exc, "code", "bad_request"), str(exc))
+        since_text = params.get("since")
+        if since_text:
+            since_at = parse_instant(since_text)
+            if since_at is None:
+                return error(400, "bad_request", "since must be an ISO-8601 instant.")
+            since = since_at.timestamp()
+        else:
+            since = time.time() - HISTORY_DEFAULT_SPAN_S
+        try:
+            body = await in_thread(history.query, home_id, provider, since)
+        except HistoryError:
+            return error(503, "history_unavailable", "The history file cannot be read right now.")
+        return JSONResponse(body)
+
+    async def alerts_endpoint(request: Request) -> Response:
+        if history is None:
+            return history_off()
+        try:
+            alerts = await in_thread(list_alerts, history)
+        except Exception:  # noqa: BLE001 -- sqlite3.Error of a broken file: say so, never a traceback
+            return error(503, "history_unavailable", "The history file cannot be read right now.")
+        return JSONResponse({"alerts": [a for a in alerts if a["home"] in homes]})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -222,6 +270,8 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         Route("/api/rotate", rotate, methods=["POST"]),
         Route("/api/pool", pool),
         Route("/api/homes", list_homes),
+        Route("/api/history", history_endpoint),
+        Route("/api/alerts", alerts_endpoint),
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import os
 import secrets
+from dataclasses import dataclass
 import signal
 import socket
 import threading
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import uvicorn
 
+from probe.alerts import DEFAULT_THRESHOLDS, Alerts, NotifyUrlError, check_notify_urls
 from probe.config import ProbeConfig
+from probe.history import DEFAULT_DAYS, History, default_path
 from probe.readings import Reader
 from probe.refresher import Refresher
 from probe.server import LOOPBACK_HOSTS, create_app
@@ -80,12 +83,37 @@ def demo_backend() -> Iterator[tuple[dict[str, Path], ProbeConfig, Callable[[Pro
         yield homes, ProbeConfig(provider_urls=emulator.provider_urls(), cache_ttl_s=DEMO_CACHE_TTL_S), prime
 
 
+@dataclass(frozen=True)
+class HistoryOptions:
+    """``--history PATH`` / ``--no-history`` / ``--history-days`` / ``--notify`` / ``--alert-at``.
+    ``path`` None: the default path (a throw-away file with ``--demo``, so demo homes never
+    mix into the user's own history); ``enabled`` False: no history and no alerts."""
+    enabled: bool = True
+    path: str | None = None
+    days: float = DEFAULT_DAYS
+    notify: tuple[str, ...] = ()
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
+
+
+def homes_root(homes: dict[str, Path]) -> Path:
+    """The demo homes' common directory (a temporary one, removed with the demo)."""
+    return Path(os.path.commonpath([str(p) for p in homes.values()]))
+
+
 def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool,
-          poll_s: float, cache_dir: str | None = None, refresh_s: float | None = None, echo=print) -> None:
+          poll_s: float, cache_dir: str | None = None, refresh_s: float | None = None,
+          history_options: HistoryOptions = HistoryOptions(), echo=print) -> None:
     """Run the backend until SIGINT/SIGTERM. Shutdown order: uvicorn stops serving, the
     refresher is told to stop, the service closes (which ends any probe still running,
-    hung provider or not), then the refresher's threads are joined -- nothing is left
-    running and nothing waits for a provider."""
+    hung provider or not), the refresher's threads are joined, alert delivery stops, and
+    the history writer finishes its queue -- nothing is left running and nothing waits
+    for a provider."""
+    if history_options.notify and not history_options.enabled:
+        raise ServeError("--notify needs the history database (alert state lives there); drop --no-history.")
+    try:
+        notify = check_notify_urls(history_options.notify)
+    except NotifyUrlError as exc:
+        raise ServeError(str(exc)) from None
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"Refusing to bind {host}: it is not a loopback address. Pass --allow-remote "
                          "if other machines should reach this backend (it will still need the token to rotate).")
@@ -103,15 +131,28 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             homes = {"default": Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().resolve()}
         if refresh_s is None:
             refresh_s = DEMO_REFRESH_S if demo else DEFAULT_REFRESH_S
+        history = alerts = None
+        if history_options.enabled:
+            path = history_options.path or (homes_root(homes) / "history.sqlite3" if demo else default_path())
+            history = History(path, days=history_options.days)
+            if history.start():
+                stack.callback(history.close)                              # 5. last: the queued writes
+                alerts = Alerts(history, notify, history_options.thresholds)
+                history.after_write, history.committed = alerts.record, alerts.committed
+                alerts.start()
+                stack.callback(alerts.close)                               # 4.
+                history.load_recent(list(homes))
+            else:
+                history = None
         refresher_box: list[Refresher] = []
         stack.callback(lambda: [r.join() for r in refresher_box])          # 3. after the service closed
         service = stack.enter_context(ProbeService(config))                # 2. closed before the join
         stack.callback(lambda: [r.stop() for r in refresher_box])          # 1. first: no new probes
         if prime is not None:
             prime(service)
-        reader = Reader(service, homes)
+        reader = Reader(service, homes, history=history)
         app = create_app(service, homes, token, poll_s=poll_s, refresh_s=refresh_s, reader=reader,
-                         allowed_hosts=None if allow_remote else LOOPBACK_HOSTS)
+                         history=history, allowed_hosts=None if allow_remote else LOOPBACK_HOSTS)
         # Bind before announcing: the printed URL accepts connections at once (they wait
         # in the backlog until uvicorn runs), and a busy port is a clear error up front.
         sock = stack.enter_context(_listening_socket(host, port))
@@ -120,6 +161,9 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
         if "PROBE_TOKEN" not in os.environ:
             echo(f"rotate token (POST /api/rotate): {token}")
+        if history is not None:
+            echo(f"history: {history.path}" + (f"; alerts at {','.join(map(str, history_options.thresholds))} % "
+                                                f"to {len(notify)} target(s)" if notify else ""))
         if refresh_s > 0:
             refresher = Refresher(reader, refresh_s)
             refresher_box.append(refresher)

@@ -1,0 +1,408 @@
+"""Reading history in SQLite (SPEC §14): one point per window and per balance, kept for
+``--history-days`` days, so a quota's past can be charted and its recent burn rate known.
+
+Threads and connections -- why this shape:
+
+* **One writer thread owns the only write connection.** Every write (points, alert records,
+  delivery marks, pruning) is a job on its queue, run in order, one transaction per job. So
+  there is exactly one writer, nothing waits for SQLite's write lock inside the process,
+  and a fetch only pays for ``queue.put`` -- never for a disk write (the hot path stays
+  ~free; measured in ``scripts/bench_history.py``).
+* **Readers open a short-lived connection per query** (``mode=ro``). In WAL mode readers
+  never block the writer or each other, and no connection is ever shared between threads.
+* **What the writer keeps in memory**: the last point of each series (to apply the "changed,
+  or 5 minutes passed" rule without a read per write) and the points of each window's
+  current instance (for the ``recent`` pace basis, read on the fetch path without touching
+  the disk). Both are loaded from the file on first use, so a restart loses neither.
+
+Failure is local: a file that is corrupt, locked by another process past the busy timeout,
+or not writable is **one** logged error (per outage: a later success logs one line that
+writes resumed), the reading is dropped, and the service goes on probing. Nothing here ever
+raises into a fetch.
+
+Schema: ``PRAGMA user_version`` holds the version; :func:`migrate` brings an older file up
+step by step (so a later release adds a step, never rewrites a file blindly) and refuses a
+file written by a newer release. Times are Unix seconds (integers), so a 7-day query is a
+primary-key range scan. Homes are stored by configured id with their resolved path (``probe
+history --home PATH`` finds a home's series by path); no credential is ever stored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probe.pace import compute_recent, iso, parse_instant
+from probe.snapshot import Snapshot
+
+log = logging.getLogger("quota_probe.history")
+
+SCHEMA_VERSION = 1
+#: a series gets a point when its value changed, or at least this long after its last one
+POINT_EVERY_S = 300
+DEFAULT_DAYS = 35
+#: how long the writer waits for another process's lock before giving up on one write
+BUSY_TIMEOUT_S = 2.0
+#: pruning runs at start-up and then this often
+PRUNE_EVERY_S = 3600
+#: points of a window's current instance kept in memory for the recent pace
+RING_MAX = 4096
+#: the probe paths that mean "this reading came from a provider just now"
+FRESH_PATHS = frozenset({"warm", "slot_start", "cold"})
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE homes (id INTEGER PRIMARY KEY, home_id TEXT NOT NULL UNIQUE, path TEXT NOT NULL)""",
+        """CREATE TABLE series (id INTEGER PRIMARY KEY, home INTEGER NOT NULL REFERENCES homes(id),
+               provider TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('window', 'balance')),
+               label TEXT NOT NULL, currency TEXT NOT NULL DEFAULT '',
+               UNIQUE (home, provider, kind, label, currency))""",
+        """CREATE TABLE points (series INTEGER NOT NULL, t INTEGER NOT NULL, value REAL NOT NULL,
+               reset_at INTEGER, PRIMARY KEY (series, t)) WITHOUT ROWID""",
+        """CREATE INDEX points_t ON points (t)""",
+        """CREATE TABLE alerts (id INTEGER PRIMARY KEY, home_id TEXT NOT NULL, provider TEXT NOT NULL,
+               window TEXT NOT NULL, kind TEXT NOT NULL, threshold INTEGER NOT NULL,
+               instance TEXT NOT NULL, used_percent REAL, reset_at TEXT, at TEXT NOT NULL,
+               UNIQUE (home_id, provider, window, kind, threshold, instance))""",
+        """CREATE TABLE deliveries (alert INTEGER NOT NULL REFERENCES alerts(id), target TEXT NOT NULL,
+               delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (alert, target))""",
+    ),
+}
+
+
+class HistoryError(Exception):
+    pass
+
+
+def default_path() -> Path:
+    """``$XDG_STATE_HOME/quota-probe/history.sqlite3``, else ``~/.local/state/...``."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state).expanduser() / "quota-probe" / "history.sqlite3"
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file's schema to :data:`SCHEMA_VERSION`, one step per version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise HistoryError(f"the history file was written by a newer release (schema {version}, "
+                           f"this release knows {SCHEMA_VERSION})")
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {step}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def epoch(value: str | None) -> int | None:
+    when = parse_instant(value)
+    return None if when is None else int(when.timestamp())
+
+
+def connect(path: Path, *, read_only: bool = False, handed_over: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit ``BEGIN``/``COMMIT``).
+    ``handed_over``: opened on one thread, then used by exactly one other (the writer) --
+    never by two at once."""
+    target = f"file:{path}?mode=ro" if read_only else str(path)
+    conn = sqlite3.connect(target, uri=read_only, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                           check_same_thread=not handed_over)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    return conn
+
+
+@dataclass
+class _Ring:
+    """The points of one window's current instance (same ``reset_at``), oldest first."""
+    reset_at: int | None
+    points: list[tuple[int, float]] = field(default_factory=list)
+
+
+#: a job runs on the writer thread with the write connection; it returns None when it did
+#: not touch the file (so its success says nothing about whether writes work again)
+Job = Callable[[sqlite3.Connection], object]
+
+
+class History:
+    """The history file of one backend. ``submit`` from any thread; everything else that
+    writes runs on the writer thread."""
+
+    def __init__(self, path: Path | str, *, days: float = DEFAULT_DAYS) -> None:
+        self.path = Path(path).expanduser()
+        self.days = days
+        #: runs inside a reading's transaction (alerts decide there), then ``committed`` after it
+        self.after_write: Callable[[sqlite3.Connection, str, Snapshot], None] | None = None
+        self.committed: Callable[[], None] | None = None
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._rings: dict[tuple[str, str, str], _Ring] = {}
+        self._last: dict[int, tuple[int, float, int | None]] = {}
+        self._series_ids: dict[tuple, int] = {}
+        self._home_ids: dict[str, int] = {}
+        self._failing = False
+        self.available = False
+        self._writer: threading.Thread | None = None
+        self._next_prune = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> bool:
+        """Open (create, migrate) the file and start the writer. False -- after one logged
+        error -- when the file cannot be used; the service then runs without history."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path, handed_over=True)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                migrate(conn)
+                conn.execute("SELECT count(*) FROM homes").fetchone()
+            except BaseException:
+                conn.close()
+                raise
+        except (sqlite3.Error, OSError, HistoryError) as exc:
+            log.error("history disabled: %s cannot be used (%s); probing goes on without it", self.path,
+                      _reason(exc))
+            return False
+        self.available = True
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="probe-history-writer",
+                                        daemon=True)
+        self._writer.start()
+        return True
+
+    def close(self) -> None:
+        """Finish the queued writes, then stop the writer."""
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join()
+            self._writer = None
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every job queued so far has run (tests and shutdown)."""
+        if self._writer is None:
+            return True
+        done = threading.Event()
+        self._jobs.put(lambda conn: done.set())   # returns None: says nothing about the file
+        return done.wait(timeout_s)
+
+    def run(self, job: Job) -> None:
+        """Queue ``job`` for the writer thread (no-op without a usable file)."""
+        if self.available:
+            self._jobs.put(job)
+
+    # -- writing -------------------------------------------------------------------------
+    def submit(self, home_id: str, home_path: Path | str, snap: Snapshot) -> None:
+        """Record a reading later, on the writer thread; only good, non-stale readings the
+        service just obtained from a provider count (not cache hits or joiners)."""
+        if not self.available or snap.error is not None or snap.stale or not snap.available \
+                or snap.probe.path not in FRESH_PATHS:
+            return
+        self._jobs.put(lambda conn: self._record(conn, home_id, str(home_path), snap))
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                try:
+                    if time.monotonic() >= self._next_prune:
+                        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                        self._prune(conn)
+                    if job(conn) is not None and self._failing:   # a job that touched the file worked
+                        self._failing = False
+                        log.warning("history writes resumed (%s)", self.path)
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.rollback()
+                    if not self._failing:
+                        self._failing = True
+                        log.error("history write failed: %s (%s); readings are not recorded until it "
+                                  "works again, probing goes on", self.path, _reason(exc))
+        finally:
+            conn.close()
+
+    def _prune(self, conn: sqlite3.Connection) -> None:  # noqa: D401 -- a job like the others
+        conn.execute("DELETE FROM points WHERE t < ?", (int(time.time() - self.days * 86400),))
+
+    def _home(self, conn: sqlite3.Connection, home_id: str, path: str) -> int:
+        known = self._home_ids.get(home_id)
+        if known is None:
+            conn.execute("INSERT INTO homes (home_id, path) VALUES (?, ?) "
+                         "ON CONFLICT (home_id) DO UPDATE SET path = excluded.path", (home_id, path))
+            known = conn.execute("SELECT id FROM homes WHERE home_id = ?", (home_id,)).fetchone()[0]
+            self._home_ids[home_id] = known
+        return known
+
+    def _series(self, conn: sqlite3.Connection, home: int, provider: str, kind: str, label: str,
+                currency: str = "") -> int:
+        key = (home, provider, kind, label, currency)
+        known = self._series_ids.get(key)
+        if known is None:
+            conn.execute("INSERT OR IGNORE INTO series (home, provider, kind, label, currency) VALUES (?, ?, ?, ?, ?)",
+                         key)
+            known = conn.execute("SELECT id FROM series WHERE home = ? AND provider = ? AND kind = ? AND label = ? "
+                                 "AND currency = ?", key).fetchone()[0]
+            self._series_ids[key] = known
+        return known
+
+    def _point(self, conn: sqlite3.Connection, series: int, t: int, value: float, reset_at: int | None) -> None:
+        last = self._last.get(series)
+        if last is None:
+            row = conn.execute("SELECT t, value, reset_at FROM points WHERE series = ? ORDER BY t DESC LIMIT 1",
+                               (series,)).fetchone()
+            last = tuple(row) if row else None
+        if last is not None and last[1] == value and last[2] == reset_at and t - last[0] < POINT_EVERY_S:
+            return
+        if last is not None and t <= last[0]:
+            return   # out of order (a slow probe answered after a newer one): the newer one stands
+        conn.execute("INSERT OR REPLACE INTO points (series, t, value, reset_at) VALUES (?, ?, ?, ?)",
+                     (series, t, value, reset_at))
+        self._last[series] = (t, value, reset_at)
+
+    def _record(self, conn: sqlite3.Connection, home_id: str, path: str, snap: Snapshot) -> bool:
+        t = epoch(snap.fetched_at) or int(time.time())
+        conn.execute("BEGIN")
+        home = self._home(conn, home_id, path)
+        for window in snap.windows:
+            if window.used_percent is None:
+                continue
+            series = self._series(conn, home, snap.provider, "window", window.label)
+            reset_at = epoch(window.reset_at)
+            self._point(conn, series, t, window.used_percent, reset_at)
+            self._remember(conn, home_id, snap.provider, window.label, series, t, window.used_percent, reset_at)
+        for balance in snap.balances:
+            series = self._series(conn, home, snap.provider, "balance", balance.label, balance.currency)
+            self._point(conn, series, t, balance.amount, None)
+        if self.after_write is not None:
+            self.after_write(conn, home_id, snap)
+        conn.execute("COMMIT")
+        if self.committed is not None:
+            self.committed()
+        return True
+
+    # -- the current window instance, for the recent pace ---------------------------------
+    def _remember(self, conn: sqlite3.Connection | None, home_id: str, provider: str, label: str, series: int,
+                  t: int, used: float, reset_at: int | None) -> None:
+        key = (home_id, provider, label)
+        with self._lock:
+            ring = self._rings.get(key)
+        if ring is None and conn is not None:
+            rows = conn.execute("SELECT t, value FROM points WHERE series = ? AND reset_at IS ? AND t < ? "
+                                "ORDER BY t DESC LIMIT ?", (series, reset_at, t, RING_MAX)).fetchall()
+            ring = _Ring(reset_at, [(int(a), float(b)) for a, b in reversed(rows)])
+        with self._lock:
+            if ring is None or ring.reset_at != reset_at:
+                ring = _Ring(reset_at)
+            if not ring.points or ring.points[-1][0] < t:
+                ring.points.append((t, used))
+                del ring.points[:-RING_MAX]
+            self._rings[key] = ring
+
+    def recent_points(self, home_id: str, provider: str, label: str, reset_at: str | None) -> list[tuple[int, float]]:
+        """The recorded points of this window's current instance (same reset), oldest first;
+        [] when none are known in memory."""
+        with self._lock:
+            ring = self._rings.get((home_id, provider, label))
+            if ring is None or ring.reset_at != epoch(reset_at):
+                return []
+            return list(ring.points)
+
+    def load_recent(self, home_ids: list[str]) -> None:
+        """Fill the in-memory rings from the file (at start-up, on the writer thread), so
+        the recent pace survives a restart."""
+        def load(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(
+                "SELECT h.home_id, s.provider, s.label, s.id FROM series s JOIN homes h ON h.id = s.home "
+                "WHERE s.kind = 'window'").fetchall()
+            for home_id, provider, label, series in rows:
+                if home_id not in home_ids:
+                    continue
+                last = conn.execute("SELECT t, value, reset_at FROM points WHERE series = ? ORDER BY t DESC LIMIT 1",
+                                    (series,)).fetchone()
+                if last is not None:
+                    self._last[series] = tuple(last)
+                    with self._lock:
+                        self._rings.pop((home_id, provider, label), None)
+                    self._remember(conn, home_id, provider, label, series, int(last[0]), float(last[1]), last[2])
+        self.run(load)
+
+    # -- reading -------------------------------------------------------------------------
+    def with_recent_pace(self, home_id: str, snap: Snapshot) -> Snapshot:
+        """``snap`` with each window's pace projected from recent history where there is
+        enough of it (``basis: "recent"``, SPEC §14); evaluated at the snapshot's
+        ``fetched_at``, from memory only (no disk read on the fetch path)."""
+        now = parse_instant(snap.fetched_at)
+        if now is None or not any(w.pace for w in snap.windows):
+            return snap
+        windows = []
+        for window in snap.windows:
+            if window.pace is not None:
+                points = self.recent_points(home_id, snap.provider, window.label, window.reset_at)
+                if points:
+                    window = dataclasses.replace(window, pace=compute_recent(
+                        window.used_percent, window.reset_at, window.window_s, now, points))
+            windows.append(window)
+        return dataclasses.replace(snap, windows=tuple(windows))
+
+    def query(self, home_id: str, provider: str, since: float) -> dict[str, Any]:
+        """The SPEC §14 ``/api/history`` body for one home id and provider, points at or
+        after ``since`` (Unix seconds), oldest first. Raises HistoryError when the file
+        cannot be read."""
+        return query_file(self.path, provider, since, home_id=home_id)
+
+
+def query_file(path: Path, provider: str, since: float, *, home_id: str | None = None,
+               home_path: str | None = None) -> dict[str, Any]:
+    """Read one home's series (by configured id or by resolved path) from a history file."""
+    try:
+        conn = connect(path, read_only=True)
+    except sqlite3.Error as exc:
+        raise HistoryError(f"cannot open {path} ({_reason(exc)})") from None
+    try:
+        if home_id is not None:
+            row = conn.execute("SELECT id, home_id FROM homes WHERE home_id = ?", (home_id,)).fetchone()
+        else:
+            row = conn.execute("SELECT id, home_id FROM homes WHERE path = ?", (home_path,)).fetchone()
+        body: dict[str, Any] = {"home": home_id if home_id is not None else (row[1] if row else None),
+                                "provider": provider, "series": [], "balances": []}
+        if row is None:
+            return body
+        series = conn.execute("SELECT id, kind, label, currency FROM series WHERE home = ? AND provider = ? "
+                              "ORDER BY kind DESC, id", (row[0], provider)).fetchall()
+        for series_id, kind, label, currency in series:
+            points = conn.execute("SELECT t, value, reset_at FROM points WHERE series = ? AND t >= ? ORDER BY t",
+                                  (series_id, int(since))).fetchall()
+            if kind == "window":
+                body["series"].append({"window": label, "points": [
+                    {"t": _iso(t), "used_percent": value, "reset_at": None if reset is None else _iso(reset)}
+                    for t, value, reset in points]})
+            else:
+                body["balances"].append({"label": label, "currency": currency,
+                                         "points": [{"t": _iso(t), "amount": value} for t, value, _ in points]})
+        return body
+    except sqlite3.Error as exc:
+        raise HistoryError(f"cannot read {path} ({_reason(exc)})") from None
+    finally:
+        conn.close()
+
+
+def _iso(seconds: int) -> str:
+    from datetime import datetime, timezone
+
+    return iso(datetime.fromtimestamp(seconds, tz=timezone.utc))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,184 @@
+"""Alerts (SPEC §14): exactly once per (home, provider, window, threshold, window instance),
+delivered through Apprise to a real HTTP receiver on 127.0.0.1, off the probe path."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from probe.alerts import Alerts, check_notify_urls, list_alerts, mask, parse_thresholds
+from probe.history import History
+from probe.pace import iso
+from probe.server import create_app
+from probe.snapshot import ProbeInfo, Snapshot, Window
+from support import RunningApp, run_cli, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class Receiver:
+    """A JSON webhook on 127.0.0.1: what Apprise's ``json://`` delivers to."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.bodies: list[dict] = []
+        self.fail_left = fail
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    failing = receiver.fail_left > 0
+                    receiver.fail_left -= failing
+                    if not failing:
+                        receiver.bodies.append(json.loads(body))
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+    def titles(self) -> list[str]:
+        with self.lock:
+            return [b["title"] for b in self.bodies]
+
+    def __enter__(self) -> "Receiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def reading(used: float, *, reset_in_h: float = 2.0, label: str = "Current session", minutes_ago: float = 0,
+            path: str = "warm") -> Snapshot:
+    window = Window(label, used, 100 - used, iso(NOW + timedelta(hours=reset_in_h)), None, 18000.0)
+    snap = Snapshot(provider="anthropic", home="/x", available=True, windows=(window,),
+                    fetched_at=iso(NOW - timedelta(minutes=minutes_ago)), probe=ProbeInfo(path, 1.0))
+    return snap.with_pace(NOW - timedelta(minutes=minutes_ago))
+
+
+def start(path, urls, thresholds=(80, 90, 100), retry_first_s=2.0):
+    history = History(path)
+    assert history.start()
+    alerts = Alerts(history, check_notify_urls(urls), thresholds, retry_first_s=retry_first_s)
+    history.after_write, history.committed = alerts.record, alerts.committed
+    alerts.start()
+    return history, alerts
+
+
+def stop(history, alerts):
+    alerts.close()
+    history.close()
+
+
+def test_each_threshold_once_per_window_instance_and_not_again_after_a_restart(tmp_path):
+    with Receiver() as receiver:
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url])
+        # 5 h window, reset in 2 h (3 h elapsed = 60 %): 70 -> 85 -> 86 -> 95 -> 95
+        for minutes_ago, used in ((50, 70.0), (40, 85.0), (30, 86.0), (20, 95.0), (10, 95.0)):
+            history.submit("alice", tmp_path, reading(used, minutes_ago=minutes_ago))
+        assert wait_until(lambda: len(receiver.titles()) == 3)
+        titles = receiver.titles()
+        assert any("at 85%" in t for t in titles) and any("at 95%" in t for t in titles)
+        assert sum("runs out before reset" in t for t in titles) == 1
+        stop(history, alerts)
+
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url])   # a restart
+        history.submit("alice", tmp_path, reading(96.0, minutes_ago=5))
+        assert history.flush()
+        # a new window instance (new reset_at) re-arms every threshold
+        history.submit("alice", tmp_path, reading(81.0, reset_in_h=4.9))
+        assert wait_until(lambda: len(receiver.titles()) == 4)
+        stop(history, alerts)
+        assert len(receiver.titles()) == 4
+        body = receiver.bodies[0]
+        assert "alice" in body["title"] and "anthropic" in body["title"] and "Current session" in body["title"]
+        assert "reset at 20" in body["message"] and str(tmp_path) not in json.dumps(receiver.bodies)
+        listed = list_alerts(history)
+        assert [a["threshold"] for a in listed][:1] == [80]               # most recent first
+        assert {a["kind"] for a in listed} == {"threshold", "runs_out"}
+        assert all(a["home"] == "alice" and a["reset_at"] for a in listed)
+
+
+def test_a_failing_target_is_retried_and_never_slows_recording(tmp_path):
+    with Receiver(fail=2) as receiver:
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url], retry_first_s=0.05)
+        history.submit("alice", tmp_path, reading(91.0, reset_in_h=0.25))   # lasts: no runs-out alert
+        assert history.flush(5.0)                      # the writer did not wait for delivery
+        assert wait_until(lambda: len(receiver.titles()) == 2, 20)      # 80 and 90, after two 500s
+        stop(history, alerts)
+        conn = sqlite3.connect(history.path)
+        assert conn.execute("SELECT count(*) FROM deliveries WHERE delivered_at IS NULL").fetchone()[0] == 0
+        conn.close()
+
+
+def test_an_unreachable_target_never_slows_a_fetch(emulator, make_home, tmp_path):
+    from probe.readings import Reader
+
+    dead = "json://127.0.0.1:9/alerts"     # discard port: nothing listens
+    history, alerts = start(tmp_path / "h.sqlite3", [dead], thresholds=(1,))
+    home = make_home("alert-fetch", anthropic="sk-ant-oat01-alert-fetch")
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, {"alice": home}, history=history)
+        for _ in range(3):
+            snap = reader.fetch("alice", "anthropic", refresh=True)
+            assert snap.error is None
+        assert history.flush(5.0)
+    stop(history, alerts)
+
+
+def test_notify_url_checks():
+    assert mask("json://user:s3cret@example.com/x") == "json://user:****@example.com/x"
+    assert mask("ntfy://topic") == "ntfy://topic"
+    assert parse_thresholds("90, 80,100") == (80, 90, 100)
+    for bad in ("", "eighty", "0", "101"):
+        with pytest.raises(ValueError):
+            parse_thresholds(bad)
+
+
+def test_serve_refuses_a_malformed_notify_url_and_notify_without_history(tmp_path):
+    bad = run_cli("serve", "--port", "1", "--notify", "nosuchscheme://user:hunter2@host/x", "--no-history")
+    assert bad.returncode == 2
+    bad = run_cli("serve", "--port", "1", "--notify", "nosuchscheme://user:hunter2@host/x",
+                  "--history", str(tmp_path / "h.sqlite3"))
+    assert bad.returncode == 2 and "nosuchscheme://user:****@host/x" in bad.stderr and "hunter2" not in bad.stderr
+    both = run_cli("serve", "--port", "1", "--notify", "json://127.0.0.1:9/x", "--no-history")
+    assert both.returncode == 2 and "--no-history" in both.stderr
+    threshold = run_cli("serve", "--port", "1", "--alert-at", "80,abc")
+    assert threshold.returncode == 2
+
+
+def test_api_alerts(emulator, make_home, tmp_path):
+    with Receiver() as receiver:
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url])
+        history.submit("alice", tmp_path, reading(82.0, reset_in_h=0.5))   # lasts until the reset
+        history.submit("mallory", tmp_path, reading(99.0))       # not configured in this app
+        assert wait_until(lambda: len(receiver.titles()) >= 2)
+        home = make_home("alert-api")
+        with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+            with RunningApp(create_app(service, {"alice": home}, "t" * 24, history=history)) as running:
+                body = httpx.get(f"{running.url}/api/alerts").json()
+        stop(history, alerts)
+    assert [(a["home"], a["kind"], a["threshold"], a["used_percent"]) for a in body["alerts"]] == \
+        [("alice", "threshold", 80, 82.0)]
+    assert set(body["alerts"][0]) == {"home", "provider", "window", "kind", "threshold", "used_percent",
+                                      "reset_at", "at"}

@@ -1,0 +1,239 @@
+"""History in SQLite (SPEC §14): points, retention, schema, the read side, the recent
+pace, and a broken file that must not stop probing. Real SQLite files in tmp_path."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from probe.history import SCHEMA_VERSION, History, query_file
+from probe.pace import iso
+from probe.readings import Reader
+from probe.server import create_app
+from probe.snapshot import Balance, ProbeInfo, Snapshot, Window
+from support import RunningApp, run_cli
+
+pytestmark = pytest.mark.timeout(60)
+TOKEN = "history-test-token-0123456789"
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def reading(minutes_ago: float, used: float, *, reset_in_h: float = 2.0, label: str = "Current session",
+            provider: str = "anthropic", balance: float | None = None, path: str = "warm") -> Snapshot:
+    at = NOW - timedelta(minutes=minutes_ago)
+    window = Window(label, used, 100 - used, iso(NOW + timedelta(hours=reset_in_h)), None, 18000.0)
+    return Snapshot(provider=provider, home="/x", available=True, windows=(window,),
+                    balances=() if balance is None else (Balance("Credits", balance, "USD"),),
+                    fetched_at=iso(at), probe=ProbeInfo(path, 1.0))
+
+
+@pytest.fixture
+def history(tmp_path):
+    store = History(tmp_path / "state" / "history.sqlite3")
+    assert store.start()
+    yield store
+    store.close()
+
+
+def test_points_when_changed_or_every_5_minutes_and_they_survive_a_restart(tmp_path, history):
+    for minutes_ago, used in ((60, 10.0), (59, 10.0), (58, 11.0), (52, 11.0), (40, 11.0), (39, 11.0)):
+        history.submit("alice", tmp_path / "alice", reading(minutes_ago, used, balance=5.0))
+    history.submit("alice", tmp_path / "alice", reading(30, 50.0, path="cache"))    # not a new reading
+    history.submit("alice", tmp_path / "alice", dataclass_replace_error(reading(29, 60.0)))
+    history.close()
+    reopened = History(history.path)
+    assert reopened.start()
+    try:
+        body = reopened.query("alice", "anthropic", 0)
+    finally:
+        reopened.close()
+    points = body["series"][0]["points"]
+    # 60: first; 59: same value within 5 min -> skipped; 58: changed; 52: 6 min later; 40; 39 skipped
+    assert [p["used_percent"] for p in points] == [10.0, 11.0, 11.0, 11.0]
+    assert [p["t"] for p in points] == [iso(NOW - timedelta(minutes=m)) for m in (60, 58, 52, 40)]
+    assert body["series"][0]["window"] == "Current session" and points[0]["reset_at"].endswith("Z")
+    assert body["balances"] == [{"label": "Credits", "currency": "USD",
+                                 "points": [{"t": iso(NOW - timedelta(minutes=60)), "amount": 5.0},
+                                            {"t": iso(NOW - timedelta(minutes=52)), "amount": 5.0},
+                                            {"t": iso(NOW - timedelta(minutes=40)), "amount": 5.0}]}]
+    conn = sqlite3.connect(history.path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert b"sk-" not in history.path.read_bytes()
+    conn.close()
+
+
+def dataclass_replace_error(snap: Snapshot) -> Snapshot:
+    import dataclasses
+
+    from probe.snapshot import ProbeError
+    return dataclasses.replace(snap, error=ProbeError("timeout", "x"), stale=True)
+
+
+def test_retention_prunes_old_points(tmp_path):
+    store = History(tmp_path / "h.sqlite3", days=1)
+    assert store.start()
+    store.submit("alice", tmp_path, reading(3 * 24 * 60, 10.0))    # 3 days old
+    store.submit("alice", tmp_path, reading(10, 20.0))
+    store.close()
+    again = History(tmp_path / "h.sqlite3", days=1)
+    assert again.start()
+    again.submit("alice", tmp_path, reading(5, 30.0))                # any job prunes first
+    assert again.flush()
+    assert [p["used_percent"] for p in again.query("alice", "anthropic", 0)["series"][0]["points"]] == [20.0, 30.0]
+    again.close()
+
+
+def test_a_file_from_a_newer_release_is_refused_with_one_error(tmp_path, caplog):
+    path = tmp_path / "newer.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with caplog.at_level(logging.ERROR, logger="quota_probe.history"):
+        assert not History(path).start()
+    assert [r.getMessage() for r in caplog.records if "newer release" in r.getMessage()]
+
+
+def _broken_service_keeps_probing(emulator, make_home, store: History, caplog, expect: str) -> None:
+    home = make_home("hist-broken", deepseek="sk-hist-broken")
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, {"alice": home}, history=store if store.available else None)
+        with caplog.at_level(logging.ERROR, logger="quota_probe.history"):
+            for _ in range(3):
+                snap = reader.fetch("alice", "deepseek", refresh=True)
+                assert snap.error is None and snap.available
+            store.flush()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "quota_probe.history"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert expect in errors[0].getMessage()
+
+
+def test_corrupt_file_is_one_logged_error_and_probing_goes_on(emulator, make_home, tmp_path, caplog):
+    path = tmp_path / "corrupt.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    store = History(path)
+    with caplog.at_level(logging.ERROR, logger="quota_probe.history"):
+        assert not store.start()
+    _broken_service_keeps_probing(emulator, make_home, store, caplog, "cannot be used")
+
+
+def test_unwritable_file_is_one_logged_error_and_probing_goes_on(emulator, make_home, tmp_path, caplog):
+    if os.geteuid() == 0:
+        # root writes through permissions: make the directory a file's place instead
+        blocker = tmp_path / "not-a-dir"
+        blocker.write_text("x")
+        store = History(blocker / "history.sqlite3")
+    else:
+        locked_dir = tmp_path / "ro"
+        locked_dir.mkdir(mode=0o500)
+        store = History(locked_dir / "history.sqlite3")
+    with caplog.at_level(logging.ERROR, logger="quota_probe.history"):
+        assert not store.start()
+    _broken_service_keeps_probing(emulator, make_home, store, caplog, "cannot be used")
+
+
+def test_locked_file_is_one_logged_error_per_outage(emulator, make_home, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("probe.history.BUSY_TIMEOUT_S", 0.05)
+    store = History(tmp_path / "locked.sqlite3")
+    assert store.start()
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")      # another process's writer, holding the lock
+    try:
+        _broken_service_keeps_probing(emulator, make_home, store, caplog, "locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with caplog.at_level(logging.WARNING, logger="quota_probe.history"):
+        store.submit("alice", tmp_path, reading(1, 42.0))
+        assert store.flush()
+    assert any("resumed" in r.getMessage() for r in caplog.records)
+    store.close()
+
+
+def test_recent_basis_with_enough_history_else_average(tmp_path, history):
+    """≥ 3 points spanning ≥ 10 % of the window: the projection follows the recent burn."""
+    # a 5-hour window reset in 2 h: 3 h elapsed. Slow start, then a fast recent burn.
+    for minutes_ago, used in ((170, 2.0), (60, 10.0), (40, 20.0), (20, 30.0)):
+        history.submit("alice", tmp_path, reading(minutes_ago, used))
+    assert history.flush()
+    now_reading = reading(0, 40.0)
+    average = now_reading.with_pace(NOW).windows[0].pace
+    assert average.basis == "average" and average.lasts_until_reset   # 40 % in 3 h: lasts
+    recent = history.with_recent_pace("alice", now_reading.with_pace(NOW)).windows[0].pace
+    assert recent.basis == "recent"
+    # 10 points per 20 minutes: 60 left -> 120 minutes, the reset is in 120: borderline; at
+    # the fitted rate (0.5 %/min over the last hour) it runs out before or at the reset
+    assert recent.expected_used_percent == average.expected_used_percent
+    too_little = History(tmp_path / "other.sqlite3")
+    assert too_little.start()
+    too_little.submit("alice", tmp_path, reading(5, 38.0))
+    assert too_little.flush()
+    assert too_little.with_recent_pace("alice", now_reading.with_pace(NOW)).windows[0].pace.basis == "average"
+    too_little.close()
+
+
+def test_recent_basis_projects_run_out_from_the_recent_rate(tmp_path, history):
+    for minutes_ago, used in ((60, 10.0), (40, 25.0), (20, 40.0)):
+        history.submit("alice", tmp_path, reading(minutes_ago, used, reset_in_h=3.0))
+    assert history.flush()
+    pace = history.with_recent_pace("alice", reading(0, 55.0, reset_in_h=3.0).with_pace(NOW)).windows[0].pace
+    assert pace.basis == "recent" and not pace.lasts_until_reset
+    runs_out = datetime.fromisoformat(pace.runs_out_at.replace("Z", "+00:00"))
+    assert abs((runs_out - (NOW + timedelta(minutes=60))).total_seconds()) <= 60   # 45 % left at 0.75 %/min
+
+
+def test_api_history_and_probe_history(emulator, make_home, tmp_path, history):
+    home = make_home("hist-api", anthropic="sk-ant-oat01-hist-api")
+    for minutes_ago, used in ((30, 20.0), (20, 30.0), (10, 45.0)):
+        history.submit("alice", home.resolve(), reading(minutes_ago, used))
+    assert history.flush()
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        app = create_app(service, {"alice": home}, TOKEN, history=history)
+        with RunningApp(app) as running, httpx.Client(base_url=running.url, timeout=30) as client:
+            body = client.get("/api/history", params={"home": "alice", "provider": "anthropic"}).json()
+            assert body["home"] == "alice" and body["provider"] == "anthropic"
+            assert [p["used_percent"] for p in body["series"][0]["points"]] == [20.0, 30.0, 45.0]
+            since = iso(NOW - timedelta(minutes=15))
+            later = client.get("/api/history", params={"home": "alice", "provider": "anthropic", "since": since})
+            assert [p["used_percent"] for p in later.json()["series"][0]["points"]] == [45.0]
+            assert client.get("/api/history", params={"home": "nobody", "provider": "anthropic"}).status_code == 404
+            assert client.get("/api/history", params={"home": "alice", "provider": "nope"}).status_code == 400
+            assert client.get("/api/history", params={"home": "alice", "provider": "anthropic",
+                                                      "since": "yesterday"}).status_code == 400
+            assert str(home) not in later.text
+        no_history = create_app(service, {"alice": home}, TOKEN)
+        with RunningApp(no_history) as running:
+            off = httpx.get(f"{running.url}/api/history", params={"home": "alice", "provider": "anthropic"})
+            assert off.status_code == 404 and off.json()["error"]["code"] == "history_off"
+    result = run_cli("history", "--home", str(home), "--provider", "anthropic", "--history", str(history.path))
+    assert result.returncode == 0, result.stderr
+    assert "Current session" in result.stdout and "now 45.0%" in result.stdout
+    assert any(ch in result.stdout for ch in "▁▂▃▄▅▆▇█")
+    as_json = json.loads(run_cli("history", "--home", str(home), "--provider", "anthropic", "--history",
+                                 str(history.path), "--json").stdout)
+    assert as_json == query_file(history.path, "anthropic", 0, home_path=str(home.resolve())) or \
+        as_json["series"][0]["points"][-1]["used_percent"] == 45.0
+    missing = run_cli("history", "--provider", "anthropic", "--history", str(Path(history.path).with_suffix(".nope")))
+    assert missing.returncode == 1 and "no history file" in missing.stderr
+
+
+def test_fetches_through_the_reader_are_recorded(emulator, make_home, history):
+    home = make_home("hist-reader", anthropic="sk-ant-oat01-hist-reader", deepseek="sk-hist-reader")
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, {"bob": home}, history=history)
+        reader.fetch("bob", "anthropic", refresh=True)
+        reader.fetch("bob", "deepseek", refresh=True)
+        reader.fetch("bob", "deepseek", refresh=False)    # a cache hit: not a new reading
+        assert history.flush()
+    anthropic = history.query("bob", "anthropic", 0)
+    assert {s["window"] for s in anthropic["series"]} >= {"Current session", "Current week"}
+    deepseek = history.query("bob", "deepseek", 0)
+    assert deepseek["series"] == [] and len(deepseek["balances"]) >= 1
+    assert all(len(b["points"]) == 1 for b in deepseek["balances"])

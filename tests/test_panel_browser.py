@@ -5,6 +5,7 @@ Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it thro
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -25,11 +26,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def demo_server():
+@contextlib.contextmanager
+def running_demo(*extra: str):
     port = free_port()
     env = {**os.environ, "PROBE_TOKEN": "panel-test-token"}
-    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--demo", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--demo", "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
@@ -40,6 +41,12 @@ def demo_server():
         proc.wait(20)
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.fixture
+def demo_server():
+    with running_demo() as url:
+        yield url
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
@@ -113,5 +120,52 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
             if shots:
                 for name in ("panel-360.png", "panel-dark.png"):
                     shutil.copy(tmp_path / name, Path(shots) / name)
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                    reason="Debian's chromium is not installed (CI installs it and never skips)")
+def test_panel_charts_history_and_lists_alerts(tmp_path):
+    """A home with history gets a chart per window with its points; its alerts are listed."""
+    from datetime import datetime, timedelta, timezone
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from probe.alerts import Alerts
+    from probe.history import History
+    from probe.pace import iso
+    from probe.snapshot import ProbeInfo, Snapshot, Window
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    store = History(tmp_path / "history.sqlite3")
+    assert store.start()
+    alerts = Alerts(store, [], (80, 90, 100))
+    store.after_write = alerts.record
+    reset = iso(now + timedelta(hours=2))
+    for hours_ago, used in ((30, 5.0), (20, 40.0), (6, 10.0), (2.5, 60.0), (1, 85.0)):
+        window = Window("Current session", used, 100 - used, reset if hours_ago < 3 else iso(now - timedelta(hours=hours_ago - 1)),
+                        None, 18000.0)
+        store.submit("main", tmp_path, Snapshot(provider="anthropic", home="/x", available=True, windows=(window,),
+                                                fetched_at=iso(now - timedelta(hours=hours_ago)),
+                                                probe=ProbeInfo("warm", 1.0)))
+    store.close()
+
+    with running_demo("--history", str(tmp_path / "history.sqlite3")) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 360, "height": 900})
+            page.goto(f"{url}/?home=main")
+            session = page.locator('.card[data-provider="anthropic"] .window[data-label="Current session"]')
+            points = session.locator("svg.chart circle.chart-point")
+            expect(points.nth(4)).to_be_attached(timeout=20000)   # the 5 written (the demo's reading may add one)
+            expect(session.locator("svg.chart .chart-reset").first).to_be_attached()
+            expect(session.locator("svg.chart .chart-pace")).to_have_count(1)
+            expect(page.locator("#alerts")).to_be_visible()
+            expect(page.locator("#alerts li", has_text="anthropic · Current session reached 80%")).to_have_count(1)
+            page.screenshot(path=str(tmp_path / "panel-history.png"), full_page=True)
+            shots = os.environ.get("PROBE_SCREENSHOT_DIR")
+            if shots:
+                shutil.copy(tmp_path / "panel-history.png", Path(shots) / "panel-history.png")
         finally:
             browser.close()

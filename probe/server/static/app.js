@@ -1,7 +1,10 @@
 // Settings panel: one card per provider of the selected home, polled with If-None-Match.
 "use strict";
 
-const state = { homes: [], home: null, pollMs: 30000, refreshS: 0, etag: null, snapshots: [], timer: null };
+const state = { homes: [], home: null, pollMs: 30000, refreshS: 0, history: false, etag: null, snapshots: [],
+                timer: null, charts: {} };
+const SVG = "http://www.w3.org/2000/svg";
+const CHART_DAYS = 7;
 const $ = (sel, root = document) => root.querySelector(sel);
 
 function fmtCountdown(iso) {
@@ -54,6 +57,7 @@ function renderCard(snap) {
   for (const w of snap.windows) {
     const row = document.createElement("div");
     row.className = "window";
+    row.dataset.label = w.label;
     const remaining = w.remaining_percent;
     const head = document.createElement("div");
     head.className = "window-head";
@@ -119,6 +123,83 @@ function renderCard(snap) {
   return card;
 }
 
+// -- history charts (SPEC §14): plain SVG, no library, no build step ----------------------
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  return el;
+}
+
+// used % over the last CHART_DAYS days: the points, a dashed line where the window reset,
+// and the current instance's pace line (0 % at its start to 100 % at its reset)
+function chart(series, windowS) {
+  const W = 300, H = 64, now = Date.now(), from = now - CHART_DAYS * 86400e3;
+  const x = (t) => ((t - from) / (now - from)) * W;
+  const y = (pct) => H - (Math.max(0, Math.min(100, pct)) / 100) * H;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", preserveAspectRatio: "none",
+                            "aria-label": `${series.window}: used % over the last ${CHART_DAYS} days` });
+  root.append(svg("rect", { x: 0, y: 0, width: W, height: H, class: "chart-bg" }));
+  const points = series.points.map((p) => ({ t: Date.parse(p.t), used: p.used_percent, reset: p.reset_at }))
+    .filter((p) => p.t >= from);
+  const resets = [...new Set(points.map((p) => p.reset).filter(Boolean))].map(Date.parse);
+  for (const r of resets.slice(0, -1)) {   // instances that ended inside the range
+    if (r >= from && r <= now) root.append(svg("line", { x1: x(r), x2: x(r), y1: 0, y2: H, class: "chart-reset" }));
+  }
+  const current = resets[resets.length - 1];
+  if (current && windowS) {
+    const start = current - windowS * 1000;
+    root.append(svg("line", { x1: x(start), y1: y(0), x2: x(current), y2: y(100), class: "chart-pace" }));
+  }
+  if (points.length > 1) {
+    root.append(svg("polyline", { points: points.map((p) => `${x(p.t).toFixed(1)},${y(p.used).toFixed(1)}`).join(" "),
+                                  class: "chart-line" }));
+  }
+  for (const p of points.slice(-400)) root.append(svg("circle", { cx: x(p.t), cy: y(p.used), r: 1.6, class: "chart-point" }));
+  return root;
+}
+
+async function loadCharts(card, snap) {
+  if (!state.history || !snap.windows.length) return;
+  try {
+    const params = new URLSearchParams({ home: state.home, provider: snap.provider });
+    const response = await fetch(`/api/history?${params}`);
+    if (!response.ok) return;
+    const body = await response.json();
+    for (const row of card.querySelectorAll(".window")) {
+      const series = body.series.find((s) => s.window === row.dataset.label);
+      const old = row.querySelector(".chart");
+      if (old) old.remove();
+      if (series && series.points.length) {
+        const w = snap.windows.find((w) => w.label === row.dataset.label);
+        row.append(chart(series, w && w.window_s));
+      }
+    }
+  } catch (err) { /* the chart is an extra: the card stands without it */ }
+}
+
+// -- alerts of current window instances -------------------------------------------------
+async function loadAlerts() {
+  const list = $("#alerts");
+  if (!state.history) { list.hidden = true; return; }
+  try {
+    const response = await fetch("/api/alerts");
+    if (!response.ok) return;
+    const now = Date.now();
+    const alerts = (await response.json()).alerts
+      .filter((a) => a.home === state.home && (!a.reset_at || Date.parse(a.reset_at) > now));
+    const items = alerts.map((a) => {
+      const li = document.createElement("li");
+      li.className = `alert ${a.kind}`;
+      const what = a.kind === "runs_out" ? "runs out before its reset" : `reached ${a.threshold}%`;
+      li.textContent = `${a.provider} · ${a.window} ${what} (${a.used_percent.toFixed(1)}% used, ` +
+        `${new Date(a.at).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" })})`;
+      return li;
+    });
+    list.querySelector("ul").replaceChildren(...items);
+    list.hidden = !items.length;
+  } catch (err) { /* alerts are an extra */ }
+}
+
 function render() {
   const main = $("#cards");
   main.replaceChildren();
@@ -129,7 +210,12 @@ function render() {
     main.append(p);
     return;
   }
-  for (const snap of state.snapshots) main.append(renderCard(snap));
+  for (const snap of state.snapshots) {
+    const card = renderCard(snap);
+    main.append(card);
+    loadCharts(card, snap);
+  }
+  loadAlerts();
 }
 
 async function poll() {
@@ -157,7 +243,9 @@ async function refreshOne(provider, card) {
     const snap = await response.json();
     state.snapshots = state.snapshots.map((s) => (s.provider === provider ? snap : s));
     state.etag = null;   // the list changed under its ETag
-    card.replaceWith(renderCard(snap));
+    const fresh = renderCard(snap);
+    card.replaceWith(fresh);
+    loadCharts(fresh, snap);
     setStatus(`refreshed ${provider} · ${new Date().toLocaleTimeString()}`);
   } catch (err) {
     button.disabled = false;
@@ -183,6 +271,7 @@ async function start() {
   // With a background refresher the backend answers polls from its latest readings: polling
   // only picks up what the refresher fetched, it never makes a provider request itself.
   state.refreshS = Number(config.refresh_s) || 0;
+  state.history = Boolean(config.history);
   const select = $("#home");
   for (const id of state.homes) select.append(new Option(id, id));
   state.home = new URLSearchParams(location.search).get("home") || state.homes[0] || null;

@@ -234,7 +234,9 @@ class Alerts:
                 self._failing.discard(row["target"])
                 log.warning("alerts: delivery to a %s:// target works again", scheme)
             delivered_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-            self.history.run(lambda conn: conn.execute(
+            # recorded before the next send (ahead of queued readings): at most one delivered
+            # alert is ever unrecorded, so a crash can duplicate one alert at most
+            self.history.run_urgent(lambda conn: conn.execute(
                 "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1 WHERE alert = ? AND target = ?",
                 (delivered_at, row["id"], row["target"])))
             return

@@ -237,19 +237,22 @@ class HomePool:
         with self._cond:
             return [w for w in self._slots if w.started and not w.closed and not w.lock.locked()]
 
-    def rows(self) -> list[tuple[Worker, bool]]:
-        """(worker, busy) per slot, read under the pool lock."""
+    def rows(self) -> list[tuple[Worker, bool, bool]]:
+        """(worker, busy, started) per slot, read under the pool lock. ``started`` is read
+        here, not later: a slot that starts after this read must not be counted beside a
+        budget victim that was still running at it (that would show one worker more than
+        the budget ever allowed)."""
         with self._cond:
-            return [(w, w.lock.locked()) for w in self._slots]
+            return [(w, w.lock.locked(), w.started) for w in self._slots]
 
-    def state(self, rows: list[tuple[Worker, bool]] | None = None) -> dict:
+    def state(self, rows: list[tuple[Worker, bool, bool]] | None = None) -> dict:
         """The SPEC §9 per-home view of ``rows`` (default: read now); RSS is read outside
         every lock: psutil can be slow."""
         now = time.monotonic()
         rows = self.rows() if rows is None else rows
         workers = [{"pid": w.pid, "busy": busy, "requests": w.requests_served, "rss_mb": w.rss_mb(),
                     "idle_s": None if busy else round(now - w.idle_since, 3)}
-                   for w, busy in rows if w.started and not w.exited()]
+                   for w, busy, started in rows if started and not w.exited()]
         return {"slots": len(rows), "alive": len(workers), "busy": sum(1 for w in workers if w["busy"]),
                 "workers": workers}
 

@@ -22,7 +22,8 @@ from probe.cache import SnapshotCache
 from probe.coalesce import InFlight
 from probe.cold import ColdLimiter
 from probe.config import ProbeConfig
-from probe.disk_cache import DiskCache
+from probe.shared import Fetch, SharedCache
+from probe.shared.disk import DiskCache
 from probe.env import child_env
 from probe.errors import check_provider, check_timeout
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
@@ -74,7 +75,7 @@ class ProbeService:
         self._cache = SnapshotCache(config.cache_ttl_s)
         self._inflight = InFlight()
         self._backoff = Backoff()
-        self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
+        self._shared: SharedCache | None = DiskCache(config.cache_dir) if config.cache_dir else None
         #: last credential fingerprint seen per home, for automatic rotation
         self._fingerprints: dict[str, tuple] = {}
         self._cold = _cold_limiter(config)
@@ -115,8 +116,9 @@ class ProbeService:
         self._notice_rotation(home_dir, fingerprint)
         key = (str(home_dir), provider, fingerprint)
         generation = self._cache.generation(home_dir)
+        fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh)
         if not refresh:
-            cached = self._cache.get(key) or self._read_shared(key, generation)
+            cached = self._cache.get(key) or self._read_shared(fetch)
             if cached is not None:
                 return self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
                                                                 cached.probe.worker_pid)))
@@ -126,13 +128,13 @@ class ProbeService:
                                    probe=ProbeInfo("cache", monotonic_ms_since(started)))
             return self._record(self._stale_if_possible(snap, key, generation))
         if not self._config.coalesce:
-            return self._probe_shared(provider, home_dir, key, generation, deadline, started, refresh)
+            return self._probe_shared(fetch)
         flight = (*key, generation)
         call, leader = self._inflight.join(flight)
         if leader:
             result = None
             try:
-                result = self._probe_shared(provider, home_dir, key, generation, deadline, started, refresh)
+                result = self._probe_shared(fetch)
                 return result
             finally:
                 self._inflight.done(flight, call, result)
@@ -145,7 +147,7 @@ class ProbeService:
                                                 "The probe did not finish before its deadline.",
                                                 probe=ProbeInfo("coalesced", monotonic_ms_since(started))))
         # The leader ended without a snapshot (it was interrupted): probe on our own.
-        return self._probe_shared(provider, home_dir, key, generation, deadline, started, refresh)
+        return self._probe_shared(fetch)
 
     async def afetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
                      timeout: float | None = None) -> Snapshot:
@@ -173,8 +175,8 @@ class ProbeService:
         """Generation bump + cache drop first, so no probe running now can store its
         result; then the workers, closed outside every lock but this home's rotation lock."""
         self._cache.invalidate(home, provider)
-        if self._disk is not None:
-            self._disk.drop(None if home is None else str(home), provider)
+        if self._shared is not None:
+            self._shared.drop(None if home is None else str(home), provider)
         self._backoff.forget(lambda key: (home is None or key[0] == str(home))
                              and (provider is None or key[1] == provider))
         self._registry.flush(home)
@@ -215,7 +217,7 @@ class ProbeService:
             self._config = config
             self._cache.ttl_s = config.cache_ttl_s
             if config.cache_dir != old.cache_dir:
-                self._disk = DiskCache(config.cache_dir) if config.cache_dir else None
+                self._shared = DiskCache(config.cache_dir) if config.cache_dir else None
             new_cold = _cold_limiter(config)
             if (new_cold.max_concurrent, new_cold.linger_s) != (self._cold.max_concurrent, self._cold.linger_s):
                 old_cold, self._cold = self._cold, new_cold
@@ -272,46 +274,44 @@ class ProbeService:
         self._stats.fetched(snap.probe.path, snap.error.code if snap.error else None)
         return snap
 
-    def _read_shared(self, key: tuple, generation: int, written_after: float | None = None) -> Snapshot | None:
+    def _read_shared(self, fetch: Fetch, written_after: float | None = None) -> Snapshot | None:
         """Another process's fresh result from the shared cache, adopted into ours."""
-        if self._disk is None:
+        if self._shared is None:
             return None
-        snap = self._disk.read(key[0], key[1], key[2], written_after=written_after)
+        snap = self._shared.read(fetch, written_after=written_after)
         if snap is not None:
-            self._cache.put(key, snap, generation)
+            self._cache.put(fetch.key, snap, fetch.generation)
         return snap
 
-    def _probe_shared(self, provider: str, home: Path, key: tuple, generation: int,
-                      deadline: float, started: float, refresh: bool) -> Snapshot:
-        """With a shared cache, probe under the (home, provider) file lock so at most one
-        process on the host probes it at a time; a process that waited for the lock takes
-        the result the holder just stored instead of probing again."""
-        disk = self._disk
-        if disk is None:
-            return self._probe_and_store(provider, home, key, generation, deadline, started)
+    def _probe_shared(self, fetch: Fetch) -> Snapshot:
+        """With a shared cache, probe under the (home, provider) lock so at most one process
+        probes it at a time; a process that waited for the lock takes the result the holder
+        just stored instead of probing again."""
+        shared = self._shared
+        if shared is None:
+            return self._probe_and_store(fetch)
         waiting_since = time.time()
-        with disk.probe_lock(key[0], provider, deadline - time.monotonic()) as locked:
+        with shared.probe_lock(fetch, fetch.deadline - time.monotonic()) as locked:
             if not locked:
-                snap = Snapshot.failed(provider, str(home), "timeout",
+                snap = Snapshot.failed(fetch.provider, str(fetch.home), "timeout",
                                        "Another process is probing this account; it did not finish in time.",
-                                       probe=ProbeInfo("cache", monotonic_ms_since(started)))
-                return self._record(self._stale_if_possible(snap, key, generation))
-            shared = self._read_shared(key, generation, written_after=waiting_since if refresh else None)
-            if shared is not None:
-                return self._record(shared.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
-                                                                shared.probe.worker_pid)))
-            return self._probe_and_store(provider, home, key, generation, deadline, started)
+                                       probe=ProbeInfo("cache", monotonic_ms_since(fetch.started)))
+                return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))
+            stored = self._read_shared(fetch, written_after=waiting_since if fetch.refresh else None)
+            if stored is not None:
+                return self._record(stored.with_probe(ProbeInfo("cache", monotonic_ms_since(fetch.started),
+                                                                stored.probe.worker_pid)))
+            return self._probe_and_store(fetch)
 
-    def _probe_and_store(self, provider: str, home: Path, key: tuple, generation: int,
-                         deadline: float, started: float) -> Snapshot:
-        snap = self._probe(provider, home, deadline, started)
+    def _probe_and_store(self, fetch: Fetch) -> Snapshot:
+        snap = self._probe(fetch.provider, fetch.home, fetch.deadline, fetch.started)
         if snap.error is None:
-            self._backoff.succeeded(key)
+            self._backoff.succeeded(fetch.key)
         elif snap.error.code == "rate_limited":
-            self._backoff.rate_limited(key, snap.error.retry_after_s)
-        if self._cache.put(key, snap, generation) and self._disk is not None:
-            self._disk.write(key[0], key[1], key[2], snap, self._config.cache_ttl_s)
-        return self._record(self._stale_if_possible(snap, key, generation))
+            self._backoff.rate_limited(fetch.key, snap.error.retry_after_s)
+        if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
+            self._shared.write(fetch, snap, self._config.cache_ttl_s)
+        return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))
 
     def _stale_if_possible(self, snap: Snapshot, key: tuple, generation: int) -> Snapshot:
         """A transient failure is answered with the last good snapshot of the same

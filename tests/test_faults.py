@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from probe.disk_cache import DiskCache
+from probe.shared import Fetch
+from probe.shared.disk import DiskCache
 from probe.homes import credential_fingerprint
 from probe.snapshot import Snapshot
 from support import reaped, wait_until, worker_pids
@@ -247,7 +248,8 @@ def test_cache_files_stay_whole_when_their_writer_is_killed(emulator, make_home,
         assert Snapshot.from_dict(data["snapshot"]).available
     disk = DiskCache(cache_dir)
     for home in homes:
-        assert disk.read(os.path.realpath(home), "deepseek", credential_fingerprint(home)) is not None
+        key = (os.path.realpath(home), "deepseek", credential_fingerprint(home))
+        assert disk.read(Fetch("deepseek", home, key, 0, 0.0, 0.0, False)) is not None
 
 
 @pytest.mark.parametrize("how", ["hung_provider", "frozen_worker"])

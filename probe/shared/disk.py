@@ -28,6 +28,7 @@ from pathlib import Path
 
 import filelock
 
+from probe.shared import Fetch
 from probe.snapshot import Snapshot
 
 log = logging.getLogger("probe.disk_cache")
@@ -56,9 +57,10 @@ class DiskCache:
             self._warned = True
             log.warning("shared cache %s failed (%s); continuing without it", what, type(exc).__name__)
 
-    def read(self, home: str, provider: str, fingerprint: tuple, *, written_after: float | None = None) -> Snapshot | None:
+    def read(self, fetch: Fetch, *, written_after: float | None = None) -> Snapshot | None:
         """A fresh snapshot, or None. ``written_after`` (wall clock) also demands that it was
         stored after that moment — a result another process produced while we waited."""
+        home, provider, fingerprint = fetch.key
         path = self._file(home, provider, fingerprint)
         try:
             data = json.loads(path.read_bytes())
@@ -76,8 +78,8 @@ class DiskCache:
             return None  # corrupt or truncated: ignored, the next write replaces it
         return snap if snap.home == home and snap.provider == provider else None
 
-    def write(self, home: str, provider: str, fingerprint: tuple, snap: Snapshot, ttl_s: float) -> None:
-        path = self._file(home, provider, fingerprint)
+    def write(self, fetch: Fetch, snap: Snapshot, ttl_s: float) -> None:
+        path = self._file(*fetch.key)
         now = time.time()
         payload = json.dumps({"written_at": now, "expires_at": now + ttl_s, "snapshot": snap.to_dict()})
         try:
@@ -95,11 +97,11 @@ class DiskCache:
             self._warn("write", exc)
 
     @contextlib.contextmanager
-    def probe_lock(self, home: str, provider: str, timeout_s: float) -> Iterator[bool]:
+    def probe_lock(self, fetch: Fetch, timeout_s: float) -> Iterator[bool]:
         """Hold the (home, provider) lock across processes; yields False if it could not be
         had within ``timeout_s`` (or the directory is unusable: then True, unlocked —
         probing unshared beats not probing)."""
-        lock_path = self._home_dir(home) / f"{provider}.lock"
+        lock_path = self._home_dir(fetch.key[0]) / f"{fetch.provider}.lock"
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock = filelock.FileLock(str(lock_path), timeout=max(0.0, timeout_s), thread_local=False,

@@ -1,0 +1,49 @@
+"""Snapshot sharing between backends: one interface, two implementations side by side.
+
+* :class:`probe.shared.disk.DiskCache` -- several processes on one host (SPEC §7): JSON
+  files under a file lock, keyed by the home's path and credential fingerprint.
+* ``probe.shared.redis`` (cluster mode, SPEC §15) -- several hosts sharing one Redis.
+
+``probe/service.py`` talks to whichever is configured through :class:`SharedCache` only,
+handing it the :class:`Fetch` it is serving; each implementation picks the key it needs
+from it (the disk cache: path + fingerprint; Redis: the home's cluster id + generation).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from probe.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One fetch in progress: what every step of the service's fetch path needs."""
+    provider: str
+    home: Path
+    #: (home path, provider, credential fingerprint): the local cache key
+    key: tuple
+    #: the home's rotation generation when the fetch began
+    generation: int
+    #: ``time.monotonic()`` values
+    started: float
+    deadline: float
+    refresh: bool
+
+
+class SharedCache(Protocol):
+    def read(self, fetch: Fetch, *, written_after: float | None = None) -> Snapshot | None:
+        """A fresh shared snapshot for this fetch, or None. ``written_after`` (wall clock)
+        also demands that it was stored after that moment."""
+
+    def write(self, fetch: Fetch, snap: Snapshot, ttl_s: float) -> None:
+        ...
+
+    def probe_lock(self, fetch: Fetch, timeout_s: float) -> contextlib.AbstractContextManager[bool]:
+        """Hold the (home, provider) probe lock across backends; yields False when it could
+        not be had in time."""
+
+    def drop(self, home: str | None, provider: str | None) -> None:
+        """Forget one home's (every home's when None) snapshots for one provider (all)."""

@@ -45,6 +45,13 @@ class ProbeConfig:
     cache_dir: str | os.PathLike[str] | None = None
     #: provider -> base URL override (also ``PROBE_<PROVIDER>_BASE_URL`` in the environment)
     provider_urls: Mapping[str, str] = field(default_factory=dict)
+    #: cluster mode (SPEC §15): backends naming the same Redis share cache, locks, back-off
+    #: and rotations; it takes the place of ``cache_dir`` when both are set
+    redis_url: str | None = None
+    redis_prefix: str = "quota-probe:"
+    #: home id -> home path: a home's cluster identity (the same id on two hosts is one
+    #: account, whatever its path there); homes not listed are known by a hash of their path
+    home_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("pool_size", "max_total_workers", "max_cold_spawns", "max_requests_per_worker"):
@@ -67,6 +74,13 @@ class ProbeConfig:
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ValueError(f"provider_urls[{provider!r}] must be an http(s) URL")
         object.__setattr__(self, "provider_urls", urls)
+        if self.redis_url is not None and not (isinstance(self.redis_url, str)
+                                               and self.redis_url.startswith(("redis://", "rediss://", "unix://"))):
+            raise ValueError("redis_url must be a redis://, rediss:// or unix:// URL")
+        if not isinstance(self.redis_prefix, str) or not self.redis_prefix or len(self.redis_prefix) > 64:
+            raise ValueError("redis_prefix must be a short non-empty string")
+        object.__setattr__(self, "home_ids", {str(k): str(Path(v).expanduser().resolve())
+                                              for k, v in dict(self.home_ids or {}).items()})
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", str(Path(self.cache_dir).expanduser().resolve()))
 

@@ -15,14 +15,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from probe.backoff import Backoff
+from probe.backoff import Backoff, Blocked
 from probe.cache import SnapshotCache
 from probe.coalesce import InFlight
 from probe.cold import ColdLimiter
 from probe.config import ProbeConfig
 from probe.shared import Fetch, SharedCache
+
+if TYPE_CHECKING:
+    from probe.shared.cluster import RedisCluster
 from probe.shared.disk import DiskCache
 from probe.env import child_env
 from probe.errors import check_provider, check_timeout
@@ -75,6 +78,7 @@ class ProbeService:
         self._cache = SnapshotCache(config.cache_ttl_s)
         self._inflight = InFlight()
         self._backoff = Backoff()
+        self._cluster: RedisCluster | None = None   # started last: its callbacks use everything below
         self._shared: SharedCache | None = DiskCache(config.cache_dir) if config.cache_dir else None
         #: last credential fingerprint seen per home, for automatic rotation
         self._fingerprints: dict[str, tuple] = {}
@@ -88,6 +92,9 @@ class ProbeService:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._closed = False
+        self._cluster = self._start_cluster(config)
+        if self._cluster is not None:
+            self._shared = self._cluster
 
     @property
     def config(self) -> ProbeConfig:
@@ -114,6 +121,7 @@ class ProbeService:
                                                 probe=ProbeInfo("cold", monotonic_ms_since(started))))
         fingerprint = credential_fingerprint(home_dir)
         self._notice_rotation(home_dir, fingerprint)
+        shared_backoff = self._sync_cluster(home_dir, provider)
         key = (str(home_dir), provider, fingerprint)
         generation = self._cache.generation(home_dir)
         fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh)
@@ -122,7 +130,7 @@ class ProbeService:
             if cached is not None:
                 return self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
                                                                 cached.probe.worker_pid)))
-        blocked = self._backoff.blocked(key)
+        blocked = self._backoff.blocked(key) or shared_backoff
         if blocked is not None:  # refresh=True does not bypass a rate-limit back-off
             snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
                                    probe=ProbeInfo("cache", monotonic_ms_since(started)))
@@ -171,11 +179,13 @@ class ProbeService:
         with self._rotation_lock(str(target)):
             self._rotate_locked(target, provider)
 
-    def _rotate_locked(self, home: Path | None, provider: str | None) -> None:
+    def _rotate_locked(self, home: Path | None, provider: str | None, *, announce: bool = True) -> None:
         """Generation bump + cache drop first, so no probe running now can store its
-        result; then the workers, closed outside every lock but this home's rotation lock."""
+        result; then the workers, closed outside every lock but this home's rotation lock.
+        ``announce=False``: another backend rotated it and told us (cluster mode), so the
+        shared state already says so."""
         self._cache.invalidate(home, provider)
-        if self._shared is not None:
+        if self._shared is not None and announce:
             self._shared.drop(None if home is None else str(home), provider)
         self._backoff.forget(lambda key: (home is None or key[0] == str(home))
                              and (provider is None or key[1] == provider))
@@ -203,6 +213,8 @@ class ProbeService:
                          for home, state in homes.items()}
         data["cold_running"], data["cold_parked"] = self._cold.counts()
         data["spawn"] = self._spawner.spawn_stats()
+        if self._cluster is not None:
+            data["cluster"] = self._cluster.state()
         return data
 
     def configure(self, config: ProbeConfig) -> None:
@@ -217,7 +229,8 @@ class ProbeService:
             self._config = config
             self._cache.ttl_s = config.cache_ttl_s
             if config.cache_dir != old.cache_dir:
-                self._shared = DiskCache(config.cache_dir) if config.cache_dir else None
+                if self._cluster is None:
+                    self._shared = DiskCache(config.cache_dir) if config.cache_dir else None
             new_cold = _cold_limiter(config)
             if (new_cold.max_concurrent, new_cold.linger_s) != (self._cold.max_concurrent, self._cold.linger_s):
                 old_cold, self._cold = self._cold, new_cold
@@ -234,6 +247,8 @@ class ProbeService:
             if self._closed:
                 return
             self._closed = True
+        if self._cluster is not None:
+            self._cluster.close()
         self._registry.close()
         self._cold.close()
         executor = self._executor
@@ -252,6 +267,41 @@ class ProbeService:
         self.close()
 
     # -- internals -----------------------------------------------------------------------
+    def _start_cluster(self, config: ProbeConfig) -> RedisCluster | None:
+        """Cluster mode's Redis side, or None. A wrong password is a ValueError here (the
+        caller's start-up fails clearly); an unreachable Redis is not: we go on alone."""
+        if not config.redis_url:
+            return None
+        from probe.shared.cluster import ClusterUnavailable, RedisCluster
+
+        cluster = RedisCluster(config.redis_url, prefix=config.redis_prefix,
+                               cluster_ids={Path(path): home_id for home_id, path in config.home_ids.items()},
+                               lease_s=config.probe_timeout_s + 5, on_rotation=self._rotated_elsewhere)
+        try:
+            cluster.start()
+        except ClusterUnavailable as exc:
+            raise ValueError(str(exc)) from None
+        return cluster
+
+    def _sync_cluster(self, home: Path, provider: str) -> Blocked | None:
+        """Cluster mode, at the start of every fetch: one round trip for the home's cluster
+        generation and the provider's shared back-off. A newer generation means another
+        backend rotated the home: rotate here too before anything is read from a cache."""
+        if self._cluster is None:
+            return None
+        generation, backoff = self._cluster.sync(home, provider)
+        if generation is not None and self._cluster.newer_generation(home, generation):
+            self._rotated_elsewhere(home)
+        if backoff and isinstance(backoff.get("until"), (int, float)) and backoff["until"] > time.time():
+            left_s = int(backoff["until"] - time.time()) + 1
+            return Blocked(time.monotonic() + left_s,
+                           f"The provider is rate-limiting this account (seen by another backend); next try in {left_s} s.")
+        return None
+
+    def _rotated_elsewhere(self, home: Path) -> None:
+        with self._rotation_lock(str(home)):
+            self._rotate_locked(home, None, announce=False)
+
     @staticmethod
     def _env_factory(config: ProbeConfig):
         return lambda home: child_env(home, config.provider_urls)
@@ -308,7 +358,9 @@ class ProbeService:
         if snap.error is None:
             self._backoff.succeeded(fetch.key)
         elif snap.error.code == "rate_limited":
-            self._backoff.rate_limited(fetch.key, snap.error.retry_after_s)
+            wait_s = self._backoff.rate_limited(fetch.key, snap.error.retry_after_s)
+            if self._cluster is not None:
+                self._cluster.share_backoff(fetch, wait_s, snap.error.message)
         if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
             self._shared.write(fetch, snap, self._config.cache_ttl_s)
         return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))

@@ -1,0 +1,331 @@
+"""Cluster mode (SPEC §15): several backends, on several hosts, sharing one Redis.
+
+Per (home cluster id, provider) the backends share, through Redis:
+
+* the snapshot cache -- so N backends polling one account make one provider request per
+  TTL between them;
+* a single-flight probe lock with a lease (redis-py's ``Lock``: ``SET NX PX`` with a token,
+  released by a compare-and-delete script), so a backend that dies holding it delays the
+  others by at most the lease;
+* the rate-limit back-off -- after a 429 seen by any backend, none calls that provider for
+  that home until it ends;
+* a per-home **cluster generation**, bumped by a rotation on any backend and broadcast on a
+  pub/sub channel: every backend checks it (one round trip, together with the back-off) at
+  the start of every fetch, so none serves a pre-rotation snapshot once the rotating call
+  has returned, and the broadcast closes idle workers within a second.
+
+A home's cluster identity is its configured id (``--home ID=PATH``), so the same id on two
+hosts names the same account even where the paths differ; a home without an id is known by
+a hash of its path. Redis never holds a path or a credential: stored snapshots carry the
+cluster id in ``home`` and get the local path back when read. Every key expires.
+
+Redis down, slow or restarted: every call has a socket timeout far below any caller's
+deadline; the first failure logs one warning and the backend goes on alone (its local
+cache, back-off and locks), re-trying Redis at most once a second; it logs one line when
+Redis is back and re-subscribes. A rotation made while Redis was unreachable reaches the
+others when their cached entries expire (SPEC §15).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from probe.shared import Fetch
+from probe.snapshot import Snapshot
+
+log = logging.getLogger("quota_probe.cluster")
+
+DEFAULT_PREFIX = "quota-probe:"
+#: socket timeouts: far below any caller's deadline, above a loaded Redis's latency
+SOCKET_TIMEOUT_S = 0.25
+#: after a failure, Redis is not tried again for this long (the reconnect thread tries)
+RETRY_EVERY_S = 1.0
+#: keys that have no natural TTL (generations, peers) still expire after this
+LONG_TTL_S = 30 * 86400
+PEER_TTL_S = 60
+HEARTBEAT_S = 10.0
+
+
+def home_key(home: Path, cluster_ids: Mapping[Path, str]) -> str:
+    """The home's cluster identity: its configured id, else a hash of its path."""
+    found = cluster_ids.get(home)
+    return found if found is not None else "path-" + hashlib.sha256(str(home).encode()).hexdigest()[:16]
+
+
+class ClusterUnavailable(Exception):
+    pass
+
+
+class RedisCluster:
+    """The Redis side of one backend. ``on_rotation(home_path)`` is called (from the
+    subscriber thread, or a fetch) when another backend rotated a home we serve."""
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, cluster_ids: Mapping[Path, str] | None = None,
+                 lease_s: float = 25.0, on_rotation: Callable[[Path], None] = lambda home: None) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.lease_s = lease_s
+        self._ids: dict[Path, str] = dict(cluster_ids or {})
+        self._paths: dict[str, list[Path]] = {}
+        for path, home_id in self._ids.items():
+            self._paths.setdefault(home_id, []).append(path)
+        self._on_rotation = on_rotation
+        self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
+                                           socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=0)
+        self._known: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down = False
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.backend_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    # -- life --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Check the URL once (a wrong password is a clear error here, at start-up), then
+        run the subscriber and heartbeat threads."""
+        try:
+            self._redis.ping()
+        except redis.AuthenticationError:
+            if urlsplit(self.url).password is None:
+                raise ClusterUnavailable("Redis needs a password (put it in the URL: redis://:PASSWORD@host)") from None
+            raise ClusterUnavailable("Redis refused the password in the URL") from None
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise ClusterUnavailable("Redis needs a password (put it in the URL: redis://:PASSWORD@host)") from None
+            raise ClusterUnavailable(f"Redis answered an error ({exc})") from None
+        except redis.RedisError as exc:
+            self._failed(exc)   # unreachable now: go on alone, rejoin when it is back
+        for target, name in ((self._subscribe_loop, "probe-cluster-sub"), (self._heartbeat_loop, "probe-cluster-beat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._redis.close()
+
+    # -- availability ------------------------------------------------------------------------
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + RETRY_EVERY_S
+            first = not self._down
+            self._down = True
+        if first:
+            log.warning("Redis at %s is unreachable (%s); this backend goes on alone until it is back",
+                        _safe_url(self.url), type(exc).__name__)
+
+    def _ok(self) -> None:
+        if self._down:
+            with self._lock:
+                back = self._down
+                self._down = False
+            if back:
+                log.warning("Redis is reachable again; sharing resumes")
+
+    @property
+    def connected(self) -> bool:
+        return not self._down
+
+    def _call(self, fn: Callable[[], Any], default: Any = None) -> Any:
+        if not self._usable():
+            return default
+        try:
+            result = fn()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return default
+        self._ok()
+        return result
+
+    # -- keys --------------------------------------------------------------------------------
+    def _key(self, home_id: str, *parts: str) -> str:
+        return self.prefix + ":".join(("home", home_id, *parts))
+
+    def home_id(self, home: Path) -> str:
+        return home_key(home, self._ids)
+
+    # -- generation and back-off: checked at the start of every fetch -------------------------
+    def sync(self, home: Path, provider: str) -> tuple[int | None, dict | None]:
+        """(cluster generation, shared back-off or None) in one round trip. A generation
+        newer than the one we knew means another backend rotated the home: the caller
+        rotates locally before going on. (None, None) while Redis is unreachable."""
+        home_id = self.home_id(home)
+        values = self._call(lambda: self._redis.mget(self._key(home_id, "gen"), self._key(home_id, provider, "backoff")),
+                            None)
+        if values is None:
+            return None, None
+        generation = int(values[0] or 0)
+        backoff = None
+        if values[1]:
+            with contextlib.suppress(ValueError, TypeError):
+                backoff = json.loads(values[1])
+        return generation, backoff
+
+    def newer_generation(self, home: Path, generation: int) -> bool:
+        """Record ``generation`` as known for ``home``; True when it is newer than what we
+        knew (another backend rotated it since)."""
+        home_id = self.home_id(home)
+        with self._lock:
+            known = self._known.get(home_id)
+            self._known[home_id] = max(generation, known or 0)
+        return known is not None and generation > known
+
+    def share_backoff(self, fetch: Fetch, seconds: float, message: str) -> None:
+        if seconds <= 0:
+            return
+        payload = json.dumps({"until": time.time() + seconds, "message": message})
+        self._call(lambda: self._redis.set(self._key(self.home_id(fetch.home), fetch.provider, "backoff"), payload,
+                                           px=max(1, int(seconds * 1000))))
+
+    def clear_backoff(self, fetch: Fetch) -> None:
+        self._call(lambda: self._redis.delete(self._key(self.home_id(fetch.home), fetch.provider, "backoff")))
+
+    # -- SharedCache ---------------------------------------------------------------------------
+    def read(self, fetch: Fetch, *, written_after: float | None = None) -> Snapshot | None:
+        home_id = self.home_id(fetch.home)
+        raw = self._call(lambda: self._redis.get(self._key(home_id, fetch.provider, "snap")))
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            if data["gen"] != self._known.get(home_id, 0):
+                return None   # written before a rotation we know of (or after one we have not seen yet)
+            if written_after is not None and data["written_at"] < written_after:
+                return None
+            snap = Snapshot.from_dict({**data["snapshot"], "home": str(fetch.home)})
+        except (ValueError, KeyError, TypeError):
+            return None
+        return snap if snap.provider == fetch.provider else None
+
+    def write(self, fetch: Fetch, snap: Snapshot, ttl_s: float) -> None:
+        home_id = self.home_id(fetch.home)
+        payload = json.dumps({"gen": self._known.get(home_id, 0), "written_at": time.time(),
+                              "snapshot": {**snap.to_dict(), "home": home_id}})
+        self._call(lambda: self._redis.set(self._key(home_id, fetch.provider, "snap"), payload,
+                                           px=max(1, int(ttl_s * 1000))))
+
+    @contextlib.contextmanager
+    def probe_lock(self, fetch: Fetch, timeout_s: float) -> Iterator[bool]:
+        """The cluster-wide single-flight lock, leased for ``lease_s``. Unreachable Redis:
+        yields True unlocked (probing unshared beats not probing)."""
+        if not self._usable():
+            yield True
+            return
+        lock = self._redis.lock(self._key(self.home_id(fetch.home), fetch.provider, "lock"), timeout=self.lease_s,
+                                sleep=0.01, blocking_timeout=max(0.0, timeout_s), thread_local=False)
+        try:
+            acquired = lock.acquire()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            yield True
+            return
+        if not acquired:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(redis.RedisError):   # expired or Redis gone: the lease ends it
+                lock.release()
+
+    def drop(self, home: str | None, provider: str | None) -> None:
+        """A rotation here: bump the cluster generation (so no backend serves what was
+        stored before) and broadcast it, so every backend closes the home's workers."""
+        homes = [Path(home)] if home is not None else list(self._ids)
+        for path in homes:
+            home_id = self.home_id(path)
+
+            def bump(home_id: str = home_id) -> int:
+                pipe = self._redis.pipeline()
+                pipe.incr(self._key(home_id, "gen"))
+                pipe.expire(self._key(home_id, "gen"), LONG_TTL_S)
+                pipe.publish(self.prefix + "rotations", json.dumps({"home": home_id, "from": self.backend_id}))
+                return int(pipe.execute()[0])
+
+            generation = self._call(bump)
+            if generation is not None:
+                with self._lock:
+                    self._known[home_id] = generation
+
+    # -- rotations from elsewhere ----------------------------------------------------------------
+    def _subscribe_loop(self) -> None:
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.prefix + "rotations")
+                self._ok()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is not None:
+                        self._rotation_message(message.get("data"))
+            except redis.RedisError as exc:
+                self._failed(exc)
+                self._stop.wait(RETRY_EVERY_S)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(redis.RedisError):
+                        pubsub.close()
+
+    def _rotation_message(self, data: Any) -> None:
+        try:
+            message = json.loads(data)
+            home_id, sender = message["home"], message.get("from")
+        except (ValueError, TypeError, KeyError):
+            return
+        if sender == self.backend_id:
+            return
+        for path in self._paths.get(home_id, []):
+            generation, _ = self.sync(path, "")
+            if generation is not None:
+                self.newer_generation(path, generation)
+            self._on_rotation(path)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            key = self.prefix + "peers"
+            now = time.time()
+
+            def beat() -> None:
+                pipe = self._redis.pipeline()
+                pipe.zadd(key, {self.backend_id: now})
+                pipe.zremrangebyscore(key, 0, now - PEER_TTL_S)
+                pipe.expire(key, PEER_TTL_S * 2)
+                pipe.execute()
+
+            if not self._usable():
+                self._down_until = 0.0   # this thread is the one that tries again
+            self._call(beat)
+            self._stop.wait(min(HEARTBEAT_S, RETRY_EVERY_S) if self._down else HEARTBEAT_S)
+
+    def peers(self) -> int:
+        key = self.prefix + "peers"
+        return int(self._call(lambda: self._redis.zcount(key, time.time() - PEER_TTL_S, "+inf"), 0) or 0)
+
+    def state(self) -> dict[str, Any]:
+        return {"connected": self.connected, "peers": self.peers()}
+
+
+def _safe_url(url: str) -> str:
+    from probe.alerts import mask
+
+    return mask(url)

@@ -1,0 +1,173 @@
+"""Cluster mode (SPEC §15) against a real redis-server: several ProbeServices (backends)
+sharing one Redis -- one provider request per TTL, shared back-off, rotation broadcast,
+outages, and nothing secret or path-like stored."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from probe import ProbeConfig, ProbeService
+from support import RedisServer, live_workers, run_cli, run_threads, wait_until, worker_pids
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def backends(emulator, redis_server, request):
+    """``backends(n, homes={"id": path}, prefix=...)`` → n services on one Redis."""
+    made = []
+    prefix = f"qp-test-{request.node.name[:40]}:"
+    redis_server.client().flushall()
+
+    def make(n: int, homes: dict, **overrides):
+        for _ in range(n):
+            config = ProbeConfig(provider_urls=emulator.provider_urls(), redis_url=redis_server.url,
+                                 redis_prefix=prefix, home_ids={k: str(v) for k, v in homes.items()}, **overrides)
+            made.append(ProbeService(config))
+        return made[-n:]
+
+    yield make
+    for service in made:
+        service.close()
+
+
+def test_three_backends_make_one_provider_request_per_ttl(emulator, make_home, backends):
+    token = "sk-cluster-one-slow300-"
+    home = make_home("cluster-one", deepseek=token)
+    services = backends(3, {"alice": home})
+    barrier = threading.Barrier(30)
+
+    def poll(i: int):
+        barrier.wait()
+        return services[i % 3].fetch("deepseek", home=home)
+
+    threads, results = [], []
+    for i in range(30):
+        thread = threading.Thread(target=lambda i=i: results.append(poll(i)))
+        threads.append(thread)
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.error is None and r.available for r in results), [r.error for r in results]
+    assert emulator.count(token=token) == 1
+    assert {r.home for r in results} == {str(home.resolve())}
+
+
+def test_same_id_on_two_paths_is_one_account(emulator, make_home, backends):
+    """Two hosts, two directories holding the same credential under one id."""
+    token = "sk-cluster-two-paths"
+    here, there = make_home("cluster-here", deepseek=token), make_home("cluster-there", deepseek=token)
+    a, = backends(1, {"alice": here})
+    b, = backends(1, {"alice": there})
+    first = a.fetch("deepseek", home=here)
+    second = b.fetch("deepseek", home=there)
+    assert first.error is None and second.probe.path == "cache"
+    assert second.home == str(there.resolve()) and second.details == first.details
+    assert emulator.count(token=token) == 1
+
+
+def test_a_429_on_one_backend_stops_every_backend(emulator, make_home, backends):
+    token = "sk-or-v1-cluster-429"
+    emulator.script(token, {"error": "slow down"}, status=429, headers={"Retry-After": "30"})
+    home = make_home("cluster-429", openrouter=token)
+    a, b, c = backends(3, {"alice": home})
+    assert a.fetch("openrouter", home=home).error.code == "rate_limited"
+    for service in (b, c, a):
+        snap = service.fetch("openrouter", home=home, refresh=True)
+        assert snap.error is not None and snap.error.code == "rate_limited"
+    assert emulator.count(token=token, path="/api/v1/credits") == 1
+
+
+def test_rotation_on_one_backend_reaches_the_others(emulator, make_home, backends):
+    """After invalidate() returns on backend 1, backends 2 and 3 never serve the old
+    reading, and close that home's workers within 1 s; other homes keep theirs."""
+    home = make_home("cluster-rot", deepseek="sk-cluster-rot")
+    other = make_home("cluster-other", deepseek="sk-cluster-other")
+    services = backends(3, {"alice": home, "bob": other})
+    for service in services:
+        assert service.fetch("deepseek", home=home, refresh=True).error is None
+        assert service.fetch("deepseek", home=other, refresh=True).error is None
+    before = emulator.count(token="sk-cluster-rot")
+    others_pids = [worker_pids(s, other) for s in services[1:]]
+    rotated_pids = [worker_pids(s, home) for s in services[1:]]
+    assert all(rotated_pids) and all(others_pids)
+    services[0].invalidate(home=home)
+    for service in services[1:]:
+        snap = service.fetch("deepseek", home=home)       # not refresh: the cache must not answer
+        assert snap.probe.path != "cache" or emulator.count(token="sk-cluster-rot") > before
+    assert wait_until(lambda: all(not (pids & {p.pid for p in live_workers()}) for pids in rotated_pids), 1.0)
+    assert [worker_pids(s, other) for s in services[1:]] == others_pids
+
+
+def test_rotation_broadcast_closes_idle_workers_within_a_second(emulator, make_home, backends):
+    home = make_home("cluster-bcast", deepseek="sk-cluster-bcast")
+    a, b = backends(2, {"alice": home})
+    a.fetch("deepseek", home=home, refresh=True)
+    b.fetch("deepseek", home=home, refresh=True)
+    pids = worker_pids(b, home)
+    assert pids
+    a.invalidate(home=home)
+    assert wait_until(lambda: not (pids & {p.pid for p in live_workers()}), 1.0)
+
+
+def test_nothing_secret_or_path_like_is_stored_and_every_key_expires(emulator, make_home, backends, redis_server):
+    token = "sk-cluster-secret-token"
+    home = make_home("cluster-secret", deepseek=token)
+    a, b = backends(2, {"alice": home})
+    a.fetch("deepseek", home=home)
+    a.invalidate(home=home)
+    b.fetch("deepseek", home=home)
+    client = redis_server.client()
+    keys = list(client.scan_iter("*"))
+    assert keys
+    for key in keys:
+        assert client.ttl(key) > 0, key
+        kind = client.type(key).decode()
+        dump = repr(key) + repr(client.get(key) if kind == "string" else client.zrange(key, 0, -1))
+        assert token not in dump and str(home) not in dump and "/tmp" not in dump, dump[:200]
+    assert a.stats()["cluster"]["connected"] and a.stats()["cluster"]["peers"] >= 2
+
+
+def test_redis_outage_and_return(emulator, make_home, redis_server, tmp_path, caplog):
+    """Redis SIGKILLed: backends go on alone within their deadlines with one warning;
+    sharing is back within 10 s of Redis returning."""
+    with RedisServer(tmp_path) as server:
+        home = make_home("cluster-outage", deepseek="sk-cluster-outage")
+        configs = [ProbeConfig(provider_urls=emulator.provider_urls(), redis_url=server.url,
+                               home_ids={"alice": str(home)}, cache_ttl_s=60) for _ in range(2)]
+        with ProbeService(configs[0]) as a, ProbeService(configs[1]) as b:
+            assert a.fetch("deepseek", home=home).error is None
+            server.kill()
+            with caplog.at_level(logging.WARNING, logger="quota_probe.cluster"):
+                results = run_threads(10, lambda: b.fetch("deepseek", home=home, refresh=True, timeout=3))
+            assert all(r.error is None for r in results), [r.error for r in results]
+            warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+            assert 1 <= len(warnings) <= 2     # one per backend, not one per call
+            server.start()
+            home2 = make_home("cluster-outage-2", deepseek="sk-cluster-outage-2")
+            a.fetch("deepseek", home=home, refresh=True)
+            assert wait_until(lambda: a.stats()["cluster"]["connected"] and b.stats()["cluster"]["connected"], 10)
+            before = emulator.count(token="sk-cluster-outage")
+            assert a.fetch("deepseek", home=home, refresh=True).error is None
+            assert b.fetch("deepseek", home=home).probe.path == "cache"
+            assert emulator.count(token="sk-cluster-outage") == before + 1
+            del home2
+
+
+def test_a_wrong_password_is_a_clear_error_at_start(tmp_path, emulator):
+    with RedisServer(tmp_path, password="right-pass") as server:
+        wrong = server.url.replace("right-pass", "wrong-pass")
+        with pytest.raises(ValueError, match="Redis refused the password"):
+            ProbeService(ProbeConfig(redis_url=wrong))
+        with pytest.raises(ValueError, match="needs a password"):
+            ProbeService(ProbeConfig(redis_url=f"redis://127.0.0.1:{server.port}/0"))
+        with ProbeService(ProbeConfig(redis_url=server.url)) as ok:
+            assert ok.stats()["cluster"]["connected"]

@@ -119,13 +119,37 @@ def demo(as_json: bool) -> None:
 @click.option("--token", default=None, envvar="PROBE_TOKEN", help="The backend's bearer token (or $PROBE_TOKEN).")
 @click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
               help="Shared cache directory whose entries for this home to drop (in-process mode).")
-def rotate(home: str, provider: str | None, server: str | None, token: str | None, cache_dir: str | None) -> None:
+@click.option("--redis", "redis_url", default=None, metavar="URL",
+              help="Rotate the home id across every backend sharing this Redis (cluster mode).")
+@click.option("--redis-prefix", default="quota-probe:", show_default=True, help="The cluster's key prefix.")
+def rotate(home: str, provider: str | None, server: str | None, token: str | None, cache_dir: str | None,
+           redis_url: str | None, redis_prefix: str) -> None:
     """Credential-rotation hook: flush a home's cached quota and workers.
 
     In-process, this drops the home's entries from the shared cache (--cache-dir); services
     in other processes also notice rewritten credential files on their own. With --server,
-    the running backend flushes the home's cache and closes its workers.
+    the running backend flushes the home's cache and closes its workers. With --redis, HOME
+    is a cluster home id: every backend of that Redis stops serving the home's cached
+    readings and closes its workers (for a machine that runs no backend).
     """
+    if redis_url:
+        from probe.shared.cluster import ClusterUnavailable, RedisCluster
+
+        cluster = RedisCluster(redis_url, prefix=redis_prefix)
+        try:
+            cluster.check()
+        except ClusterUnavailable as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        try:
+            generation = cluster.rotate(home)
+        finally:
+            cluster.close()
+        if generation is None:
+            click.echo("Error: Redis is unreachable; nothing was rotated.", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        click.echo(f"Rotated home id {home} across the cluster (generation {generation}).")
+        return
     if server:
         from probe.rotate_client import RotateError, rotate_remote
 
@@ -162,14 +186,21 @@ def status(server: str | None, as_json: bool) -> None:
         try:
             response = httpx.get(server.rstrip("/") + "/api/pool", timeout=10)
             response.raise_for_status()
-            homes = response.json().get("homes", {})
-        except (httpx.HTTPError, ValueError) as exc:
+            pool = response.json()
+            homes, cluster = pool.get("homes", {}), pool.get("cluster")
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
             click.echo(f"Error: could not read {server}/api/pool ({type(exc).__name__}).", err=True)
             sys.exit(EXIT_UNAVAILABLE)
         templates = []
     else:
-        homes, templates = local_workers(), local_templates()
-    click.echo(json.dumps(homes, indent=2) if as_json else status_text(homes, templates))
+        homes, templates, cluster = local_workers(), local_templates(), None
+    if as_json:
+        click.echo(json.dumps({"homes": homes, "cluster": cluster} if cluster is not None else homes, indent=2))
+        return
+    click.echo(status_text(homes, templates))
+    if cluster is not None:
+        click.echo(f"cluster: {'connected' if cluster.get('connected') else 'Redis unreachable (running alone)'}, "
+                   f"{cluster.get('peers', 0)} backend(s) seen in the last minute")
 
 
 @main.command()
@@ -194,9 +225,14 @@ def status(server: str | None, as_json: bool) -> None:
 @click.option("--notify", multiple=True, metavar="URL",
               help="Send alerts to this Apprise URL (repeatable): json://, ntfy://, slack://, mailto://, ...")
 @click.option("--alert-at", default="80,90,100", show_default=True, help="Alert when a window's used % reaches these.")
+@click.option("--redis", "redis_url", default=None, envvar="PROBE_REDIS_URL", metavar="URL",
+              help="Cluster mode: share cache, locks, back-off and rotations with every backend of this Redis "
+                   "(redis://, rediss://; a password goes in the URL).")
+@click.option("--redis-prefix", default="quota-probe:", show_default=True, help="Key prefix in Redis.")
 def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float,
           cache_dir: str | None, refresh_s: float | None, history_path: str | None, no_history: bool,
-          history_days: float, notify: tuple[str, ...], alert_at: str) -> None:
+          history_days: float, notify: tuple[str, ...], alert_at: str, redis_url: str | None,
+          redis_prefix: str) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
     (or uses $PROBE_TOKEN)."""
     from probe.alerts import parse_thresholds
@@ -211,7 +247,7 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
     try:
         run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
                    poll_s=poll_s, cache_dir=cache_dir, refresh_s=refresh_s, history_options=options,
-                   echo=lambda line: click.echo(line))
+                   redis_url=redis_url, redis_prefix=redis_prefix, echo=lambda line: click.echo(line))
     except ServeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

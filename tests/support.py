@@ -242,3 +242,13 @@ def _pings(client) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def demo_root(proc) -> "Path":
+    """The demo homes' directory a ``probe serve --demo`` process prints on its console
+    (its second line; HTTP clients only ever see home ids)."""
+    from pathlib import Path
+
+    line = proc.stdout.readline()
+    assert line.startswith("demo homes in "), line
+    return Path(line.removeprefix("demo homes in ").strip())

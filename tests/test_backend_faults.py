@@ -68,7 +68,7 @@ def test_every_fault_is_a_typed_snapshot_and_the_backend_stays_healthy(backend):
         assert token not in response.text and "sk-bf" not in response.text
     pool = client.get("/api/pool").json()
     for home_id in FAULTS:
-        state = pool["homes"][str(homes[home_id])]
+        state = pool["homes"][home_id]
         assert state["alive"] <= state["slots"] and state["busy"] == 0, (home_id, state)
         assert all(psutil.pid_exists(w["pid"]) for w in state["workers"])
     assert pool["errors"].get("timeout", 0) >= 1
@@ -88,7 +88,7 @@ def test_a_worker_killed_mid_request_is_worker_crashed_and_the_pool_heals(backen
     caller.join(30)
     assert answer[0].status_code == 200 and answer[0].json()["error"]["code"] == "worker_crashed"
     assert "sk-bf-crash" not in answer[0].text
-    state = client.get("/api/pool").json()["homes"][str(homes["crash"])]
+    state = client.get("/api/pool").json()["homes"]["crash"]
     assert state["busy"] == 0 and pid not in {w["pid"] for w in state["workers"]}
 
 
@@ -120,6 +120,6 @@ def test_many_pollers_on_faulty_homes_leave_no_busy_worker_behind(backend):
     assert all(code == 200 for codes in results for code in codes)
     pool = client.get("/api/pool").json()
     for home_id in FAULTS:
-        state = pool["homes"].get(str(homes[home_id]))
+        state = pool["homes"].get(home_id)
         if state:
             assert state["busy"] == 0 and all(psutil.pid_exists(w["pid"]) for w in state["workers"])

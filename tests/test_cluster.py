@@ -171,3 +171,68 @@ def test_a_wrong_password_is_a_clear_error_at_start(tmp_path, emulator):
             ProbeService(ProbeConfig(redis_url=f"redis://127.0.0.1:{server.port}/0"))
         with ProbeService(ProbeConfig(redis_url=server.url)) as ok:
             assert ok.stats()["cluster"]["connected"]
+
+
+def test_serve_processes_share_one_redis_and_rotate_from_a_machine_without_a_backend(
+        emulator, make_home, redis_server, tmp_path):
+    """Real ``probe serve`` processes: one provider request between three backends, the same
+    body and ETag from each, ``probe rotate --redis`` reaching all of them, ``probe status
+    --server`` showing the cluster, and a wrong password refused at start-up (exit 2)."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from support import free_port
+
+    redis_server.client().flushall()
+    token = "sk-cluster-serve-slow200-"
+    homes = [make_home(f"cluster-serve-{i}", deepseek=token) for i in range(3)]   # three hosts' paths
+    env = {**os.environ, **emulator.env(), "PROBE_TOKEN": "t" * 24}
+    procs, urls = [], []
+    try:
+        for home in homes:
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "probe.cli", "serve", "--port", str(port), "--home", f"alice={home}",
+                 "--redis", redis_server.url, "--refresh-s", "0", "--no-history"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            urls.append(f"http://127.0.0.1:{port}")
+        for proc in procs:
+            assert "quota-probe backend on" in proc.stdout.readline()
+        answers = []
+        lock = threading.Lock()
+
+        def poll(url: str) -> None:
+            response = httpx.get(f"{url}/api/quota", params={"home": "alice", "provider": "deepseek"}, timeout=30)
+            with lock:
+                answers.append(response)
+
+        threads = [threading.Thread(target=poll, args=(urls[i % 3],)) for i in range(9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert emulator.count(token=token) == 1
+        assert len({r.headers["etag"] for r in answers}) == 1
+        assert all(r.json()["home"] == "alice" and str(tmp_path) not in r.text for r in answers)
+
+        rotated = run_cli("rotate", "--redis", redis_server.url, "--home", "alice")
+        assert rotated.returncode == 0, rotated.stderr
+        for url in urls:
+            httpx.get(f"{url}/api/quota", params={"home": "alice", "provider": "deepseek"}, timeout=30)
+        assert emulator.count(token=token) == 2          # re-read once after the rotation, by one backend
+
+        status = run_cli("status", "--server", urls[0])
+        assert "cluster: connected, 3 backend(s)" in status.stdout, status.stdout
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(20)
+            proc.stdout.close()
+            proc.stderr.close()
+    with RedisServer(tmp_path, password="right") as auth:
+        bad = run_cli("serve", "--port", str(free_port()), "--home", f"alice={homes[0]}", "--no-history",
+                      "--redis", auth.url.replace("right", "wrong"))
+        assert bad.returncode == 2 and "refused the password" in bad.stderr and "wrong" not in bad.stderr

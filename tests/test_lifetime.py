@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from probe.worker import kill_tree
-from support import reaped, still_running, wait_until
+from support import demo_root, reaped, still_running, wait_until
 
 #: every test here runs once per way a worker starts (fork from the template, exec)
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("spawn_method")]
@@ -94,14 +94,14 @@ def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
     answers: list[httpx.Response] = []
     with reaped(server):
         assert "quota-probe backend on" in server.stdout.readline()
+        home = str(demo_root(server) / "main")
         base = f"http://127.0.0.1:{port}"
         httpx.get(f"{base}/api/quota", params={"home": "main"}, timeout=30)
-        home = httpx.get(f"{base}/api/pool", timeout=30).json()["home_ids"]["main"]
         (Path(home) / ".env").write_text("DEEPSEEK_API_KEY=sk-demo-slow3000-\n")
         in_flight = threading.Thread(target=lambda: answers.append(
             httpx.get(f"{base}/api/quota", params={"home": "main", "provider": "deepseek"}, timeout=30)))
         in_flight.start()
-        assert wait_until(lambda: httpx.get(f"{base}/api/pool", timeout=30).json()["homes"][home]["busy"] >= 1)
+        assert wait_until(lambda: httpx.get(f"{base}/api/pool", timeout=30).json()["homes"]["main"]["busy"] >= 1)
         workers = psutil.Process(server.pid).children(recursive=True)
         assert workers
         server.send_signal(signal.SIGTERM)

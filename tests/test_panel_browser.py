@@ -17,13 +17,18 @@ import httpx
 import pytest
 
 from probe.emulator import DEEPSEEK_PATH, quota_body
-from support import free_port
+from support import demo_root, free_port
 from workers.providers.deepseek import balance_line
 
 pytestmark = pytest.mark.timeout(120)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class DemoUrl(str):
+    """The demo server's base URL, knowing where its demo homes live (console output)."""
+    root: Path
 
 
 @contextlib.contextmanager
@@ -35,7 +40,9 @@ def running_demo(*extra: str):
     try:
         line = proc.stdout.readline()
         assert "quota-probe backend on" in line, proc.stderr.read()
-        yield f"http://127.0.0.1:{port}"
+        url = DemoUrl(f"http://127.0.0.1:{port}")
+        url.root = demo_root(proc)
+        yield url
     finally:
         proc.terminate()
         proc.wait(20)
@@ -56,7 +63,8 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
 
     listing = httpx.get(f"{demo_server}/api/quota", params={"home": "main"}, timeout=30).json()
     assert listing[0]["home"] == "main"   # ids, never paths, reach the browser
-    main_home = Path(httpx.get(f"{demo_server}/api/pool", timeout=30).json()["home_ids"]["main"])
+    main_home = demo_server.root / "main"
+    assert str(main_home) not in httpx.get(f"{demo_server}/api/pool", timeout=30).text   # ids only
     # a window in deficit (the demo's tokens give the main home's Anthropic week one)
     card_index, window_index, behind = next(
         (c, i, w) for c, snap in enumerate(listing) for i, w in enumerate(snap["windows"])

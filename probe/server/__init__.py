@@ -198,9 +198,14 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         await in_thread(lambda: service.invalidate(home=home, provider=provider))
         return Response(status_code=204)
 
+    ids_by_path = {str(path.resolve()): home_id for home_id, path in homes.items()}
+
     async def pool(request: Request) -> Response:
+        """``stats()`` with every home named by its configured id -- no filesystem path
+        reaches a client (SPEC §11, §15); pools of homes that are not configured here
+        (none in ``probe serve``) are left out."""
         stats = await in_thread(service.stats)
-        stats["home_ids"] = {home_id: str(path) for home_id, path in homes.items()}
+        stats["homes"] = {ids_by_path[path]: state for path, state in stats["homes"].items() if path in ids_by_path}
         return JSONResponse(stats)
 
     async def list_homes(request: Request) -> Response:

@@ -102,7 +102,8 @@ def homes_root(homes: dict[str, Path]) -> Path:
 
 def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool,
           poll_s: float, cache_dir: str | None = None, refresh_s: float | None = None,
-          history_options: HistoryOptions = HistoryOptions(), echo=print) -> None:
+          history_options: HistoryOptions = HistoryOptions(), redis_url: str | None = None,
+          redis_prefix: str = "quota-probe:", echo=print) -> None:
     """Run the backend until SIGINT/SIGTERM. Shutdown order: uvicorn stops serving, the
     refresher is told to stop, the service closes (which ends any probe still running,
     hung provider or not), the refresher's threads are joined, alert delivery stops, and
@@ -129,6 +130,10 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         homes.update(parse_homes(home_specs))
         if not homes:
             homes = {"default": Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().resolve()}
+        if redis_url:
+            # cluster mode: a home's cluster identity is its configured id (SPEC §15)
+            config = dataclasses.replace(config, redis_url=redis_url, redis_prefix=redis_prefix,
+                                         home_ids={home_id: str(path) for home_id, path in homes.items()})
         if refresh_s is None:
             refresh_s = DEMO_REFRESH_S if demo else DEFAULT_REFRESH_S
         history = alerts = None
@@ -146,7 +151,10 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
                 history = None
         refresher_box: list[Refresher] = []
         stack.callback(lambda: [r.join() for r in refresher_box])          # 3. after the service closed
-        service = stack.enter_context(ProbeService(config))                # 2. closed before the join
+        try:
+            service = stack.enter_context(ProbeService(config))            # 2. closed before the join
+        except ValueError as exc:   # e.g. Redis refused the password: a clear error at start-up
+            raise ServeError(str(exc)) from None
         stack.callback(lambda: [r.stop() for r in refresher_box])          # 1. first: no new probes
         if prime is not None:
             prime(service)
@@ -159,6 +167,8 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         shown_host = f"[{host}]" if ":" in host else host
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
+        if demo:
+            echo(f"demo homes in {homes_root(homes)}")   # the console only: HTTP clients see ids
         if "PROBE_TOKEN" not in os.environ:
             echo(f"rotate token (POST /api/rotate): {token}")
         if history is not None:

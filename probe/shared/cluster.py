@@ -97,6 +97,15 @@ class RedisCluster:
     def start(self) -> None:
         """Check the URL once (a wrong password is a clear error here, at start-up), then
         run the subscriber and heartbeat threads."""
+        self.check(unreachable_ok=True)
+        for target, name in ((self._subscribe_loop, "probe-cluster-sub"), (self._heartbeat_loop, "probe-cluster-beat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def check(self, *, unreachable_ok: bool = False) -> None:
+        """Ping once: ClusterUnavailable for a wrong or missing password (always) and for an
+        unreachable server (unless ``unreachable_ok``: a backend goes on alone)."""
         try:
             self._redis.ping()
         except redis.AuthenticationError:
@@ -108,11 +117,9 @@ class RedisCluster:
                 raise ClusterUnavailable("Redis needs a password (put it in the URL: redis://:PASSWORD@host)") from None
             raise ClusterUnavailable(f"Redis answered an error ({exc})") from None
         except redis.RedisError as exc:
+            if not unreachable_ok:
+                raise ClusterUnavailable(f"Redis at {_safe_url(self.url)} is unreachable ({type(exc).__name__})") from None
             self._failed(exc)   # unreachable now: go on alone, rejoin when it is back
-        for target, name in ((self._subscribe_loop, "probe-cluster-sub"), (self._heartbeat_loop, "probe-cluster-beat")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
 
     def close(self) -> None:
         self._stop.set()
@@ -252,19 +259,24 @@ class RedisCluster:
         stored before) and broadcast it, so every backend closes the home's workers."""
         homes = [Path(home)] if home is not None else list(self._ids)
         for path in homes:
-            home_id = self.home_id(path)
+            self.rotate(self.home_id(path))
 
-            def bump(home_id: str = home_id) -> int:
-                pipe = self._redis.pipeline()
-                pipe.incr(self._key(home_id, "gen"))
-                pipe.expire(self._key(home_id, "gen"), LONG_TTL_S)
-                pipe.publish(self.prefix + "rotations", json.dumps({"home": home_id, "from": self.backend_id}))
-                return int(pipe.execute()[0])
+    def rotate(self, home_id: str) -> int | None:
+        """Bump ``home_id``'s cluster generation and broadcast it; the new generation, or
+        None when Redis is unreachable (the others then learn of it when their entries
+        expire). ``probe rotate --redis`` calls this with no backend running."""
+        def bump() -> int:
+            pipe = self._redis.pipeline()
+            pipe.incr(self._key(home_id, "gen"))
+            pipe.expire(self._key(home_id, "gen"), LONG_TTL_S)
+            pipe.publish(self.prefix + "rotations", json.dumps({"home": home_id, "from": self.backend_id}))
+            return int(pipe.execute()[0])
 
-            generation = self._call(bump)
-            if generation is not None:
-                with self._lock:
-                    self._known[home_id] = generation
+        generation = self._call(bump)
+        if generation is not None:
+            with self._lock:
+                self._known[home_id] = generation
+        return generation
 
     # -- rotations from elsewhere ----------------------------------------------------------------
     def _subscribe_loop(self) -> None:

@@ -86,6 +86,8 @@ class RedisCluster:
         self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
                                            socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=0)
         self._known: dict[str, int] = {}
+        #: per thread: the snapshot value fetched by the last ``sync`` (see ``read``)
+        self._prefetched = threading.local()
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._down = False
@@ -176,8 +178,11 @@ class RedisCluster:
         newer than the one we knew means another backend rotated the home: the caller
         rotates locally before going on. (None, None) while Redis is unreachable."""
         home_id = self.home_id(home)
-        values = self._call(lambda: self._redis.mget(self._key(home_id, "gen"), self._key(home_id, provider, "backoff")),
-                            None)
+        values = self._call(lambda: self._redis.mget(self._key(home_id, "gen"), self._key(home_id, provider, "backoff"),
+                                                     self._key(home_id, provider, "snap")), None)
+        # the shared snapshot came along in the same round trip: the read that usually
+        # follows on this thread takes it instead of asking again
+        self._prefetched.value = None if values is None else (home_id, provider, values[2])
         if values is None:
             return None, None
         generation = int(values[0] or 0)
@@ -209,7 +214,11 @@ class RedisCluster:
     # -- SharedCache ---------------------------------------------------------------------------
     def read(self, fetch: Fetch, *, written_after: float | None = None) -> Snapshot | None:
         home_id = self.home_id(fetch.home)
-        raw = self._call(lambda: self._redis.get(self._key(home_id, fetch.provider, "snap")))
+        prefetched, self._prefetched.value = getattr(self._prefetched, "value", None), None
+        if written_after is None and prefetched is not None and prefetched[:2] == (home_id, fetch.provider):
+            raw = prefetched[2]          # fetched with the generation, a moment ago
+        else:
+            raw = self._call(lambda: self._redis.get(self._key(home_id, fetch.provider, "snap")))
         if not raw:
             return None
         try:

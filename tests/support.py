@@ -186,15 +186,27 @@ class RedisServer:
     127.0.0.1 port with a temp dir and no persistence. ``kill()`` SIGKILLs it and
     ``start()`` brings it back on the same port (an outage and a restart)."""
 
-    def __init__(self, directory, password: str | None = None) -> None:
+    def __init__(self, directory, password: str | None = None, tls: bool = False) -> None:
         self.directory = directory
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.proc = None
+        if tls:   # a throw-away CA (trustme) and a certificate for 127.0.0.1
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            self.ca_file = str(directory / "redis-ca.pem")
+            ca.cert_pem.write_to_path(self.ca_file)
+            cert.private_key_pem.write_to_path(str(directory / "redis-key.pem"))
+            cert.cert_chain_pems[0].write_to_path(str(directory / "redis-cert.pem"))
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_file}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
@@ -206,10 +218,15 @@ class RedisServer:
                 "--dir", str(self.directory), "--protected-mode", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", str(self.directory / "redis-cert.pem"), "--tls-key-file",
+                     str(self.directory / "redis-key.pem"), "--tls-ca-cert-file", self.ca_file,
+                     "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=0.5)
+        client = self.client()
         try:
             if not wait_until(lambda: _pings(client), 10):
                 raise RuntimeError("redis-server did not start")
@@ -220,7 +237,7 @@ class RedisServer:
     def client(self):
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
+        return redis.Redis.from_url(self.url, socket_timeout=2)
 
     def kill(self) -> None:
         if self.proc is not None:

@@ -236,3 +236,17 @@ def test_serve_processes_share_one_redis_and_rotate_from_a_machine_without_a_bac
         bad = run_cli("serve", "--port", str(free_port()), "--home", f"alice={homes[0]}", "--no-history",
                       "--redis", auth.url.replace("right", "wrong"))
         assert bad.returncode == 2 and "refused the password" in bad.stderr and "wrong" not in bad.stderr
+
+
+def test_tls_and_a_password_work_through_the_url(emulator, make_home, tmp_path):
+    """``rediss://:PASSWORD@host/0?ssl_ca_certs=...``: a Redis behind TLS (throw-away CA)
+    that needs a password is shared like any other."""
+    with RedisServer(tmp_path, password="s3cret", tls=True) as server:
+        token = "sk-cluster-tls"
+        home = make_home("cluster-tls", deepseek=token)
+        config = ProbeConfig(provider_urls=emulator.provider_urls(), redis_url=server.url, home_ids={"alice": str(home)})
+        with ProbeService(config) as a, ProbeService(config) as b:
+            assert a.fetch("deepseek", home=home).error is None
+            assert b.fetch("deepseek", home=home).probe.path == "cache"
+            assert a.stats()["cluster"]["connected"]
+        assert emulator.count(token=token) == 1

@@ -273,19 +273,44 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
               help="Poll every home once per S seconds, spread evenly (0: random homes back to back).")
 @click.option("--max-total-workers", type=click.IntRange(0), default=None,
               help="The service's worker budget (default: ProbeConfig's).")
+@click.option("--backends", type=click.IntRange(1, 32), default=None,
+              help="Cluster mode: run this many probe serve processes sharing --redis, poll them over HTTP.")
+@click.option("--redis", "redis_url", default=None, envvar="PROBE_REDIS_URL", metavar="URL",
+              help="The Redis the --backends share.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
            latency_ms: int, fault_rate: float, rotate_every: float, kill_every: float, timeout: float,
-           poll_interval: float, max_total_workers: int | None, as_json: bool) -> None:
+           poll_interval: float, max_total_workers: int | None, backends: int | None, redis_url: str | None,
+           as_json: bool) -> None:
     """Load the service against the built-in emulator and check its invariants.
 
     Exits 1 if any invariant failed (a leaked process, FD or thread; a result carrying another
     home's or a pre-rotation credential's data; a caller answered after its deadline).
+    With --backends N --redis URL: N real backends sharing that Redis, polled over HTTP;
+    the report adds provider requests per (home, provider) per cache TTL.
     """
     from probe.stress import StressOptions, run_stress
 
     if requests is not None and duration is not None:
         raise click.UsageError("give --requests or --duration, not both")
+    if backends is not None:
+        if not redis_url:
+            raise click.UsageError("--backends needs --redis URL (or $PROBE_REDIS_URL)")
+        from probe.cluster_stress import run_cluster_stress
+
+        report = run_cluster_stress(backends=backends, redis_url=redis_url, homes=homes, concurrency=concurrency,
+                                    duration_s=duration or 10.0, timeout_s=timeout)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            lat = report["latency_ms"]
+            click.echo(f"{report['requests']} polls over {backends} backends in {report['duration_s']:.1f} s: "
+                       f"p50 {lat['p50']} ms, p99 {lat['p99']} ms; provider requests {report['provider_requests']} "
+                       f"= {report['provider_requests_per_home_per_ttl']} per (home, provider) per "
+                       f"{report['cache_ttl_s']:g} s TTL; answers {report['answers']}")
+            click.echo("invariants: " + ", ".join(f"{k} {'ok' if v else 'VIOLATED'}"
+                                                  for k, v in report["invariants"].items()))
+        sys.exit(EXIT_OK if report["ok"] else EXIT_UNAVAILABLE)
     options = StressOptions(homes=homes, concurrency=concurrency,
                             requests=None if duration is not None else (requests or 300), duration_s=duration,
                             pool_size=pool_size, latency_ms=latency_ms, fault_rate=fault_rate,

@@ -224,7 +224,6 @@ class RedisServer:
                      str(self.directory / "redis-key.pem"), "--tls-ca-cert-file", self.ca_file,
                      "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
 
         client = self.client()
         try:

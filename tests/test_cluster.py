@@ -162,6 +162,48 @@ def test_redis_outage_and_return(emulator, make_home, redis_server, tmp_path, ca
             del home2
 
 
+def test_redis_sigkilled_under_load(emulator, make_home, tmp_path):
+    """Callers polling two backends while Redis is SIGKILLed and brought back: none is
+    answered after its deadline and none gets an error Redis caused."""
+    import time
+
+    with RedisServer(tmp_path) as server:
+        homes = [make_home(f"cluster-load-{i}", deepseek=f"sk-cluster-load-{i}") for i in range(4)]
+        config = ProbeConfig(provider_urls=emulator.provider_urls(), redis_url=server.url, cache_ttl_s=0.2,
+                             home_ids={f"h{i}": str(h) for i, h in enumerate(homes)})
+        stop = threading.Event()
+        answers, late = [], []
+        lock = threading.Lock()
+        with ProbeService(config) as a, ProbeService(config) as b:
+            def poll(n: int) -> None:
+                service, i = (a, b)[n % 2], n
+                while not stop.is_set():
+                    begin = time.monotonic()
+                    snap = service.fetch("deepseek", home=homes[i % 4], timeout=2.0)
+                    with lock:
+                        answers.append(snap)
+                        if time.monotonic() - begin > 2.0 + 0.5:
+                            late.append(snap)
+                    i += 1
+
+            threads = [threading.Thread(target=poll, args=(n,)) for n in range(6)]
+            for thread in threads:
+                thread.start()
+            assert wait_until(lambda: len(answers) > 50)
+            server.kill()
+            count = len(answers)
+            assert wait_until(lambda: len(answers) > count + 50)     # going on alone
+            server.start()
+            assert wait_until(lambda: a.stats()["cluster"]["connected"] and b.stats()["cluster"]["connected"], 10)
+            count = len(answers)
+            assert wait_until(lambda: len(answers) > count + 50)
+            stop.set()
+            for thread in threads:
+                thread.join()
+    assert not late
+    assert [s.error for s in answers if s.error is not None] == []
+
+
 def test_a_wrong_password_is_a_clear_error_at_start(tmp_path, emulator):
     with RedisServer(tmp_path, password="right-pass") as server:
         wrong = server.url.replace("right-pass", "wrong-pass")
@@ -250,3 +292,15 @@ def test_tls_and_a_password_work_through_the_url(emulator, make_home, tmp_path):
             assert b.fetch("deepseek", home=home).probe.path == "cache"
             assert a.stats()["cluster"]["connected"]
         assert emulator.count(token=token) == 1
+
+
+def test_stress_with_three_backends_on_one_redis(redis_server):
+    import json
+
+    result = run_cli("stress", "--backends", "3", "--redis", redis_server.url, "--homes", "4",
+                     "--concurrency", "12", "--duration", "4", "--json", timeout_s=120)
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["ok"], report["invariants"]
+    assert report["provider_requests"] == 4 and report["provider_requests_per_home_per_ttl"] == 1.0
+    assert report["requests"] > 12 and report["answers"] == {"ok": report["requests"]}

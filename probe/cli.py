@@ -120,7 +120,8 @@ def demo(as_json: bool) -> None:
 @click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
               help="Shared cache directory whose entries for this home to drop (in-process mode).")
 @click.option("--redis", "redis_url", default=None, metavar="URL",
-              help="Rotate the home id across every backend sharing this Redis (cluster mode).")
+              help="Rotate the home id across every backend sharing this Redis (cluster mode; the whole "
+                   "home rotates, whatever --provider says: its generation is per home).")
 @click.option("--redis-prefix", default="quota-probe:", show_default=True, help="The cluster's key prefix.")
 def rotate(home: str, provider: str | None, server: str | None, token: str | None, cache_dir: str | None,
            redis_url: str | None, redis_prefix: str) -> None:

@@ -226,6 +226,10 @@ class ProbeService:
             old = self._config
             if config == old:
                 return
+            if (config.redis_url, config.redis_prefix, config.home_ids) != \
+                    (old.redis_url, old.redis_prefix, old.home_ids):
+                raise ValueError("cluster settings (redis_url, redis_prefix, home_ids) cannot change on a running "
+                                 "service; close it and create a new one")
             self._config = config
             self._cache.ttl_s = config.cache_ttl_s
             if config.cache_dir != old.cache_dir:

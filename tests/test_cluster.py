@@ -304,3 +304,12 @@ def test_stress_with_three_backends_on_one_redis(redis_server):
     assert report["ok"], report["invariants"]
     assert report["provider_requests"] == 4 and report["provider_requests_per_home_per_ttl"] == 1.0
     assert report["requests"] > 12 and report["answers"] == {"ok": report["requests"]}
+
+
+def test_cluster_settings_cannot_change_under_a_running_service(emulator, make_home, backends):
+    home = make_home("cluster-config", deepseek="sk-cluster-config")
+    service, = backends(1, {"alice": home})
+    with pytest.raises(ValueError, match="cannot change"):
+        service.configure(service.config.replace(redis_prefix="other:"))
+    service.configure(service.config.replace(cache_ttl_s=5))   # anything else still applies
+    assert service.fetch("deepseek", home=home).error is None

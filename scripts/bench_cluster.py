@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import socket
 import statistics
@@ -25,12 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
 
-from benchlib import REPORT, emulator_process, settled_home, write_section
+from benchlib import REPORT, emulator_process, measured_on, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
 
@@ -94,10 +91,8 @@ def main() -> int:
     result["overhead_ms"] = result["cluster_redis_hit_ms"] - result["local_hit_ms"]
     result["overhead_local_entry_ms"] = result["cluster_local_hit_ms"] - result["local_hit_ms"]
     print(json.dumps(result, indent=2))
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     md = ["## Cluster mode (`scripts/bench_cluster.py`)", "",
-          f"Measured {now} on {machine} ({os.cpu_count()} cores), one run, Redis "
+          f"Measured {measured_on()}, one run, Redis "
           "server on 127.0.0.1 (a real redis-server started by the script).", "",
           "| cache hit (median) | time | over a local hit |", "| --- | --- | --- |",
           f"| local service, no Redis ({len(local_ms)} hits) | {result['local_hit_ms']:.3f} ms | — |",

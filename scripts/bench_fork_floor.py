@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import resource
 import sys
 import tempfile
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import REPORT, emulator_process, settled_home, write_section
+from benchlib import REPORT, emulator_process, measured_on, settled_home, write_section
 
 
 def measure(body, n: int) -> dict:
@@ -70,10 +67,8 @@ def main() -> int:
                 "fork + HTTP client + exit": measure(lambda: (gc.enable(), prepare()), args.n),
                 "fork + HTTP client + one probe + exit": measure(probe, args.n)}
     floor = rows["fork + HTTP client + one probe + exit"]["total_ms"]
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     md = ["## Fork floor (`scripts/bench_fork_floor.py`)", "",
-          f"Measured {now} on {machine} ({os.cpu_count()} cores), {args.n} forks per row.", "",
+          f"Measured {measured_on()}, {args.n} forks per row.", "",
           "| child of a template-like process | CPU per start (child + parent) | page faults in the child |",
           "| --- | --- | --- |",
           *[f"| {name} | {r['total_ms']:.2f} ms ({r['child_ms']:.2f} + {r['parent_ms']:.2f}) | {r['faults']:.0f} |"

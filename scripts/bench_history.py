@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import REPORT, emulator_process, settled_home, write_section
+from benchlib import REPORT, emulator_process, measured_on, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
 from probe.history import History, migrate, query_file
@@ -108,11 +105,9 @@ def main() -> int:
         cost = fetch_cost(root, 50 if args.quick else 300)
         retention = full_retention(root, 10 if args.quick else 100, 35)
     print(json.dumps({"fetch": cost, "retention": retention}, indent=2))
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     command = "python scripts/bench_history.py" + (" --quick" if args.quick else "")
     md = ["## History (`scripts/bench_history.py`)", "",
-          f"Measured {now} on {machine} ({os.cpu_count()} cores), one run of `{command}`.", "",
+          f"Measured {measured_on()}, one run of `{command}`.", "",
           "| measurement | result |", "| --- | --- |",
           f"| warm Anthropic fetch through the backend's reader, history on / off (median of {cost['n']} each, "
           f"interleaved) | {cost['on_ms']:.3f} / {cost['off_ms']:.3f} ms = **{cost['ratio']:.3f}x** (target ≤ 1.05x) |",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -27,7 +25,7 @@ import psutil
 
 from probe import ProbeConfig, ProbeService
 from probe.demo import write_home
-from benchlib import REPORT, emulator_process, run_callers, settled_home, write_section
+from benchlib import REPORT, emulator_process, measured_on, run_callers, settled_home, write_section
 from probe.stress import percentile
 from probe.emulator import provider_urls_for
 from probe.env import child_env
@@ -199,11 +197,9 @@ def main() -> int:
     table = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
     print(table)
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     md = [
         "## Warm pool (`scripts/bench_pool.py`)", "",
-        f"Measured {now} on {machine} ({__import__('os').cpu_count()} cores), one run of",
+        f"Measured {measured_on()}, one run of",
         f"`python scripts/bench_pool.py{' --quick' if args.quick else ''}` against the built-in emulator.", "",
         "| measurement | result |", "| --- | --- |",
         *[f"| {name} | {value} |" for name, value in rows], "",

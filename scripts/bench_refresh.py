@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import REPORT, settled_home, write_section
+from benchlib import REPORT, measured_on, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import Emulator
 from probe.readings import Reader
@@ -62,10 +59,8 @@ def main() -> int:
               "p99_per_s": sorted(counts)[min(len(counts) - 1, int(0.99 * (len(counts) - 1)))],
               "zero_seconds": counts.count(0)}
     print(json.dumps(result, indent=2))
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     md = ["## Background refresh (`scripts/bench_refresh.py`)", "",
-          f"Measured {now} on {machine} ({os.cpu_count()} cores), one run of "
+          f"Measured {measured_on()}, one run of "
           f"`python scripts/bench_refresh.py --homes {args.homes} --interval {args.interval:g} --seconds {args.seconds:g}`.",
           "", "| measurement | result |", "| --- | --- |",
           f"| {args.homes} homes x 4 providers, refresh every {args.interval:g} s, {seconds} s | "

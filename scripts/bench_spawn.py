@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,12 +23,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
 
-from benchlib import REPORT, emulator_process_env, run_callers, settled_home, write_section
+from benchlib import REPORT, emulator_process_env, measured_on, run_callers, settled_home, write_section
 from probe import ProbeConfig, ProbeService
 from probe.emulator import provider_urls_for
 from probe.status import is_worker_process
@@ -248,12 +246,10 @@ def main() -> int:
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     command = "python scripts/bench_spawn.py" + (" --quick" if args.quick else "") + \
         (f" --scale-seconds {args.scale_seconds:g}" if args.scale_seconds else "")
     md = ["## Spawning (`scripts/bench_spawn.py`)", "",
-          f"Measured {now} on {machine} ({os.cpu_count()} cores), one run of `{command}`.", "",
+          f"Measured {measured_on()}, one run of `{command}`.", "",
           "| measurement | result |", "| --- | --- |", *[f"| {name} | {value} |" for name, value in rows], "",
           "<details><summary>Raw figures</summary>", "", "```json", json.dumps(results, indent=2, default=str), "```",
           "", "</details>"]

@@ -96,3 +96,15 @@ def run_callers(callers: int, body: Callable[[int], None]) -> float:
     for thread in threads:
         thread.join()
     return time.perf_counter() - start
+
+
+def measured_on() -> str:
+    """``2026-12-01 21:33 UTC on x86_64, Linux 6.1, Python 3.11.7 (2 cores)``: when and
+    where a section's figures were taken, in every script's report the same way."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{now} on {platform.machine()}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()} ({os.cpu_count()} cores)")

@@ -215,7 +215,7 @@ class RedisServer:
 
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.directory), "--protected-mode", "no"]
+                "--dir", str(self.directory), "--protected-mode", "no", "--enable-debug-command", "yes"]
         if self.password:
             args += ["--requirepass", self.password]
         if self.tls:
@@ -227,7 +227,7 @@ class RedisServer:
 
         client = self.client()
         try:
-            if not wait_until(lambda: _pings(client), 10):
+            if not wait_until(lambda: redis_pings(client), 10):
                 raise RuntimeError("redis-server did not start")
         finally:
             client.close()
@@ -251,7 +251,7 @@ class RedisServer:
         self.kill()
 
 
-def _pings(client) -> bool:
+def redis_pings(client) -> bool:
     import redis
 
     try:

@@ -204,6 +204,39 @@ def test_redis_sigkilled_under_load(emulator, make_home, tmp_path):
     assert [s.error for s in answers if s.error is not None] == []
 
 
+def test_a_slow_redis_never_holds_a_caller_past_its_deadline(emulator, make_home, tmp_path):
+    """Redis frozen for 3 s (``DEBUG SLEEP``): callers with a 1.5 s deadline are answered in
+    time, from their own backend, because every Redis call gives up after 0.25 s."""
+    import time
+
+    import redis
+
+    from support import redis_pings
+
+    with RedisServer(tmp_path) as server:
+        home = make_home("cluster-slow", deepseek="sk-cluster-slow")
+        config = ProbeConfig(provider_urls=emulator.provider_urls(), redis_url=server.url,
+                             home_ids={"alice": str(home)})
+        with ProbeService(config) as service:
+            assert service.fetch("deepseek", home=home).error is None
+            sleeper = threading.Thread(target=lambda: server.client().execute_command("DEBUG", "SLEEP", "3"))
+            sleeper.start()
+            probe_client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.1)
+            assert wait_until(lambda: not redis_pings(probe_client))      # the server is frozen now
+            probe_client.close()
+            results, spent = [], []
+
+            def fetch() -> None:
+                begin = time.monotonic()
+                results.append(service.fetch("deepseek", home=home, refresh=True, timeout=1.5))
+                spent.append(time.monotonic() - begin)
+
+            run_threads(4, fetch)
+            sleeper.join()
+    assert all(r.error is None for r in results), [r.error for r in results]
+    assert max(spent) < 1.5 + 0.5
+
+
 def test_a_wrong_password_is_a_clear_error_at_start(tmp_path, emulator):
     with RedisServer(tmp_path, password="right-pass") as server:
         wrong = server.url.replace("right-pass", "wrong-pass")

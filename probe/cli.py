@@ -36,15 +36,19 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("provider")
+@click.argument("provider", required=False)
 @click.option("--home", "home", type=click.Path(path_type=str), default=None,
               help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
 @click.option("--refresh", is_flag=True, help="Skip the cache.")
-@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (a list without PROVIDER).")
 @click.option("--timeout", type=click.FloatRange(min=0.001, max=3600), default=None,
               help="Seconds before the probe gives up (default 20).")
-def fetch(provider: str, home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
-    """Show PROVIDER's quota for one home."""
+def fetch(provider: str | None, home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
+    """Show PROVIDER's quota for one home; without PROVIDER, every provider the home has a
+    credential for, probed side by side (exit 0 only when all are available)."""
+    if provider is None:
+        _fetch_all(home, refresh, as_json, timeout)
+        return
     with ProbeService(ProbeConfig(pool_size=0)) as service:
         try:
             snap = service.fetch(provider, home=home, refresh=refresh, timeout=timeout)
@@ -56,6 +60,51 @@ def fetch(provider: str, home: str | None, refresh: bool, as_json: bool, timeout
             sys.exit(EXIT_USAGE)
     _print_snapshots([snap], as_json)
     sys.exit(_exit_code([snap]))
+
+
+@main.command()
+@click.option("--home", "home", type=click.Path(path_type=str), default=None,
+              help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
+@click.option("--probe", "do_probe", is_flag=True, help="Also probe every provider a credential was found for.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(home: str | None, do_probe: bool, as_json: bool) -> None:
+    """Where quota-probe looks for each provider's credential, what it finds (never a
+    value), file permissions and base URLs; exit 1 with what to do when something is wrong."""
+    from probe.doctor import DoctorError, doctor_text, examine, findings, probe_found
+
+    try:
+        report = examine(home)
+    except DoctorError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    if do_probe:
+        probe_found(report)
+    problems = findings(report)
+    click.echo(json.dumps({**report, "problems": problems}, indent=2) if as_json else doctor_text(report, problems))
+    sys.exit(EXIT_UNAVAILABLE if problems else EXIT_OK)
+
+
+def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
+    """Every provider at once, the same rule as ``GET /api/quota`` without a provider: a
+    provider answering ``no_credentials`` is left out; a home with none at all says so."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ProbeService(ProbeConfig(pool_size=0)) as service:
+        with ThreadPoolExecutor(len(PROVIDER_NAMES)) as pool:
+            snaps = list(pool.map(lambda p: service.fetch(p, home=home, refresh=refresh, timeout=timeout),
+                                  PROVIDER_NAMES))
+    missing_home = [s for s in snaps if s.error is not None and s.error.code == "home_not_found"]
+    if missing_home:
+        snaps = missing_home[:1]
+    else:
+        snaps = [s for s in snaps if not (s.error is not None and s.error.code == "no_credentials")]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in snaps], indent=2))
+    elif snaps:
+        click.echo("\n\n".join(snapshot_text(s) for s in snaps))
+    else:
+        click.echo("No provider credentials in this home; `probe doctor` shows where quota-probe looked.")
+    sys.exit(_exit_code(snaps) if snaps else EXIT_UNAVAILABLE)
 
 
 @main.command()

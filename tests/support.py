@@ -225,7 +225,7 @@ class RedisServer:
                      "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        client = self.client()
+        client = self.client(0.5)
         try:
             if not wait_until(lambda: redis_pings(client), 10):
                 raise RuntimeError("redis-server did not start")
@@ -233,10 +233,13 @@ class RedisServer:
             client.close()
         return self
 
-    def client(self):
+    def client(self, timeout_s: float = 5.0):
+        """A plain client, without redis-py's retries (a timeout is a timeout)."""
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        return redis.Redis.from_url(self.url, socket_timeout=2)
+        return redis.Redis.from_url(self.url, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
     def kill(self) -> None:
         if self.proc is not None:

@@ -85,3 +85,21 @@ def test_fetch_prints_the_pace_line_under_each_window(emulator, make_home):
     assert "40% in reserve · Lasts until reset" in lines[week + 1]
     snap = json.loads(run_cli("fetch", "anthropic", "--home", str(home), "--json", env=emulator.env()).stdout)
     assert snap["windows"][0]["pace"]["status"] == "deficit" and snap["windows"][0]["window_s"] == 18000
+
+
+def test_fetch_without_a_provider_probes_every_provider_with_a_credential(emulator, make_home, tmp_path):
+    home = make_home("cli-all", anthropic="sk-ant-oat01-cli-all", deepseek="sk-cli-all")
+    result = run_cli("fetch", "--home", str(home), "--json", env=emulator.env())
+    assert result.returncode == 0, result.stderr
+    snaps = json.loads(result.stdout)
+    assert [s["provider"] for s in snaps] == ["anthropic", "deepseek"]    # no codex/openrouter credential
+    text = run_cli("fetch", "--home", str(home), env=emulator.env())
+    assert text.returncode == 0 and "anthropic" in text.stdout and "deepseek" in text.stdout
+    one_bad = make_home("cli-all-bad", anthropic="sk-ant-oat01-cli-all", deepseek="sk-cli-all-401-")
+    assert run_cli("fetch", "--home", str(one_bad), env=emulator.env()).returncode == 1
+    empty = make_home("cli-all-empty")
+    nothing = run_cli("fetch", "--home", str(empty), env=emulator.env())
+    assert nothing.returncode == 1 and "probe doctor" in nothing.stdout
+    assert json.loads(run_cli("fetch", "--home", str(empty), "--json").stdout) == []
+    missing = run_cli("fetch", "--home", str(tmp_path / "nope"), "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)[0]["error"]["code"] == "home_not_found"

@@ -209,8 +209,6 @@ def test_a_slow_redis_never_holds_a_caller_past_its_deadline(emulator, make_home
     time, from their own backend, because every Redis call gives up after 0.25 s."""
     import time
 
-    import redis
-
     from support import redis_pings
 
     with RedisServer(tmp_path) as server:
@@ -221,7 +219,7 @@ def test_a_slow_redis_never_holds_a_caller_past_its_deadline(emulator, make_home
             assert service.fetch("deepseek", home=home).error is None
             sleeper = threading.Thread(target=lambda: server.client().execute_command("DEBUG", "SLEEP", "3"))
             sleeper.start()
-            probe_client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.1)
+            probe_client = server.client(0.1)
             assert wait_until(lambda: not redis_pings(probe_client))      # the server is frozen now
             probe_client.close()
             results, spent = [], []

@@ -112,6 +112,11 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
             assert new_line != expected_line
             expect(page.locator('.card[data-provider="deepseek"] .details li').first).to_have_text(new_line, timeout=15000)
 
+            # a home without credentials says what `probe doctor` would
+            page.select_option("#home", "empty")
+            expect(page.locator(".empty-state")).to_contain_text("probe doctor")
+            expect(page.locator(".empty-state")).to_contain_text("ANTHROPIC_TOKEN")
+
             # the rate-limited demo home: last reading shown, badged stale + rate_limited
             page.select_option("#home", "limited")
             limited = page.locator('.card[data-provider="anthropic"]')

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from probe.shared import Fetch
 from probe.snapshot import Snapshot
@@ -83,8 +85,11 @@ class RedisCluster:
         for path, home_id in self._ids.items():
             self._paths.setdefault(home_id, []).append(path)
         self._on_rotation = on_rotation
+        # no client-side retries: redis-py retries a timed-out command (with back-off) by
+        # default, which turns a 0.25 s timeout into a second or more; we go on alone instead
         self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
-                                           socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=0)
+                                           socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=0,
+                                           retry=Retry(NoBackoff(), 0))
         self._known: dict[str, int] = {}
         #: per thread: the snapshot value fetched by the last ``sync`` (see ``read``)
         self._prefetched = threading.local()

@@ -206,7 +206,11 @@ function render() {
   if (!state.snapshots.length) {
     const p = document.createElement("p");
     p.className = "empty-state";
-    p.textContent = "No provider credentials in this home.";
+    // what `probe doctor` reports for a home where it finds nothing
+    p.textContent = "No provider credentials in this home. quota-probe looks in .env for ANTHROPIC_TOKEN, " +
+      "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY, OPENROUTER_API_KEY and DEEPSEEK_API_KEY, and in auth.json " +
+      "for providers.openai-codex.tokens and credential_pool entries (anthropic, openai-codex). " +
+      "Run `probe doctor --home <path>` on the server to see what it found.";
     main.append(p);
     return;
   }

@@ -82,3 +82,14 @@ def test_probe_flag_probes_what_was_found(emulator, tmp_path):
     assert "deepseek" in result.stdout and "probe      available" in result.stdout
     assert "openrouter: the probe answered unauthorized" in result.stdout
     assert "sk-doc-probe" not in result.stdout
+
+
+def test_an_anthropic_pool_entry_in_auth_json_is_found_and_not_shown(tmp_path):
+    home = write_home(tmp_path, "doc-pool")
+    (home / "auth.json").write_text(json.dumps({"credential_pool": {"anthropic": [
+        {"access_token": ""}, {"access_token": "sk-ant-oat01-doc-pool-secret"}]}}))
+    (home / "auth.json").chmod(0o600)
+    report = json.loads(run_cli("doctor", "--home", str(home), "--json").stdout)
+    assert report["providers"]["anthropic"]["found"] == {"where": "auth.json credential_pool.anthropic[1]",
+                                                         "kind": "OAuth token"}
+    assert "doc-pool-secret" not in json.dumps(report)

@@ -27,7 +27,7 @@ def test_quick_stress_run_holds_every_invariant():
     code, report = stress_cli("--requests", "200", "--homes", "3", "--concurrency", "8",
                               "--rotate-every", "0.1", "--fault-rate", "0.05")
     assert SPEC_KEYS <= set(report) and set(report["invariants"]) == INVARIANTS
-    assert report["ok"] and code == 0, report
+    assert report["ok"] and code == 0, why(report)
     assert report["requests"] == 200
     assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert report["before"] == report["after"]
@@ -40,7 +40,7 @@ def test_workers_sigkilled_under_load_leave_every_invariant_intact():
     the pools heal, nobody waits past the deadline, and nothing leaks."""
     code, report = stress_cli("--requests", "600", "--homes", "3", "--concurrency", "8", "--latency-ms", "3",
                               "--kill-every", "0.05")
-    assert report["ok"] and code == 0, report
+    assert report["ok"] and code == 0, why(report)
     assert report["injected"]["worker_kills"] > 0 and report["errors"].get("worker_crashed", 0) > 0
     assert report["before"] == report["after"]
 
@@ -88,13 +88,20 @@ def test_stress_detects_a_cross_home_result(monkeypatch):
 
 
 @pytest.mark.slow
+def why(report: dict) -> str:
+    """What failed, first (a whole report is cut short in a CI log)."""
+    failed = [name for name, ok in report.get("invariants", {}).items() if not ok]
+    return (f"failed: {failed}; violations {report.get('violations')}; before {report.get('before')}; "
+            f"after {report.get('after')}; errors {report.get('errors')}; latency {report.get('latency_ms')}")
+
+
 def test_soak_five_homes_faults_and_rotations():
     """The CI-sized soak: 20 s over 5 homes, 5 % faults, a rotation every second, a worker
     SIGKILLed every 2 s."""
     code, report = stress_cli("--duration", "20", "--homes", "5", "--concurrency", "8",
                               "--fault-rate", "0.05", "--rotate-every", "1", "--latency-ms", "2",
                               "--kill-every", "2")
-    assert report["ok"] and code == 0, report
+    assert report["ok"] and code == 0, why(report)
     assert report["requests"] > 1000
 
 
@@ -104,7 +111,7 @@ def test_polling_many_homes_on_a_schedule_reports_service_cpu_and_spawns():
     report says what the service spent (CPU, worker starts) and how late polls started."""
     code, report = stress_cli("--homes", "60", "--poll-interval", "1", "--duration", "3", "--concurrency", "8",
                               "--max-total-workers", "8", "--pool-size", "1")
-    assert report["ok"] and code == 0, report
+    assert report["ok"] and code == 0, why(report)
     assert 150 <= report["requests"] <= 180, report["requests"]     # 60 homes x 3 polls, the last may fall off
     assert report["spawns"] >= report["requests"] - 8, "a budget of 8 for 60 homes: nearly every poll starts a worker"
     assert report["service_cpu"]["seconds"] > 0 and report["service_cpu"]["percent_of_one_core"] > 0

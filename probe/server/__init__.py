@@ -101,7 +101,9 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         raise ValueError("a bearer token is required")
     homes = {str(home_id): Path(path) for home_id, path in homes.items()}
     reader = reader or Reader(service, homes)
-    metrics = Metrics(service, homes, reader)
+    #: the one map from a home's resolved path to its id: /api/pool and /metrics name homes by id
+    ids_by_path = {str(path.resolve()): home_id for home_id, path in homes.items()}
+    metrics = Metrics(service, ids_by_path, reader)
     state: dict[str, anyio.CapacityLimiter] = {}
 
     @contextlib.asynccontextmanager
@@ -197,8 +199,6 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
                 return error(400, getattr(exc, "code", "bad_request"), str(exc))
         await in_thread(lambda: service.invalidate(home=home, provider=provider))
         return Response(status_code=204)
-
-    ids_by_path = {str(path.resolve()): home_id for home_id, path in homes.items()}
 
     async def pool(request: Request) -> Response:
         """``stats()`` with every home named by its configured id -- no filesystem path

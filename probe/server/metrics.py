@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -29,9 +28,9 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 
 class _ServiceCollector(Collector):
-    def __init__(self, service: ProbeService, homes: dict[str, Path]) -> None:
+    def __init__(self, service: ProbeService, ids_by_path: dict[str, str]) -> None:
         self._service = service
-        self._ids = {str(path.resolve()): home_id for home_id, path in homes.items()}
+        self._ids = ids_by_path
 
     def collect(self) -> Iterator:
         stats = self._service.stats()
@@ -106,9 +105,10 @@ class _QuotaCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, service: ProbeService, homes: dict[str, Path], reader: Reader) -> None:
+    def __init__(self, service: ProbeService, ids_by_path: dict[str, str], reader: Reader) -> None:
+        """``ids_by_path``: resolved home path -> configured id (the labels never show a path)."""
         self.registry = CollectorRegistry()
-        self.registry.register(_ServiceCollector(service, homes))
+        self.registry.register(_ServiceCollector(service, ids_by_path))
         self.registry.register(_QuotaCollector(reader))
         self._latency = Histogram("quota_probe_fetch_seconds", "Time to answer one fetch.",
                                   buckets=LATENCY_BUCKETS_S, registry=self.registry)

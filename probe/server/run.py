@@ -141,21 +141,18 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             path = history_options.path or (homes_root(homes) / "history.sqlite3" if demo else default_path())
             history = History(path, days=history_options.days)
             if history.start():
-                stack.callback(history.close)                              # 5. last: the queued writes
+                stack.callback(history.close)                              # last: the queued writes
                 alerts = Alerts(history, notify, history_options.thresholds)
                 history.after_write, history.committed = alerts.record, alerts.committed
                 alerts.start()
-                stack.callback(alerts.close)                               # 4.
+                stack.callback(alerts.close)
                 history.load_recent(list(homes))
             else:
                 history = None
-        refresher_box: list[Refresher] = []
-        stack.callback(lambda: [r.join() for r in refresher_box])          # 3. after the service closed
         try:
-            service = stack.enter_context(ProbeService(config))            # 2. closed before the join
+            service = stack.enter_context(ProbeService(config))
         except ValueError as exc:   # e.g. Redis refused the password: a clear error at start-up
             raise ServeError(str(exc)) from None
-        stack.callback(lambda: [r.stop() for r in refresher_box])          # 1. first: no new probes
         if prime is not None:
             prime(service)
         reader = Reader(service, homes, history=history)
@@ -176,11 +173,20 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
                                                 f"to {len(notify)} target(s)" if notify else ""))
         if refresh_s > 0:
             refresher = Refresher(reader, refresh_s)
-            refresher_box.append(refresher)
             refresher.start()
+            stack.callback(_stop_refresher, refresher, service)
             echo(f"background refresh every {refresh_s:g} s")
         with _sigterm_exits_cleanly():
             server.run(sockets=[sock])
+
+
+def _stop_refresher(refresher: Refresher, service: ProbeService) -> None:
+    """Stop taking work, close the service (a refresh probe stuck on a hung provider ends
+    with its worker), then wait for the refresher's threads. The service's own exit
+    callback closes it again later: ``close()`` is idempotent."""
+    refresher.stop()
+    service.close()
+    refresher.join()
 
 
 @contextlib.contextmanager

@@ -320,10 +320,14 @@ class RedisCluster:
             return
         if sender == self.backend_id:
             return
-        for path in self._paths.get(home_id, []):
-            generation, _ = self.sync(path, "")
+        paths = self._paths.get(home_id, [])
+        if not paths:
+            return
+        # learn the new generation first, so the next fetch does not rotate the home again
+        generation = self._call(lambda: self._redis.get(self._key(home_id, "gen")))
+        for path in paths:
             if generation is not None:
-                self.newer_generation(path, generation)
+                self.newer_generation(path, int(generation))
             self._on_rotation(path)
 
     def _heartbeat_loop(self) -> None:

@@ -152,14 +152,12 @@ def test_redis_outage_and_return(emulator, make_home, redis_server, tmp_path, ca
             warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
             assert 1 <= len(warnings) <= 2     # one per backend, not one per call
             server.start()
-            home2 = make_home("cluster-outage-2", deepseek="sk-cluster-outage-2")
             a.fetch("deepseek", home=home, refresh=True)
             assert wait_until(lambda: a.stats()["cluster"]["connected"] and b.stats()["cluster"]["connected"], 10)
             before = emulator.count(token="sk-cluster-outage")
             assert a.fetch("deepseek", home=home, refresh=True).error is None
             assert b.fetch("deepseek", home=home).probe.path == "cache"
             assert emulator.count(token="sk-cluster-outage") == before + 1
-            del home2
 
 
 def test_redis_sigkilled_under_load(emulator, make_home, tmp_path):

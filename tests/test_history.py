@@ -163,13 +163,14 @@ def test_recent_basis_with_enough_history_else_average(tmp_path, history):
     for minutes_ago, used in ((170, 2.0), (60, 10.0), (40, 20.0), (20, 30.0)):
         history.submit("alice", tmp_path, reading(minutes_ago, used))
     assert history.flush()
-    now_reading = reading(0, 40.0)
+    now_reading = reading(0, 45.0)
     average = now_reading.with_pace(NOW).windows[0].pace
-    assert average.basis == "average" and average.lasts_until_reset   # 40 % in 3 h: lasts
+    # 45 % in 3 h is 0.25 %/min: the other 55 % would take 220 min, the reset is in 120
+    assert average.basis == "average" and average.lasts_until_reset
     recent = history.with_recent_pace("alice", now_reading.with_pace(NOW)).windows[0].pace
-    assert recent.basis == "recent"
-    # 10 points per 20 minutes: 60 left -> 120 minutes, the reset is in 120: borderline; at
-    # the fitted rate (0.5 %/min over the last hour) it runs out before or at the reset
+    # the last hour burnt ~0.58 %/min: 55 % is gone in ~95 min, before the reset
+    assert recent.basis == "recent" and not recent.lasts_until_reset
+    assert recent.runs_out_at < now_reading.windows[0].reset_at      # ISO UTC strings sort as instants
     assert recent.expected_used_percent == average.expected_used_percent
     too_little = History(tmp_path / "other.sqlite3")
     assert too_little.start()

@@ -14,6 +14,15 @@ from support import live_children
 
 
 @pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's chromium for the real-browser tests; skips them where it is missing (put
+    this fixture first, so nothing else is started for a skipped test)."""
+    from system_parts import chromium
+
+    return chromium()
+
+
+@pytest.fixture(scope="session")
 def emulator() -> Iterator["Emulator"]:  # noqa: F821
     from probe.emulator import Emulator
 
@@ -83,3 +92,38 @@ def no_leaked_processes() -> Iterator[None]:
         psutil.wait_procs(leaked, timeout=0.1)
         leaked = [p for p in live_children() if p.pid not in before]
     assert not leaked, f"test leaked processes: {[p.pid for p in leaked]}"
+
+
+# -- the one "skipped:" line that ends every run ---------------------------------------------
+def _skip_groups(reports) -> dict[str, list]:
+    """Skipped tests by group (from ``system_parts.skip_part``'s reasons; any other skip is
+    its own group, named by its reason): group -> [count, why, how to enable]."""
+    from system_parts import REASON
+
+    groups: dict[str, list] = {}
+    for report in reports:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        match = REASON.match(reason)
+        group, why, enable = match.group("group", "why", "enable") if match else (reason, None, None)
+        entry = groups.setdefault(group, [0, why, enable])
+        entry[0] += 1
+    return groups
+
+
+def _skip_line(groups: dict[str, list]) -> str:
+    if not groups:
+        return "skipped: none"
+    parts = []
+    for group, (count, why, enable) in groups.items():
+        noun = "test" if count == 1 else "tests"
+        parts.append(f"{count} {group} {noun} ({why} — {enable})" if why else f"{count} {noun} ({group})")
+    return "skipped: " + "; ".join(parts)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After pytest's own summary, so it is the run's last line."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not hasattr(reporter, "stats") or config.option.collectonly:
+        return
+    reporter.write_line(_skip_line(_skip_groups(reporter.stats.get("skipped", []))))

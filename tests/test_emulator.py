@@ -250,15 +250,31 @@ def test_keep_alive_and_single_write_latency(emulator):
     assert statistics.median(timings) < 0.010
 
 
+def listen_queue_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full
+    (``TcpExt: ListenOverflows``, ``/proc/net/netstat``): each one is a client whose SYN is
+    retried after 1 s, 3 s, ..."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:])))["ListenOverflows"]
+    raise AssertionError("no TcpExt counters in /proc/net/netstat")
+
+
 def test_many_concurrent_keep_alive_clients_and_clean_stop():
-    """64 clients connect at once (a 5-deep listen backlog would drop SYNs: 1 s retries),
-    each reuses its connection; stop() afterwards leaves no thread and no socket."""
+    """64 clients connect at once and each reuses its connection; the listen queue never
+    overflows (socketserver's 5-deep default drops SYNs here: 53-233 overflows and 1-8 s
+    stalls in a run of this test), and stop() afterwards leaves no thread and no socket.
+
+    The overflow is read off the kernel's counter, not inferred from a slow request: 128
+    threads of one process share 2 cores and one GIL, and with two busy processes beside
+    them a request took up to 0.63 s with no overflow at all -- which is how the 0.9 s
+    latency bound this test had failed 2 runs in 9 on a loaded machine."""
     threads_before = set(threading.enumerate())
     fds_before = psutil.Process().num_fds()
     emulator = Emulator().start()
     clients, rounds = 64, 5
     barrier = threading.Barrier(clients)
-    slowest: list[float] = []
     failures: list[BaseException] = []
 
     def client_run(i: int) -> None:
@@ -266,26 +282,24 @@ def test_many_concurrent_keep_alive_clients_and_clean_stop():
             with httpx.Client(timeout=10, verify=NO_TLS) as client:
                 barrier.wait()
                 for _ in range(rounds):
-                    start = time.perf_counter()
                     response = client.get(emulator.base_url + DEEPSEEK_PATH,
                                           headers={"Authorization": f"Bearer conc-{i}"})
-                    slowest.append(time.perf_counter() - start)
                     assert response.json() == quota_body(DEEPSEEK_PATH, f"conc-{i}")
         except BaseException as exc:  # noqa: BLE001 — reported below
             failures.append(exc)
 
     runners = [threading.Thread(target=client_run, args=(i,)) for i in range(clients)]
+    overflows_before = listen_queue_overflows()
     for runner in runners:
         runner.start()
     for runner in runners:
         runner.join()
+    overflows = listen_queue_overflows() - overflows_before
     assert failures == []
     assert emulator.connections_accepted == clients
     assert emulator.count(path=DEEPSEEK_PATH) == clients * rounds
-    assert max(slowest) < 0.9, "a SYN retry (>= 1 s): the listen backlog overflowed"
-    start = time.perf_counter()
+    assert overflows == 0, f"the listen queue overflowed {overflows} times (SYN retries of 1 s and more)"
     emulator.stop()
-    assert time.perf_counter() - start < 2
     assert [t for t in threading.enumerate() if t not in threads_before and t.is_alive()] == []
     assert psutil.Process().num_fds() <= fds_before
 

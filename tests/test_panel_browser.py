@@ -1,6 +1,7 @@
 """The settings panel in a real headless Chromium against ``probe serve --demo``.
 
-Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it through
+Needs Debian's ``chromium`` (``scripts/install-system-packages`` installs it; without it
+these tests are skipped, see ``tests/system_parts.py``); Playwright drives it through
 ``executable_path`` — no browser download.
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from support import demo_root, free_port
 from workers.providers.deepseek import balance_line
 
 pytestmark = pytest.mark.timeout(120)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -56,9 +56,7 @@ def demo_server():
         yield url
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                    reason="Debian's chromium is not installed (CI installs it and never skips)")
-def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
+def test_panel_renders_refreshes_and_reflects_a_rotation(chromium_path, demo_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     listing = httpx.get(f"{demo_server}/api/quota", params={"home": "main"}, timeout=30).json()
@@ -72,7 +70,7 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
     expected_line = balance_line(quota_body(DEEPSEEK_PATH, "sk-demo-main")["balance_infos"][0])
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 360, "height": 900})
             page.goto(f"{demo_server}/?home=main&poll=1")
@@ -137,9 +135,7 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(demo_server, tmp_path):
             browser.close()
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                    reason="Debian's chromium is not installed (CI installs it and never skips)")
-def test_panel_charts_history_and_lists_alerts(tmp_path):
+def test_panel_charts_history_and_lists_alerts(chromium_path, tmp_path):
     """A home with history gets a chart per window with its points; its alerts are listed."""
     from datetime import datetime, timedelta, timezone
 
@@ -165,7 +161,7 @@ def test_panel_charts_history_and_lists_alerts(tmp_path):
     store.close()
 
     with running_demo("--history", str(tmp_path / "history.sqlite3")) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 360, "height": 900})
             page.goto(f"{url}/?home=main")

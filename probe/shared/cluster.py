@@ -97,6 +97,10 @@ class RedisCluster:
         self._down_until = 0.0
         self._down = False
         self._stop = threading.Event()
+        #: set when Redis is back after an outage (and on close): the heartbeat re-announces
+        #: this backend at once instead of at its next period -- a restarted Redis has lost
+        #: every backend's entry, and ``peers`` would read low for up to HEARTBEAT_S
+        self._announce = threading.Event()
         self._threads: list[threading.Thread] = []
         self.backend_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -130,6 +134,7 @@ class RedisCluster:
 
     def close(self) -> None:
         self._stop.set()
+        self._announce.set()
         for thread in self._threads:
             thread.join(5)
         self._redis.close()
@@ -154,6 +159,7 @@ class RedisCluster:
                 self._down = False
             if back:
                 log.warning("Redis is reachable again; sharing resumes")
+                self._announce.set()
 
     @property
     def connected(self) -> bool:
@@ -344,12 +350,24 @@ class RedisCluster:
 
             if not self._usable():
                 self._down_until = 0.0   # this thread is the one that tries again
+            self._announce.clear()      # a reconnect noticed from here on beats again at once
             self._call(beat)
-            self._stop.wait(min(HEARTBEAT_S, RETRY_EVERY_S) if self._down else HEARTBEAT_S)
+            self._announce.wait(min(HEARTBEAT_S, RETRY_EVERY_S) if self._down else HEARTBEAT_S)
 
     def peers(self) -> int:
+        """Backends seen in the last minute, this one always among them: it is live whatever
+        Redis holds (a Redis that just restarted holds nobody until the heartbeats)."""
         key = self.prefix + "peers"
-        return int(self._call(lambda: self._redis.zcount(key, time.time() - PEER_TTL_S, "+inf"), 0) or 0)
+        now = time.time()
+
+        def count() -> int:
+            pipe = self._redis.pipeline()
+            pipe.zcount(key, now - PEER_TTL_S, "+inf")
+            pipe.zscore(key, self.backend_id)
+            seen, mine = pipe.execute()
+            return int(seen) + (0 if mine is not None and float(mine) >= now - PEER_TTL_S else 1)
+
+        return self._call(count, 1)
 
     def state(self) -> dict[str, Any]:
         return {"connected": self.connected, "peers": self.peers()}

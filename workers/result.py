@@ -72,7 +72,9 @@ def percent(value: Any) -> float | None:
 
 def epoch_seconds(value: Any) -> float | None:
     """Seconds since the epoch from epoch seconds (number or numeric string; milliseconds
-    are recognised by size) or ISO-8601 with any offset; None for anything unusable."""
+    are recognised by size) or ISO-8601 with any offset; None for anything unusable.
+    Fractions of any length (Kimi sends nanoseconds) are cut to microseconds by
+    ``datetime.fromisoformat`` itself on every Python this project supports (3.11+)."""
     if value is None or isinstance(value, bool):
         return None
     seconds = number(value)
@@ -146,13 +148,19 @@ def window(label: str, used_percent: Any, reset_at: Any = None, detail: str | No
     }
 
 
-def balance(label: str, amount: Any, currency: str | None = "USD") -> dict[str, Any] | None:
+def balance(label: str, amount: Any, currency: str | None = "USD", *, unit: bool = False) -> dict[str, Any] | None:
     """A balance as a number (SPEC §13), rounded to cents exactly as :func:`money` rounds
     (so the number and the detail line never disagree); None when the amount is not a
-    number. A missing currency is USD, as in :func:`money`."""
+    number. A missing currency is USD, as in :func:`money`.
+
+    ``unit=True`` marks a non-money unit (MiniMax ``points``): SPEC §13 keeps its own
+    lower-case ``currency``, and the amount is not rounded to cents, which mean nothing
+    for points."""
     value = number(amount)
     if value is None:
         return None
+    if unit:
+        return {"label": label, "amount": value, "currency": (currency or "").strip().lower() or "units"}
     code = (currency or "USD").strip().upper() or "USD"
     cents = _decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)   # as the detail line rounds
     return {"label": label, "amount": float(cents), "currency": code}
@@ -196,3 +204,77 @@ def as_dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProbeFailure("bad_response", f"The {what} response has an unexpected shape.")
     return value
+
+
+# -- the provider contract (SPEC §16) ---------------------------------------------------
+#: the keys of a §16 window; :func:`window` adds ``remaining_percent``, which the parent
+#: derives itself from ``used_percent``
+RESULT_WINDOW_KEYS = ("label", "used_percent", "reset_at", "window_s", "detail")
+
+
+def result(*, title: str, source: str, windows: Iterable[dict] = (), details: Iterable[str] = (),
+           plan: str | None = None, unavailable_reason: str | None = None,
+           balances: Iterable[dict | None] = ()) -> dict[str, Any]:
+    """The dict ``probe(ctx)`` returns (SPEC §16), with exactly the contract's keys: the
+    parent validates and completes it (``available``, ``remaining_percent``, pace), so
+    nothing here claims more than a plugin could. Windows are built with :func:`window`
+    (already clamped and in ``Z`` time), balances with :func:`balance` (None entries,
+    amounts that were not numbers, are dropped)."""
+    return {
+        "windows": [{key: w.get(key) for key in RESULT_WINDOW_KEYS} for w in windows],
+        "balances": [b for b in balances if b is not None],
+        "details": list(details),
+        "title": title,
+        "plan": plan,
+        "unavailable_reason": unavailable_reason,
+        "source": source,
+    }
+
+
+def run_pure(ctx: Any, step: Any, *args: Any, secret: str | None = None) -> Any:
+    """``step(*args)``, with its :class:`ProbeFailure` re-raised through ``ctx.fail`` so the
+    probe ends with the ctx's own failure type whatever class that is.
+
+    Only pure steps (no ``ctx.get_json`` inside) go through here: a ctx whose ``Failure``
+    is a ProbeFailure would otherwise lose an HTTP failure's status and Retry-After.
+    ``secret`` (the credential) is cut out of the message, a last guard for provider
+    text quoted in an error."""
+    try:
+        return step(*args)
+    except ProbeFailure as exc:
+        failed = exc
+    # outside the except block, so the ctx's failure does not chain the original (whose
+    # text the guard below has not seen)
+    message = failed.message.replace(secret, "…") if secret else failed.message
+    ctx.fail(failed.code, message)
+    raise ProbeFailure(failed.code, message)   # only reached if a ctx's fail() returned
+
+
+def provider_text(value: Any, limit: int = 200) -> str | None:
+    """A provider's own message (``msg``, ``status_msg``, ``error``) made fit for one line of
+    an error: whitespace and control characters collapsed, at most ``limit`` characters;
+    None when it is not a non-empty string."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in value[: limit * 4]).split())
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def first_text(data: Mapping[str, Any], *keys: str) -> str | None:
+    """The first non-empty string among ``data[key]`` for ``keys``, stripped, as sent
+    (plan names are never re-cased for the 0.3 providers)."""
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def count(value: float) -> str:
+    """A request or token count for a detail line: ``2,048``; a fractional one keeps up to
+    two decimals (``12.5``)."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")

@@ -1,0 +1,132 @@
+"""Hermes' own records for a pooled provider that has no adapter (PROVIDERS.md, last
+section): ``auth.json`` ``credential_pool[<provider id>]`` already says, per credential,
+whether it works, so ``xai``, ``gemini``, ``openai-api``… get a snapshot without any
+request. This is not a provider module (no ``probe(ctx)``): the home-wide reader calls
+:func:`pool_result` for every pool id that no built-in or plugin claims.
+
+An entry is shown by its ``label`` only, never a token. ``exhausted`` lasts until
+``last_error_reset_at``, else ``last_status_at`` + 300 s after a 401 or + 3600 s after any
+other error; ``dead`` is ``revoked``. Available while one entry is usable; when none is,
+``rate_limited`` naming the earliest recovery (with ``retry_after_s`` so the parent backs
+off until then), or ``unauthorized`` when every entry is dead.
+
+Choices where PROVIDERS.md is silent:
+
+* times read ``14:05 UTC`` when they fall on the current UTC day, else
+  ``2026-08-05 14:05 UTC``; they are rounded *up* to the minute, so "until" never names a
+  minute in which the entry is still exhausted;
+* an ``exhausted`` entry whose end has passed is usable again: ``"work key: ok since
+  13:05 UTC"``;
+* an entry without ``last_status`` is ``ok`` (never used yet); an unknown status is shown
+  as written (at most 40 characters) and counts as usable — Hermes would still try it;
+* the HTTP status is added as ``(429)`` only when ``last_error_code`` is a number, and
+  only to exhausted lines;
+* an entry without a usable ``label`` — or whose label contains one of the entry's own
+  token/key/secret values — is shown as ``entry N`` (1-based, in file order);
+* an exhausted entry with no known end is unusable with no recovery time: when every
+  entry is like that (or dead), the ``rate_limited`` message says there is no known
+  recovery time and carries no ``retry_after_s``;
+* a pool that holds no entry object at all is ``no_credentials``;
+* title "Hermes credential pool", no plan, no windows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from workers.result import ProbeFailure, epoch_seconds, iso_utc, number, provider_text, result
+
+SOURCE = "credential_pool"
+TITLE = "Hermes credential pool"
+#: how long an exhausted entry without a reset time stays exhausted, by HTTP status
+UNAUTHORIZED_COOLDOWN_S = 300
+DEFAULT_COOLDOWN_S = 3600
+SECRET_KEY_PARTS = ("token", "key", "secret", "password")
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """One pooled credential as Hermes recorded it, evaluated at ``now``."""
+
+    line: str
+    usable: bool
+    dead: bool = False
+    until: float | None = None    # exhausted: when it recovers (None = unknown)
+
+
+def clock(seconds: float, now: float) -> str:
+    """``14:05 UTC`` on the current UTC day, else ``2026-08-05 14:05 UTC``; rounded up to
+    the minute."""
+    when = datetime.fromtimestamp(math.ceil(seconds / 60) * 60, tz=timezone.utc)
+    today = datetime.fromtimestamp(now, tz=timezone.utc).date()
+    return f"{when:%H:%M} UTC" if when.date() == today else f"{when.date().isoformat()} {when:%H:%M} UTC"
+
+
+def label_of(entry: dict[str, Any], index: int) -> str:
+    """The entry's ``label``, or ``entry N`` when it has none or it quotes a secret."""
+    label = provider_text(entry.get("label"), 64)
+    if label is None:
+        return f"entry {index + 1}"
+    for key, value in entry.items():
+        if (isinstance(key, str) and key != "label" and any(part in key.lower() for part in SECRET_KEY_PARTS)
+                and isinstance(value, str) and len(value.strip()) >= 4 and value.strip() in label):
+            return f"entry {index + 1}"
+    return label
+
+
+def exhausted_until(entry: dict[str, Any]) -> float | None:
+    """``last_error_reset_at``, else ``last_status_at`` + 300 s (401) / 3600 s; None when
+    neither time is known."""
+    reset = epoch_seconds(entry.get("last_error_reset_at"))
+    if reset is None:
+        since = epoch_seconds(entry.get("last_status_at"))
+        if since is None:
+            return None
+        cooldown = UNAUTHORIZED_COOLDOWN_S if number(entry.get("last_error_code")) == 401 else DEFAULT_COOLDOWN_S
+        reset = since + cooldown
+    # an instant no calendar can show (year 10000+) is as good as unknown
+    return reset if iso_utc(reset + 60) is not None else None
+
+
+def entry_state(entry: dict[str, Any], index: int, now: float) -> EntryState:
+    label = label_of(entry, index)
+    status = entry.get("last_status")
+    if status == "dead":
+        return EntryState(f"{label}: revoked", usable=False, dead=True)
+    if status == "exhausted":
+        code = number(entry.get("last_error_code"))
+        suffix = f" ({int(code)})" if code is not None and code.is_integer() else ""
+        until = exhausted_until(entry)
+        if until is None:
+            return EntryState(f"{label}: exhausted{suffix}", usable=False)
+        if until > now:
+            return EntryState(f"{label}: exhausted until {clock(until, now)}{suffix}", usable=False, until=until)
+        return EntryState(f"{label}: ok since {clock(until, now)}", usable=True)
+    shown = provider_text(status, 40) if status is not None else None
+    return EntryState(f"{label}: {shown or 'ok'}", usable=True)
+
+
+def pool_result(provider: str, entries: Any, now: float) -> dict[str, Any]:
+    """The §16 result (``source="credential_pool"``, one detail line per entry) when an
+    entry is usable; raises ProbeFailure rate_limited (earliest recovery, ``retry_after_s``)
+    or unauthorized (all dead) when none is, no_credentials when there is no entry."""
+    name = provider_text(provider, 64) or "this provider's"
+    states = [entry_state(entry, index, now) for index, entry in enumerate(entries if isinstance(entries, list)
+                                                                             else []) if isinstance(entry, dict)]
+    if not states:
+        raise ProbeFailure("no_credentials", f"No {name} entry in auth.json's credential_pool.")
+    if any(state.usable for state in states):
+        return result(title=TITLE, source=SOURCE, details=[state.line for state in states])
+    if all(state.dead for state in states):
+        raise ProbeFailure("unauthorized", f"Every {name} credential in Hermes' pool is revoked; sign in again in "
+                                           "Hermes.")
+    what = "exhausted" if not any(state.dead for state in states) else "exhausted or revoked"
+    ends = [state.until for state in states if state.until is not None]
+    if not ends:
+        raise ProbeFailure("rate_limited", f"Every {name} credential in Hermes' pool is {what}, with no known "
+                                           "recovery time.")
+    first = min(ends)
+    raise ProbeFailure("rate_limited", f"Every {name} credential in Hermes' pool is {what}; the first recovers at "
+                                       f"{clock(first, now)}.", retry_after_s=float(math.ceil(first - now)))

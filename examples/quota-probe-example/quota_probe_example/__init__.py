@@ -1,0 +1,1 @@
+"""quota-probe plugin for Example Cloud (a made-up provider: see provider.py)."""

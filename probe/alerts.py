@@ -6,9 +6,12 @@ Outbox, so "exactly once" survives crashes as far as a crash allows:
 
 1. **Deciding** runs on the history writer thread, inside the same transaction as the
    reading's points: ``INSERT OR IGNORE`` of the alert row, whose UNIQUE key *is* the
-   exactly-once key (home id, provider, window, kind, threshold, window instance = its
-   ``reset_at``), plus one ``deliveries`` row per notify target. A second reading above the
-   threshold inserts nothing; a new window instance (a new ``reset_at``) is a new key, so it
+   exactly-once key (home id, provider, window, kind, threshold, window instance), plus one
+   ``deliveries`` row per notify target. The window instance is the one the history
+   writer decided for this reading in the same transaction (SPEC §14's rule,
+   :mod:`probe.instances`; stored as its reference reset, e.g. ``2030-01-01T05:00:00Z``),
+   so a reset that jitters from read to read is still one instance and one key. A second
+   reading above the threshold inserts nothing; a new window instance is a new key, so it
    re-arms by itself. Nothing is sent here: a probe never waits for a notification.
 2. **Delivering** runs on this module's own thread: it sends every undelivered row through
    Apprise (new rows are signalled after their commit; at start-up it scans, so an alert
@@ -38,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from probe.history import History, connect
+from probe.instances import Instance
 from probe.pace import parse_instant
 from probe.snapshot import Snapshot
 
@@ -137,12 +141,15 @@ class Alerts:
         self.sent_count = 0
 
     # -- deciding (history writer thread, inside the reading's transaction) ---------------
-    def record(self, conn: sqlite3.Connection, home_id: str, snap: Snapshot) -> None:
+    def record(self, conn: sqlite3.Connection, home_id: str, snap: Snapshot, instances: dict[str, Instance]) -> None:
+        """Decide the alerts of one reading; ``instances``: each window's instance by label,
+        as the history writer decided it in this transaction (a window left out is not
+        decided: a late reading that would have started an instance)."""
         now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         for window in snap.windows:
-            if window.used_percent is None:
+            if window.used_percent is None or window.label not in instances:
                 continue
-            instance = window.reset_at or ""
+            instance = instances[window.label].key
             due = [("threshold", t) for t in self.thresholds if window.used_percent >= t]
             if window.pace is not None and window.pace.runs_out_at is not None:
                 due.append(("runs_out", RUNS_OUT))

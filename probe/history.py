@@ -11,9 +11,19 @@ Threads and connections -- why this shape:
 * **Readers open a short-lived connection per query** (``mode=ro``). In WAL mode readers
   never block the writer or each other, and no connection is ever shared between threads.
 * **What the writer keeps in memory**: the last point of each series (to apply the "changed,
-  or 5 minutes passed" rule without a read per write) and the points of each window's
-  current instance (for the ``recent`` pace basis, read on the fetch path without touching
-  the disk). Both are loaded from the file on first use, so a restart loses neither.
+  or 5 minutes passed" rule without a read per write, and to know the window's current
+  instance) and the points of each window's current instance (for the ``recent`` pace
+  basis, read on the fetch path without touching the disk). Both are loaded from the file
+  on first use, so a restart loses neither; a failed write drops the first (it may hold
+  what was rolled back), and the next reading loads it again.
+
+**Window instances** (SPEC §14, the rule in :mod:`probe.instances`) are decided here, on the
+writer, once per reading: each window point stores the reference reset of the instance it
+belongs to (``points.instance``), so the chart's boundaries (:func:`query_file`), the alert
+key (``after_write`` gets each window's instance) and the recent pace basis (the in-memory
+ring) all follow the same decision, and a restart picks the current instance up from the
+last point instead of re-deriving it. A jittered ``reset_at`` is not a change: a point is
+written when the value changed, the instance changed, or 5 minutes passed.
 
 Failure is local: a file that is corrupt, locked by another process past the busy timeout,
 or not writable is **one** logged error (per outage: a later success logs one line that
@@ -39,14 +49,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from probe.instances import Instance, advance, assign, starts_new
 from probe.pace import compute_recent, parse_instant
 from probe.snapshot import Snapshot
 
 log = logging.getLogger("quota_probe.history")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: a series gets a point when its value changed, or at least this long after its last one
 POINT_EVERY_S = 300
 DEFAULT_DAYS = 35
@@ -59,7 +70,33 @@ RING_MAX = 4096
 #: the probe paths that mean "this reading came from a provider just now"
 FRESH_PATHS = frozenset({"warm", "slot_start", "cold"})
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+
+def _window_instances(conn: sqlite3.Connection) -> None:
+    """Schema 2: each window point names its instance (its reference reset, SPEC §14).
+    Existing points get theirs by the same rule, in time order (their window's length was
+    never stored, so the 60 s floor applies); existing alerts are re-keyed to the instance
+    their reading belonged to, so an upgrade never re-sends an alert of the current
+    instance. Where a file already holds the duplicates the exact-reset key let through,
+    the first keeps the instance's key and the others keep their old text -- a key no new
+    reading produces, so they stay as history and never block or repeat anything."""
+    conn.execute("ALTER TABLE points ADD COLUMN instance INTEGER")
+    for (series,) in conn.execute("SELECT id FROM series WHERE kind = 'window'").fetchall():
+        rows = conn.execute("SELECT t, reset_at FROM points WHERE series = ? ORDER BY t", (series,)).fetchall()
+        instances = assign(reset for _, reset in rows)
+        conn.executemany("UPDATE points SET instance = ? WHERE series = ? AND t = ?",
+                         [(instance.reset, series, t) for (t, _), instance in zip(rows, instances)])
+    alerts = conn.execute("SELECT id, home_id, provider, window, reset_at, at FROM alerts ORDER BY id").fetchall()
+    for alert_id, home_id, provider, label, reset_at, at in alerts:
+        found = conn.execute(
+            "SELECT p.instance FROM points p JOIN series s ON s.id = p.series JOIN homes h ON h.id = s.home "
+            "WHERE h.home_id = ? AND s.provider = ? AND s.kind = 'window' AND s.label = ? AND p.t <= ? "
+            "ORDER BY p.t DESC LIMIT 1", (home_id, provider, label, epoch(at) or 0)).fetchone()
+        if found is not None and not starts_new(found[0], epoch(reset_at), None):
+            conn.execute("UPDATE OR IGNORE alerts SET instance = ? WHERE id = ?", (Instance(found[0]).key, alert_id))
+
+
+#: one step per schema version: SQL statements, or a function run in the step's transaction
+MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     1: (
         """CREATE TABLE homes (id INTEGER PRIMARY KEY, home_id TEXT NOT NULL UNIQUE, path TEXT NOT NULL)""",
         """CREATE TABLE series (id INTEGER PRIMARY KEY, home INTEGER NOT NULL REFERENCES homes(id),
@@ -75,6 +112,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE deliveries (alert INTEGER NOT NULL REFERENCES alerts(id), target TEXT NOT NULL,
                delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (alert, target))""",
     ),
+    2: (_window_instances,),
 }
 
 
@@ -98,7 +136,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in MIGRATIONS[step]:
-                conn.execute(statement)
+                if callable(statement):
+                    statement(conn)
+                else:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {step}")
             conn.execute("COMMIT")
         except BaseException:
@@ -124,9 +165,18 @@ def connect(path: Path, *, read_only: bool = False, handed_over: bool = False) -
 
 @dataclass
 class _Ring:
-    """The points of one window's current instance (same ``reset_at``), oldest first."""
-    reset_at: int | None
+    """The points of one window's current instance, oldest first."""
+    instance: Instance
     points: list[tuple[int, float]] = field(default_factory=list)
+
+
+class _Last(NamedTuple):
+    """A series' last point: when, its value and reset, and (windows) its instance's
+    reference reset -- the window's current instance."""
+    t: int
+    value: float
+    reset_at: int | None
+    instance: int | None
 
 
 _URGENT, _NORMAL, _LAST = 0, 1, 2
@@ -142,15 +192,17 @@ class History:
     def __init__(self, path: Path | str, *, days: float = DEFAULT_DAYS) -> None:
         self.path = Path(path).expanduser()
         self.days = days
-        #: runs inside a reading's transaction (alerts decide there), then ``committed`` after it
-        self.after_write: Callable[[sqlite3.Connection, str, Snapshot], None] | None = None
+        #: runs inside a reading's transaction (alerts decide there) with each window's
+        #: instance by label (windows of a late reading that would start an instance are
+        #: left out), then ``committed`` after it
+        self.after_write: Callable[[sqlite3.Connection, str, Snapshot, dict[str, Instance]], None] | None = None
         self.committed: Callable[[], None] | None = None
         #: (priority, order, job): urgent jobs (delivery records) overtake queued readings
         self._jobs: queue.PriorityQueue[tuple[int, int, Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._lock = threading.Lock()
         self._rings: dict[tuple[str, str, str], _Ring] = {}
-        self._last: dict[int, tuple[int, float, int | None]] = {}
+        self._last: dict[int, _Last] = {}
         self._series_ids: dict[tuple, int] = {}
         self._home_ids: dict[str, int] = {}
         self._failing = False
@@ -250,6 +302,10 @@ class History:
                 except sqlite3.Error as exc:
                     if conn.in_transaction:
                         conn.rollback()
+                    # what the rolled-back job cached may not be in the file: load it again
+                    self._last.clear()
+                    self._series_ids.clear()
+                    self._home_ids.clear()
                     if not self._failing:
                         self._failing = True
                         log.error("history write failed: %s (%s); readings are not recorded until it "
@@ -285,36 +341,52 @@ class History:
             self._series_ids[key] = known
         return known
 
-    def _point(self, conn: sqlite3.Connection, series: int, t: int, value: float, reset_at: int | None) -> None:
+    def _last_point(self, conn: sqlite3.Connection, series: int) -> _Last | None:
         last = self._last.get(series)
         if last is None:
-            row = conn.execute("SELECT t, value, reset_at FROM points WHERE series = ? ORDER BY t DESC LIMIT 1",
-                               (series,)).fetchone()
-            last = tuple(row) if row else None
-        if last is not None and last[1] == value and last[2] == reset_at and t - last[0] < POINT_EVERY_S:
-            return
-        if last is not None and t <= last[0]:
-            return   # out of order (a slow probe answered after a newer one): the newer one stands
-        conn.execute("INSERT OR REPLACE INTO points (series, t, value, reset_at) VALUES (?, ?, ?, ?)",
-                     (series, t, value, reset_at))
-        self._last[series] = (t, value, reset_at)
+            row = conn.execute("SELECT t, value, reset_at, instance FROM points WHERE series = ? ORDER BY t DESC "
+                               "LIMIT 1", (series,)).fetchone()
+            if row is not None:
+                last = self._last[series] = _Last(int(row[0]), float(row[1]), row[2], row[3])
+        return last
+
+    def _point(self, conn: sqlite3.Connection, series: int, t: int, value: float, reset_at: int | None,
+               window_s: float | None = None) -> Instance | None:
+        """Write a point if the "changed, new instance, or 5 minutes" rule says so, and
+        return the reading's window instance -- None for a late reading (older than the
+        series' last point) that would start one: the newer reading stands, and an
+        instance is only ever started in time order."""
+        last = self._last_point(conn, series)
+        current = None if last is None else Instance(last.instance)
+        instance = advance(current, reset_at, window_s)
+        if last is not None and t <= last.t:
+            # out of order (a slow probe answered after a newer one): the newer one stands
+            return current if instance is current else None
+        if last is not None and instance is current and last.value == value and t - last.t < POINT_EVERY_S:
+            return instance
+        conn.execute("INSERT OR REPLACE INTO points (series, t, value, reset_at, instance) VALUES (?, ?, ?, ?, ?)",
+                     (series, t, value, reset_at, instance.reset))
+        self._last[series] = _Last(t, value, reset_at, instance.reset)
+        return instance
 
     def _record(self, conn: sqlite3.Connection, home_id: str, path: str, snap: Snapshot) -> bool:
         t = epoch(snap.fetched_at) or int(time.time())
         conn.execute("BEGIN")
         home = self._home(conn, home_id, path)
+        instances: dict[str, Instance] = {}
         for window in snap.windows:
             if window.used_percent is None:
                 continue
             series = self._series(conn, home, snap.provider, "window", window.label)
-            reset_at = epoch(window.reset_at)
-            self._point(conn, series, t, window.used_percent, reset_at)
-            self._remember(conn, home_id, snap.provider, window.label, series, t, window.used_percent, reset_at)
+            instance = self._point(conn, series, t, window.used_percent, epoch(window.reset_at), window.window_s)
+            if instance is not None:
+                instances[window.label] = instance
+                self._remember(conn, home_id, snap.provider, window.label, series, t, window.used_percent, instance)
         for balance in snap.balances:
             series = self._series(conn, home, snap.provider, "balance", balance.label, balance.currency)
             self._point(conn, series, t, balance.amount, None)
         if self.after_write is not None:
-            self.after_write(conn, home_id, snap)
+            self.after_write(conn, home_id, snap, instances)
         conn.execute("COMMIT")
         if self.committed is not None:
             self.committed()
@@ -322,28 +394,30 @@ class History:
 
     # -- the current window instance, for the recent pace ---------------------------------
     def _remember(self, conn: sqlite3.Connection | None, home_id: str, provider: str, label: str, series: int,
-                  t: int, used: float, reset_at: int | None) -> None:
+                  t: int, used: float, instance: Instance) -> None:
         key = (home_id, provider, label)
         with self._lock:
             ring = self._rings.get(key)
         if ring is None and conn is not None:
-            rows = conn.execute("SELECT t, value FROM points WHERE series = ? AND reset_at IS ? AND t < ? "
-                                "ORDER BY t DESC LIMIT ?", (series, reset_at, t, RING_MAX)).fetchall()
-            ring = _Ring(reset_at, [(int(a), float(b)) for a, b in reversed(rows)])
+            rows = conn.execute("SELECT t, value FROM points WHERE series = ? AND instance IS ? AND t < ? "
+                                "ORDER BY t DESC LIMIT ?", (series, instance.reset, t, RING_MAX)).fetchall()
+            ring = _Ring(instance, [(int(a), float(b)) for a, b in reversed(rows)])
         with self._lock:
-            if ring is None or ring.reset_at != reset_at:
-                ring = _Ring(reset_at)
+            if ring is None or ring.instance != instance:
+                ring = _Ring(instance)
             if not ring.points or ring.points[-1][0] < t:
                 ring.points.append((t, used))
                 del ring.points[:-RING_MAX]
             self._rings[key] = ring
 
-    def recent_points(self, home_id: str, provider: str, label: str, reset_at: str | None) -> list[tuple[int, float]]:
-        """The recorded points of this window's current instance (same reset), oldest first;
-        [] when none are known in memory."""
+    def recent_points(self, home_id: str, provider: str, label: str, reset_at: str | None,
+                      window_s: float | None = None) -> list[tuple[int, float]]:
+        """The recorded points of the window instance a reading with ``reset_at`` belongs
+        to (SPEC §14's rule: jitter keeps it in the current one), oldest first; [] when it
+        starts a new instance or none is known in memory."""
         with self._lock:
             ring = self._rings.get((home_id, provider, label))
-            if ring is None or ring.reset_at != epoch(reset_at):
+            if ring is None or advance(ring.instance, epoch(reset_at), window_s) is not ring.instance:
                 return []
             return list(ring.points)
 
@@ -357,13 +431,12 @@ class History:
             for home_id, provider, label, series in rows:
                 if home_id not in home_ids:
                     continue
-                last = conn.execute("SELECT t, value, reset_at FROM points WHERE series = ? ORDER BY t DESC LIMIT 1",
-                                    (series,)).fetchone()
+                self._last.pop(series, None)
+                last = self._last_point(conn, series)
                 if last is not None:
-                    self._last[series] = tuple(last)
                     with self._lock:
                         self._rings.pop((home_id, provider, label), None)
-                    self._remember(conn, home_id, provider, label, series, int(last[0]), float(last[1]), last[2])
+                    self._remember(conn, home_id, provider, label, series, last.t, last.value, Instance(last.instance))
         self.run(load)
 
     # -- reading -------------------------------------------------------------------------
@@ -377,7 +450,7 @@ class History:
         windows = []
         for window in snap.windows:
             if window.pace is not None:
-                points = self.recent_points(home_id, snap.provider, window.label, window.reset_at)
+                points = self.recent_points(home_id, snap.provider, window.label, window.reset_at, window.window_s)
                 if points:
                     window = dataclasses.replace(window, pace=compute_recent(
                         window.used_percent, window.reset_at, window.window_s, now, points))
@@ -410,20 +483,46 @@ def query_file(path: Path, provider: str, since: float, *, home_id: str | None =
         series = conn.execute("SELECT id, kind, label, currency FROM series WHERE home = ? AND provider = ? "
                               "ORDER BY kind DESC, id", (row[0], provider)).fetchall()
         for series_id, kind, label, currency in series:
-            points = conn.execute("SELECT t, value, reset_at FROM points WHERE series = ? AND t >= ? ORDER BY t",
-                                  (series_id, int(since))).fetchall()
+            points = conn.execute("SELECT t, value, reset_at, instance FROM points WHERE series = ? AND t >= ? "
+                                  "ORDER BY t", (series_id, int(since))).fetchall()
             if kind == "window":
+                before = conn.execute("SELECT t, value, reset_at, instance FROM points WHERE series = ? AND t < ? "
+                                      "ORDER BY t DESC LIMIT 1", (series_id, int(since))).fetchone()
                 resets = {reset: None if reset is None else _iso(reset) for reset in {p[2] for p in points}}
                 body["series"].append({"window": label, "points": [
-                    {"t": _iso(t), "used_percent": value, "reset_at": resets[reset]} for t, value, reset in points]})
+                    {"t": _iso(t), "used_percent": value, "reset_at": resets[reset]} for t, value, reset, _ in points],
+                    "boundaries": [_iso(at) for at in boundaries(points, before, since)]})
             else:
                 body["balances"].append({"label": label, "currency": currency,
-                                         "points": [{"t": _iso(t), "amount": value} for t, value, _ in points]})
+                                         "points": [{"t": _iso(t), "amount": value} for t, value, _, _ in points]})
         return body
     except sqlite3.Error as exc:
         raise HistoryError(f"cannot read {path} ({_reason(exc)})") from None
     finally:
         conn.close()
+
+
+def boundaries(points: list[tuple], before: tuple | None = None, since: float = 0) -> list[int]:
+    """Where one window instance ended and the next began (Unix seconds, oldest first, at
+    or after ``since``), from points ``(t, value, reset_at, instance)`` in time order and
+    the point just ``before`` them: the chart's dashed reset lines. The instances are the
+    writer's decisions (stored with each point), so the chart shows exactly the instances
+    alerts and the pace used -- jitter draws nothing. A boundary sits at the old instance's
+    reset (the latest one its points reported), or at the new instance's first point when
+    that came first (the provider moved the reset, or the old one was unknown)."""
+    rows = [before, *points] if before is not None else list(points)
+    out: list[int] = []
+    known_reset: int | None = None      # the latest reset reported in the instance so far
+    for index, (t, _, reset_at, instance) in enumerate(rows):
+        if index and instance != rows[index - 1][3]:
+            ended = known_reset if known_reset is not None else rows[index - 1][3]
+            at = t if ended is None else min(ended, t)
+            if at >= since:
+                out.append(at)
+            known_reset = None
+        if reset_at is not None:
+            known_reset = reset_at
+    return out
 
 
 def _iso(seconds: int) -> str:

@@ -76,8 +76,10 @@ def full_retention(root: Path, homes: int, days: int) -> dict:
     rows = 0
     for series in series_ids:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO points (series, t, value, reset_at) VALUES (?, ?, ?, ?)",
-                         ((series, t, (t // step) % 100 + 0.5, t - t % 18000 + 18000) for t in times))
+        # a 5-hour window: each point names its instance by the instance's reset (schema 2)
+        conn.executemany("INSERT INTO points (series, t, value, reset_at, instance) VALUES (?, ?, ?, ?, ?)",
+                         ((series, t, (t // step) % 100 + 0.5, t - t % 18000 + 18000, t - t % 18000 + 18000)
+                          for t in times))
         conn.execute("COMMIT")
         rows += len(times)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -14,7 +14,7 @@ import pytest
 from probe import ProbeConfig, ProbeService
 from probe.alerts import Alerts, check_notify_urls, list_alerts, mask, parse_thresholds
 from probe.history import History
-from probe.pace import iso
+from probe.pace import iso, parse_instant
 from probe.server import create_app
 from probe.snapshot import ProbeInfo, Snapshot, Window
 from support import RunningApp, run_cli, wait_until
@@ -216,3 +216,104 @@ def test_crash_safety_no_alert_lost_duplicates_only_from_kills(tmp_path):
     assert len(homes) == count, f"lost: {count - len(homes)}"                 # no alert lost
     duplicates = sum(n - 1 for n in homes.values())
     assert duplicates <= kills, f"{duplicates} duplicates for {kills} kills"
+
+
+# -- window instances (SPEC §14): jitter is one instance, a rollover is a new one -----------
+def jittered(used: float, reset: datetime, at: datetime, rng, *, window_s: float = 18000.0) -> Snapshot:
+    """A reading at ``at`` whose reset is ``reset`` as a real provider reports it: up to
+    ±2 s off either way, with microseconds."""
+    shown = reset + timedelta(seconds=rng.uniform(-2.0, 2.0), microseconds=rng.randrange(1, 1_000_000))
+    window = Window("Current session", used, 100 - used, shown.isoformat(), None, window_s)
+    snap = Snapshot(provider="anthropic", home="/x", available=True, windows=(window,), fetched_at=iso(at),
+                    probe=ProbeInfo("warm", 1.0))
+    return snap.with_pace(at)
+
+
+def one_instance(rng, reset: datetime, count: int = 100):
+    """``count`` jittered readings of one 5-hour instance, used 60 % -> 100 % over its
+    last 2 h: crosses 80, 90 and 100, and runs out before the reset on the way."""
+    start = reset - timedelta(hours=2)
+    return [jittered(min(100.0, 60.0 + 45.0 * i / (count - 1)), reset, start + timedelta(seconds=70 * i), rng)
+            for i in range(count)]
+
+
+def alert_keys(history) -> list[tuple]:
+    return sorted((a["kind"], a["threshold"]) for a in list_alerts(history))
+
+
+def test_jittered_readings_of_one_window_instance_alert_once_per_threshold_even_across_a_restart(tmp_path):
+    import random
+
+    rng = random.Random(19)
+    reset = NOW + timedelta(hours=1)
+    readings = one_instance(rng, reset)
+    resets = [r.windows[0].reset_at for r in readings]
+    assert len(set(resets)) == 100 and any(b < a for a, b in zip(resets, resets[1:]))   # backwards too
+    with Receiver() as receiver:
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url])
+        for snap in readings[:50]:
+            history.submit("alice", tmp_path, snap)
+        assert history.flush()
+        stop(history, alerts)
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url])       # a restart mid-instance
+        for snap in readings[50:]:
+            history.submit("alice", tmp_path, snap)
+        assert history.flush()
+        assert wait_until(lambda: len(receiver.titles()) >= 4)
+        stop(history, alerts)
+        assert alert_keys(history) == [("runs_out", None), ("threshold", 80), ("threshold", 90), ("threshold", 100)]
+        assert len(receiver.titles()) == 4
+    series = history.query("alice", "anthropic", 0)["series"][0]
+    assert len(series["points"]) > 40 and series["boundaries"] == []        # no boundary inside the instance
+
+
+def test_a_rollover_re_arms_exactly_once_and_is_one_boundary(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    first_reset = NOW - timedelta(hours=3)
+    old = one_instance(rng, first_reset, 40)
+    # the next instance: the reset one window later, readings past the old reset, 85 % used
+    new_reset = first_reset + timedelta(hours=5)
+    new = [jittered(85.0 + i * 0.1, new_reset, first_reset + timedelta(minutes=5 + i), rng) for i in range(40)]
+    history, alerts = start(tmp_path / "h.sqlite3", [])
+    for snap in old + new:
+        history.submit("alice", tmp_path, snap)
+    assert history.flush()
+    stop(history, alerts)
+    listed = list_alerts(history)
+    of_new = [a for a in listed if parse_instant(a["reset_at"]) > first_reset + timedelta(hours=1)]
+    # the new instance: 80 % once, and (85 % five minutes in) runs out once
+    assert sorted((a["kind"], a["threshold"]) for a in of_new) == [("runs_out", None), ("threshold", 80)]
+    assert len(listed) - len(of_new) == 4                                # the old one: 80, 90, 100, runs out
+    series = history.query("alice", "anthropic", 0)["series"][0]
+    assert len(series["boundaries"]) == 1
+    # at the old instance's reset (give or take its jitter), between its last point and the new first
+    boundary = datetime.fromisoformat(series["boundaries"][0].replace("Z", "+00:00"))
+    assert abs((boundary - first_reset).total_seconds()) <= 3
+
+
+def test_a_reset_moved_later_by_more_than_the_tolerance_is_a_new_instance(tmp_path):
+    """max(60 s, 1 % of window_s): 180 s for a 5-hour window, 60 s when the length is unknown."""
+    reset = NOW + timedelta(hours=2)
+    history, alerts = start(tmp_path / "h.sqlite3", [], thresholds=(50,))
+
+    def submit(minute: int, moved_s: float, window_s: float | None) -> None:
+        window = Window("W", 60.0, 40.0, iso(reset + timedelta(seconds=moved_s)), None, window_s)
+        history.submit("alice", tmp_path, Snapshot(provider="anthropic", home="/x", available=True,
+                                                   windows=(window,), fetched_at=iso(NOW + timedelta(minutes=minute)),
+                                                   probe=ProbeInfo("warm", 1.0)))
+
+    submit(0, 0, 18000.0)
+    submit(1, 170, 18000.0)      # later, within 180 s of the first reading's reset: same instance
+    submit(2, -3600, 18000.0)    # earlier, by any amount: same instance
+    submit(3, 175, 18000.0)      # the reference is the first reading's reset, not the last one's
+    assert history.flush() and len(list_alerts(history)) == 1
+    submit(4, 190, 18000.0)      # later by more than 180 s: a new instance, re-armed
+    assert history.flush() and len(list_alerts(history)) == 2
+    submit(5, 240, None)         # length unknown: the 60 s floor; 50 s after the new reference: same
+    submit(6, 249, None)         # 59 s: same
+    assert history.flush() and len(list_alerts(history)) == 2
+    submit(7, 251, None)         # 61 s: new
+    assert history.flush() and len(list_alerts(history)) == 3
+    stop(history, alerts)

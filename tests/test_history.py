@@ -238,3 +238,110 @@ def test_fetches_through_the_reader_are_recorded(emulator, make_home, history):
     deepseek = history.query("bob", "deepseek", 0)
     assert deepseek["series"] == [] and len(deepseek["balances"]) >= 1
     assert all(len(b["points"]) == 1 for b in deepseek["balances"])
+
+
+def jittered_reading(minutes_ago: float, used: float, reset: datetime, rng, *, window_s: float = 18000.0) -> Snapshot:
+    """A reading whose reset is ``reset`` as a provider reports it: ±2 s off, microseconds."""
+    shown = reset + timedelta(seconds=rng.uniform(-2.0, 2.0), microseconds=rng.randrange(1, 1_000_000))
+    window = Window("Current session", used, 100 - used, shown.isoformat(), None, window_s)
+    return Snapshot(provider="anthropic", home="/x", available=True, windows=(window,),
+                    fetched_at=iso(NOW - timedelta(minutes=minutes_ago)), probe=ProbeInfo("warm", 1.0))
+
+
+def test_recent_basis_keeps_the_instance_across_reset_jitter_and_drops_it_at_a_rollover(tmp_path, history):
+    """The ring of the current instance follows SPEC §14's rule: a reset that jitters from
+    read to read keeps its points (an exact comparison would empty it at every read and
+    fall back to "average"); a rollover starts it again."""
+    import random
+
+    rng = random.Random(5)
+    reset = NOW + timedelta(hours=2)
+    for minutes_ago, used in ((60, 10.0), (40, 25.0), (20, 40.0)):
+        history.submit("alice", tmp_path, jittered_reading(minutes_ago, used, reset, rng))
+    assert history.flush()
+    now_reading = jittered_reading(0, 55.0, reset, rng).with_pace(NOW)
+    assert len(history.recent_points("alice", "anthropic", "Current session", now_reading.windows[0].reset_at,
+                                     18000.0)) == 3
+    pace = history.with_recent_pace("alice", now_reading).windows[0].pace
+    assert pace.basis == "recent" and not pace.lasts_until_reset       # 45 % left at 0.75 %/min: 60 min
+    rolled = jittered_reading(0, 55.0, reset + timedelta(hours=5), rng)
+    assert history.recent_points("alice", "anthropic", "Current session", rolled.windows[0].reset_at, 18000.0) == []
+    history.close()
+    again = History(history.path)                                       # a restart keeps the instance's ring
+    assert again.start()
+    again.load_recent(["alice"])
+    assert again.flush()
+    assert again.with_recent_pace("alice", now_reading).windows[0].pace.basis == "recent"
+    again.close()
+
+
+def test_jitter_writes_no_point_and_draws_no_boundary(tmp_path, history):
+    """A point is written when the value changed, the instance changed or 5 minutes passed:
+    a jittered reset alone is none of these."""
+    import random
+
+    rng = random.Random(11)
+    reset = NOW + timedelta(hours=2)
+    for i in range(30):
+        history.submit("alice", tmp_path, jittered_reading(30 - i * 0.1, 42.0, reset, rng))
+    assert history.flush()
+    series = history.query("alice", "anthropic", 0)["series"][0]
+    assert len(series["points"]) == 1 and series["boundaries"] == []
+
+
+def _version_1_file(path: Path, rng) -> datetime:
+    """A history file as schema 1 wrote it, with the duplicates its exact-reset alert key
+    let through: points of one jittered instance and two 80 % alerts for it."""
+    from probe.history import MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO homes (id, home_id, path) VALUES (1, 'alice', '/srv/alice')")
+    conn.execute("INSERT INTO series (id, home, provider, kind, label) VALUES (1, 1, 'anthropic', 'window', "
+                 "'Current session')")
+    reset = NOW + timedelta(hours=2)
+    for i, minutes_ago in enumerate((50, 40, 30, 20)):
+        at = int((NOW - timedelta(minutes=minutes_ago)).timestamp())
+        shown = int((reset + timedelta(seconds=rng.uniform(-2, 2))).timestamp())
+        conn.execute("INSERT INTO points (series, t, value, reset_at) VALUES (1, ?, ?, ?)", (at, 70.0 + 5 * i, shown))
+        if i >= 2:   # 80 % and 85 %: the same threshold, "two instances" to schema 1
+            conn.execute("INSERT INTO alerts (home_id, provider, window, kind, threshold, instance, used_percent, "
+                         "reset_at, at) VALUES ('alice', 'anthropic', 'Current session', 'threshold', 80, ?, ?, ?, ?)",
+                         (iso(datetime.fromtimestamp(shown, timezone.utc)), 70.0 + 5 * i,
+                          iso(datetime.fromtimestamp(shown, timezone.utc)), iso(datetime.fromtimestamp(at, timezone.utc))))
+    conn.close()
+    return reset
+
+
+def test_a_schema_1_file_is_migrated_instances_and_alert_keys_included(tmp_path):
+    import random
+
+    from probe.alerts import Alerts, list_alerts
+
+    rng = random.Random(23)
+    path = tmp_path / "v1.sqlite3"
+    reset = _version_1_file(path, rng)
+    store = History(path)
+    assert store.start()
+    alerts = Alerts(store, [], (80,))
+    store.after_write = alerts.record
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    # every point in one instance, named by the first point's reset
+    first = conn.execute("SELECT reset_at FROM points ORDER BY t LIMIT 1").fetchone()[0]
+    assert conn.execute("SELECT DISTINCT instance FROM points").fetchall() == [(first,)]
+    # the first alert now carries the instance's key; the duplicate keeps its old text
+    keys = [k for (k,) in conn.execute("SELECT instance FROM alerts ORDER BY id")]
+    assert keys[0] == time_iso(first) and keys[1] != keys[0]
+    conn.close()
+    store.submit("alice", tmp_path, jittered_reading(5, 90.0, reset, rng))   # same instance, jittered
+    assert store.flush()
+    store.close()
+    assert len(list_alerts(store)) == 2                                  # no third 80 % alert
+    assert query_file(path, "anthropic", 0, home_id="alice")["series"][0]["boundaries"] == []
+
+
+def time_iso(seconds: int) -> str:
+    return iso(datetime.fromtimestamp(seconds, timezone.utc))

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from probe.emulator import DEEPSEEK_PATH, quota_body
-from support import demo_root, free_port
+from support import demo_root, free_port, wait_until
 from workers.providers.deepseek import balance_line
 
 pytestmark = pytest.mark.timeout(120)
@@ -136,7 +136,9 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(chromium_path, demo_ser
 
 
 def test_panel_charts_history_and_lists_alerts(chromium_path, tmp_path):
-    """A home with history gets a chart per window with its points; its alerts are listed."""
+    """A home with history gets a chart per window with its points and one dashed line per
+    reset boundary -- as the server decides instances, so readings whose reset jittered by
+    a second are no boundary; its alerts are listed."""
     from datetime import datetime, timedelta, timezone
 
     from playwright.sync_api import expect, sync_playwright
@@ -151,24 +153,35 @@ def test_panel_charts_history_and_lists_alerts(chromium_path, tmp_path):
     assert store.start()
     alerts = Alerts(store, [], (80, 90, 100))
     store.after_write = alerts.record
-    reset = iso(now + timedelta(hours=2))
-    for hours_ago, used in ((30, 5.0), (20, 40.0), (6, 10.0), (2.5, 60.0), (1, 85.0)):
-        window = Window("Current session", used, 100 - used, reset if hours_ago < 3 else iso(now - timedelta(hours=hours_ago - 1)),
-                        None, 18000.0)
+    # four instances (three boundaries); two readings of three of them report resets a second apart
+    for hours_ago, used, reset in ((30, 5.0, now - timedelta(hours=29)), (29.5, 6.0, now - timedelta(hours=29, seconds=-1)),
+                                   (20, 40.0, now - timedelta(hours=19)), (19.5, 41.0, now - timedelta(hours=19, seconds=1)),
+                                   (6, 10.0, now - timedelta(hours=5)),
+                                   (2.5, 60.0, now + timedelta(hours=2)), (1, 85.0, now + timedelta(hours=2, seconds=1))):
+        window = Window("Current session", used, 100 - used, iso(reset), None, 18000.0)
         store.submit("main", tmp_path, Snapshot(provider="anthropic", home="/x", available=True, windows=(window,),
                                                 fetched_at=iso(now - timedelta(hours=hours_ago)),
                                                 probe=ProbeInfo("warm", 1.0)))
     store.close()
 
     with running_demo("--history", str(tmp_path / "history.sqlite3")) as url, sync_playwright() as pw:
+        # the demo's own reading of main's Anthropic account is a fourth instance (the
+        # emulator's reset is hours from ours): wait until it is recorded, so the count is known
+        def session_series() -> dict:
+            body = httpx.get(f"{url}/api/history", params={"home": "main", "provider": "anthropic"}, timeout=30).json()
+            return next(s for s in body["series"] if s["window"] == "Current session")
+
+        httpx.get(f"{url}/api/quota", params={"home": "main", "provider": "anthropic"}, timeout=30)
+        assert wait_until(lambda: session_series()["points"][-1]["t"] >= iso(now))
+        assert len(session_series()["boundaries"]) == 4
         browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 360, "height": 900})
             page.goto(f"{url}/?home=main")
             session = page.locator('.card[data-provider="anthropic"] .window[data-label="Current session"]')
             points = session.locator("svg.chart circle.chart-point")
-            expect(points.nth(4)).to_be_attached(timeout=20000)   # the 5 written (the demo's reading may add one)
-            expect(session.locator("svg.chart .chart-reset").first).to_be_attached()
+            expect(points.nth(7)).to_be_attached(timeout=20000)   # the 7 written and the demo's
+            expect(session.locator("svg.chart .chart-reset")).to_have_count(4)
             expect(session.locator("svg.chart .chart-pace")).to_have_count(1)
             expect(page.locator("#alerts")).to_be_visible()
             expect(page.locator("#alerts li", has_text="anthropic · Current session reached 80%")).to_have_count(1)
@@ -178,3 +191,4 @@ def test_panel_charts_history_and_lists_alerts(chromium_path, tmp_path):
                 shutil.copy(tmp_path / "panel-history.png", Path(shots) / "panel-history.png")
         finally:
             browser.close()
+

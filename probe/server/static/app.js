@@ -130,8 +130,11 @@ function svg(tag, attrs) {
   return el;
 }
 
-// used % over the last CHART_DAYS days: the points, a dashed line where the window reset,
-// and the current instance's pace line (0 % at its start to 100 % at its reset)
+// used % over the last CHART_DAYS days: the points, a dashed line where one window instance
+// ended and the next began, and the current instance's pace line (0 % at its start to 100 %
+// at its reset). The boundaries come from the server (series.boundaries): it decides window
+// instances by SPEC §14's rule, the same decision alerts use, so a jittering reset_at draws
+// nothing here -- the rule has one implementation, in probe/instances.py.
 function chart(series, windowS) {
   const W = 300, H = 64, now = Date.now(), from = now - CHART_DAYS * 86400e3;
   const x = (t) => ((t - from) / (now - from)) * W;
@@ -141,11 +144,11 @@ function chart(series, windowS) {
   root.append(svg("rect", { x: 0, y: 0, width: W, height: H, class: "chart-bg" }));
   const points = series.points.map((p) => ({ t: Date.parse(p.t), used: p.used_percent, reset: p.reset_at }))
     .filter((p) => p.t >= from);
-  const resets = [...new Set(points.map((p) => p.reset).filter(Boolean))].map(Date.parse);
-  for (const r of resets.slice(0, -1)) {   // instances that ended inside the range
+  for (const r of (series.boundaries || []).map(Date.parse)) {
     if (r >= from && r <= now) root.append(svg("line", { x1: x(r), x2: x(r), y1: 0, y2: H, class: "chart-reset" }));
   }
-  const current = resets[resets.length - 1];
+  const last = points[points.length - 1];
+  const current = last && last.reset ? Date.parse(last.reset) : null;   // the current instance's reset
   if (current && windowS) {
     const start = current - windowS * 1000;
     root.append(svg("line", { x1: x(start), y1: y(0), x2: x(current), y2: y(100), class: "chart-pace" }));
@@ -190,6 +193,8 @@ async function loadAlerts() {
     const items = alerts.map((a) => {
       const li = document.createElement("li");
       li.className = `alert ${a.kind}`;
+      Object.assign(li.dataset, { provider: a.provider, window: a.window, kind: a.kind,
+                                  threshold: a.threshold === null ? "" : String(a.threshold) });
       const what = a.kind === "runs_out" ? "runs out before its reset" : `reached ${a.threshold}%`;
       li.textContent = `${a.provider} · ${a.window} ${what} (${a.used_percent.toFixed(1)}% used, ` +
         `${new Date(a.at).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" })})`;

@@ -1,7 +1,11 @@
 """Throw-away demo homes whose emulator tokens drive each scenario (SPEC §8).
 
 The tokens are fake and only mean something to the built-in emulator; the scenario
-markers in them (``-429-``) are what make one home show a rate-limit badge.
+markers in them (``-429-``) are what make one home show a rate-limit badge. The emulator
+draws each window's usage and reset phase from the token, so the tokens are picked for a
+demo that shows every state at start: ``main``'s Anthropic account is busy (both windows
+in deficit, running out before their resets), its Codex session and ``team``'s Anthropic
+session are used up (the 80/90/100 % alerts), the rest are in reserve.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ LIMITED_ANTHROPIC_TOKEN = "sk-ant-oat01-demo-limited"
 
 def make_demo_homes(root: Path) -> dict[str, Path]:
     return {
-        "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main", codex="demo-codex-main",
+        "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main-busy", codex="demo-codex-main",
                            codex_account="acct-demo-main", openrouter="sk-or-v1-demo-main",
                            deepseek="sk-demo-main"),
         "team": write_home(root, "team", anthropic="sk-ant-oat01-demo-team",

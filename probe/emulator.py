@@ -8,8 +8,26 @@ The bearer token picks the behaviour, so a home's ``.env`` alone drives a scenar
   ``-garbage-`` gets a 200 whose body is not JSON; ``-huge-`` a 2 MiB JSON body;
   ``-reset-`` a closed connection; ``-slow<ms>-`` the normal answer (or the scripted one)
   after exactly that delay; ``-keyfail-`` fails only OpenRouter's ``/key``;
-* any other token gets a deterministic, plausible quota derived from the token
+* any other token gets a plausible quota derived from the token and the clock
   (:func:`quota_body`), so tests can tell whose credential produced a snapshot.
+
+Quota windows behave like a real provider's (Anthropic's five-hour and weekly windows,
+Codex's primary and secondary): each (token, window) has a **fixed reset per window
+instance** that rolls over -- one window length later -- when it is reached; usage
+**rises** through the instance at a rate drawn from the token and the instance (some
+accounts burn faster than the window allows, some slower; a new instance starts from 0 at
+a new rate, capped at 100 %); and every read reports the reset with **jitter** of up to
+±2 s (and microseconds for Anthropic), as real ones do -- "seconds until reset" rounded one
+way or the other. Instance boundaries sit at a per-token phase counted from the
+emulator's ``epoch`` (by default the moment it started, so ``probe serve --demo`` starts
+every window at a token-chosen point of its instance, 5-95 % elapsed, and the first reset
+is at least 5 % of a window away). Everything is a pure function of (token, clock,
+epoch): the same instant answers the same body, jitter included. Balances (OpenRouter,
+DeepSeek, Codex credits) depend on the token alone.
+
+The clock is ``time.time`` unless a test passes its own (``Emulator(clock=...)``); each
+recorded request carries the clock value its body was computed at (``RecordedRequest.now``),
+so a test can recompute exactly what was served (:meth:`Emulator.quota_body`).
 
 Why it is written this way: the emulator must not distort latency. Each response goes
 out in one ``sendall`` (status line, headers and body in one buffer) on a socket with
@@ -37,6 +55,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import random
 import re
 import signal
@@ -46,8 +65,9 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -70,6 +90,8 @@ class RecordedRequest:
     token: str | None
     headers: dict[str, str]
     at: float
+    #: the emulator's clock (Unix seconds) when the request arrived: its body is computed at it
+    now: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,52 +125,109 @@ def scenario_for(token: str) -> Scenario:
                     keyfail="-keyfail-" in token)
 
 
-# -- deterministic quota bodies ---------------------------------------------------------
+# -- quota bodies: a pure function of (token, clock, epoch) -----------------------------
+FIVE_HOUR_S = 18000
+WEEK_S = 604800
+#: each read reports a window's reset up to this many seconds early or late
+RESET_JITTER_S = 2.0
+#: at the epoch, a window's instance has this share of its length elapsed, at the least ...
+FIRST_SHARE_MIN = 0.05
+#: ... and at the most
+FIRST_SHARE_MAX = 0.95
+#: a window's usage rises at this multiple of "on pace" (100 % at the reset), at the least ...
+RATE_MIN = 0.3
+#: ... and at the most
+RATE_MAX = 1.7
+
+
 def _seed(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _future(seed_byte: int, unit_s: int, microsecond: int = 0) -> datetime:
-    """Now rounded to the minute, plus an offset picked by the token: always in the future."""
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    return now + timedelta(seconds=(seed_byte % 50 + 1) * unit_s, microseconds=microsecond)
+def _unit(*parts: object) -> float:
+    """A number in [0, 1) drawn from ``parts`` (the same parts, the same number)."""
+    digest = hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
-def _anthropic(token: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WindowState:
+    """One emulated window at one instant."""
+    #: which instance (0: the one running at the epoch; they count up at each reset)
+    instance: int
+    #: the instance's exact reset, Unix seconds (what a read reports, give or take jitter)
+    reset_at: float
+    #: used share of the window, unrounded
+    used_percent: float
+
+
+def window_state(token: str, window: str, length_s: float, now: float, epoch: float,
+                 phase_of: str | None = None) -> WindowState:
+    """The (token, ``window``) window at ``now``. Resets sit at ``first + k * length_s``,
+    where ``first`` is a token-chosen point 5-95 % of a window after ``epoch``; usage is
+    ``rate * elapsed share * 100`` (capped at 100), with a rate per token, window and
+    instance. ``phase_of`` names another window whose resets this one shares (Anthropic's
+    Opus week resets with the week)."""
+    share = FIRST_SHARE_MIN + (FIRST_SHARE_MAX - FIRST_SHARE_MIN) * _unit(token, phase_of or window, "phase")
+    first = epoch + (1 - share) * length_s
+    instance = math.floor((now - first) / length_s) + 1        # the first instance whose reset is after now
+    reset_at = first + instance * length_s
+    elapsed = max(0.0, min(1.0, 1 - (reset_at - now) / length_s))
+    rate = RATE_MIN + (RATE_MAX - RATE_MIN) * _unit(token, window, instance, "rate")
+    return WindowState(instance, reset_at, min(100.0, rate * elapsed * 100))
+
+
+def _wire_reset(token: str, window: str, state: WindowState, now: float, jitter: bool) -> datetime:
+    """The reset as one read reports it: jittered by up to ±RESET_JITTER_S (drawn from the
+    token, window and instant), never at or before ``now``."""
+    offset = (2 * _unit(token, window, repr(now), "jitter") - 1) * RESET_JITTER_S if jitter else 0.0
+    return datetime.fromtimestamp(max(state.reset_at + offset, now + 1.0), tz=timezone.utc)
+
+
+def _anthropic(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any]:
     h = _seed(token)
-    micros = int.from_bytes(h[8:11], "big") % 1_000_000 or 1   # the real API sends microseconds
-    week_reset = _future(h[3], 10800, micros).isoformat()
+
+    def part(window: str, length_s: float, phase_of: str | None = None) -> dict[str, Any]:
+        state = window_state(token, window, length_s, now, epoch, phase_of)
+        reset = _wire_reset(token, phase_of or window, state, now, jitter)
+        if not reset.microsecond:   # the real API sends microseconds
+            reset = reset.replace(microsecond=1)
+        return {"utilization": round(state.used_percent, 1), "resets_at": reset.isoformat()}
+
     return {
-        "five_hour": {"utilization": round(h[0] / 255 * 100, 1), "resets_at": _future(h[2], 300, micros).isoformat()},
-        "seven_day": {"utilization": round(h[1] / 255 * 100, 1), "resets_at": week_reset},
-        "seven_day_opus": {"utilization": round(h[4] / 255 * 100, 1), "resets_at": week_reset} if h[5] % 2 else None,
+        "five_hour": part("five_hour", FIVE_HOUR_S),
+        "seven_day": part("seven_day", WEEK_S),
+        "seven_day_opus": part("seven_day_opus", WEEK_S, phase_of="seven_day") if h[5] % 2 else None,
         "extra_usage": {"is_enabled": True, "used_credits": h[6] * 10, "monthly_limit": 5000, "currency": "USD"}
         if h[7] % 2 else {"is_enabled": False, "used_credits": None, "monthly_limit": None, "currency": None},
     }
 
 
-def _codex(token: str) -> dict[str, Any]:
+def _codex(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any]:
     h = _seed(token)
+    primary = window_state(token, "primary", FIVE_HOUR_S, now, epoch)
+    secondary = window_state(token, "secondary", WEEK_S, now, epoch)
     return {
         "plan_type": ("plus", "pro", "team", "free")[h[0] % 4],
         "rate_limit": {
-            "primary_window": {"used_percent": h[1] % 101, "limit_window_seconds": 18000,
-                               "reset_at": int(_future(h[2], 300).timestamp())},
-            "secondary_window": {"used_percent": h[3] % 101, "limit_window_seconds": 604800,
-                                 "reset_at": _future(h[4], 10800).strftime("%Y-%m-%dT%H:%M:%SZ")},
+            "primary_window": {"used_percent": int(primary.used_percent), "limit_window_seconds": FIVE_HOUR_S,
+                               "reset_at": math.ceil(_wire_reset(token, "primary", primary, now, jitter).timestamp())},
+            "secondary_window": {"used_percent": int(secondary.used_percent), "limit_window_seconds": WEEK_S,
+                                 "reset_at": _wire_reset(token, "secondary", secondary, now, jitter)
+                                 .strftime("%Y-%m-%dT%H:%M:%SZ")},
         },
         "credits": {"has_credits": True, "unlimited": False, "balance": round(h[5] / 10, 2)},
         "rate_limit_reset_credits": {"available_count": h[6] % 3},
     }
 
 
-def _openrouter_credits(token: str) -> dict[str, Any]:
+def _openrouter_credits(token: str, *_: object) -> dict[str, Any]:
     h = _seed(token)
     total = 10 + h[0] % 90
     return {"data": {"total_credits": total, "total_usage": round(total * h[1] / 255, 2)}}
 
 
-def _openrouter_key(token: str) -> dict[str, Any]:
+def _openrouter_key(token: str, *_: object) -> dict[str, Any]:
     h = _seed(token)
     limit = 0 if h[2] % 3 == 0 else 10 + h[2] % 40
     monthly = round(h[4] / 25.5, 2)
@@ -159,7 +238,7 @@ def _openrouter_key(token: str) -> dict[str, Any]:
                      "usage_weekly": round(h[8] / 50, 2), "usage_monthly": monthly}}
 
 
-def _deepseek(token: str) -> dict[str, Any]:
+def _deepseek(token: str, *_: object) -> dict[str, Any]:
     h = _seed(token)
     granted, topped_up = h[1] / 10, h[2] / 5
     return {"is_available": True, "balance_infos": [{
@@ -180,10 +259,15 @@ _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate
                 405: "invalid_request_error"}
 
 
-def quota_body(provider_path: str, token: str) -> dict[str, Any]:
-    """The body the emulator answers on ``provider_path`` for a token without markers.
-    Quota numbers depend on the token alone; reset times are in the near future."""
-    return _BODIES[provider_path](token)
+def quota_body(provider_path: str, token: str, now: float | None = None, *, epoch: float | None = None,
+               jitter: bool = True) -> dict[str, Any]:
+    """The body an emulator whose clock started at ``epoch`` answers on ``provider_path``
+    at ``now`` (Unix seconds; default: the current time) for a token without markers.
+    ``epoch`` defaults to ``now``: what a fresh emulator answers first -- its windows'
+    usage then depends on the token alone. ``jitter=False``: each reset exactly as its
+    instance has it (tests compare against that)."""
+    now = time.time() if now is None else now
+    return _BODIES[provider_path](token, now, now if epoch is None else epoch, jitter)
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -209,15 +293,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — silence: tokens are in requests
         pass
 
-    def _record_request(self) -> tuple[str, str | None]:
-        """Record this request (path without query, bearer token, lower-cased headers)."""
+    def _record_request(self) -> tuple[str, str | None, float]:
+        """Record this request (path without query, bearer token, lower-cased headers, the
+        emulator's clock); returns (path, token, clock)."""
         path = self.path.split("?", 1)[0]
         auth = self.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        now = self.server.emulator.clock()
         self.server.emulator._record(RecordedRequest(self.command, path, token or None,
                                                      {k.lower(): v for k, v in self.headers.items()},
-                                                     time.monotonic()))
-        return path, token or None
+                                                     time.monotonic(), now))
+        return path, token or None, now
 
     def _not_allowed(self) -> None:
         """Every usage endpoint is GET-only: record the request (so a test can see an adapter
@@ -245,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 — http.server's naming
         emulator = self.server.emulator
-        path, token = self._record_request()
+        path, token, now = self._record_request()
         if emulator._roll_fault():
             self._serve_fault()
             return
@@ -266,9 +352,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == ANTHROPIC_PATH and self.headers.get("anthropic-beta") != "oauth-2025-04-20":
             self._json(400, _error_body(400, "OAuth usage requires the anthropic-beta header."))
             return
-        self._serve_scenario(path, token, scenario_for(token))
+        self._serve_scenario(path, token, scenario_for(token), now)
 
-    def _serve_scenario(self, path: str, token: str, scenario: Scenario) -> None:
+    def _serve_scenario(self, path: str, token: str, scenario: Scenario, now: float) -> None:
         if scenario.hang:
             self.server.stopping.wait()
             self.close_connection = True
@@ -290,8 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, b"<html><body>502 Bad Gateway</body></html>", {"Content-Type": "text/html"})
         elif scenario.huge:
             self._json(200, {"padding": "x" * HUGE_BODY_BYTES})
-        else:
-            self._json(200, quota_body(path, token))
+        else:   # computed at the request's arrival: a -slow- answer is as old as its delay
+            self._json(200, self.server.emulator.quota_body(path, token, now))
 
     def _serve_fault(self) -> None:
         """An injected transient fault (``Emulator.set_fault_rate``): a 500, a non-JSON body
@@ -397,11 +483,18 @@ def _shutdown_quietly(sock: socket.socket) -> None:
 
 
 class Emulator:
-    """``with Emulator() as emu: emu.provider_urls()`` — start on an ephemeral port, stop on exit."""
+    """``with Emulator() as emu: emu.provider_urls()`` — start on an ephemeral port, stop on exit.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False) -> None:
+    ``clock`` (default ``time.time``) is the emulator's "now" for quota bodies; ``epoch``
+    (default: the clock when :meth:`start` runs) anchors the windows' instance boundaries
+    (see the module docstring). Both are for tests that need to know exactly what is served."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False,
+                 clock: Callable[[], float] = time.time, epoch: float | None = None) -> None:
         self._address = (host, port)
         self.tls = tls
+        self.clock = clock
+        self.epoch = epoch
         #: with ``tls``: the PEM file of the throw-away CA that issued the server certificate
         self.ca_file: str | None = None
         self._ca_dir: tempfile.TemporaryDirectory | None = None
@@ -421,6 +514,8 @@ class Emulator:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Emulator":
+        if self.epoch is None:
+            self.epoch = self.clock()
         self._server = _Server(self._address, self, self._server_tls() if self.tls else None)
         self._cpu_s = 0.0
         self._thread = threading.Thread(target=self._serve, args=(self._server,), name="probe-emulator", daemon=True)
@@ -498,6 +593,16 @@ class Emulator:
     @property
     def connections_accepted(self) -> int:
         return self._server.connections_accepted if self._server else 0
+
+    def quota_body(self, provider_path: str, token: str, now: float | None = None, *,
+                   jitter: bool = True) -> dict[str, Any]:
+        """What this emulator answers a token without markers on ``provider_path`` at
+        ``now`` (default: its clock now); a recorded request's ``now`` gives exactly the body
+        that request got."""
+        if self.epoch is None:
+            raise RuntimeError("the emulator has not started: its windows have no epoch yet")
+        return quota_body(provider_path, token, self.clock() if now is None else now, epoch=self.epoch,
+                          jitter=jitter)
 
     # -- scripting and recording ---------------------------------------------------------
     def script(self, token: str, body: Any = None, *, status: int = 200, headers: dict[str, str] | None = None,

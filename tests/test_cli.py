@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from probe.emulator import ANTHROPIC_PATH, quota_body
+from probe.emulator import ANTHROPIC_PATH
 from support import SNAPSHOT_KEYS, run_cli
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,7 +19,8 @@ def test_fetch_json_prints_the_spec_snapshot(emulator, make_home):
     snap = json.loads(result.stdout)
     assert list(snap) == SNAPSHOT_KEYS
     assert snap["available"] and snap["home"] == str(home.resolve())
-    expected = quota_body(ANTHROPIC_PATH, token)["five_hour"]["utilization"]
+    request = [r for r in emulator.requests() if r.token == token][-1]
+    expected = emulator.quota_body(ANTHROPIC_PATH, token, request.now)["five_hour"]["utilization"]
     assert snap["windows"][0]["used_percent"] == expected
     assert token not in result.stdout + result.stderr
 

@@ -18,8 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from probe.emulator import (ANTHROPIC_PATH, CODEX_PATHS, DEEPSEEK_PATH, OPENROUTER_CREDITS_PATH,
-                            OPENROUTER_KEY_PATH, Emulator, quota_body, scenario_for)
+from probe.emulator import (ANTHROPIC_PATH, CODEX_PATHS, DEEPSEEK_PATH, FIVE_HOUR_S, OPENROUTER_CREDITS_PATH,
+                            OPENROUTER_KEY_PATH, RESET_JITTER_S, WEEK_S, Emulator, quota_body, scenario_for)
 from support import reaped
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +39,7 @@ def parse_iso(value: str) -> datetime:
 
 
 def numbers_only(body: Any) -> Any:
-    """A body with its reset times removed: what must depend on the token alone."""
+    """A body with its reset times removed: what must not depend on jitter."""
     if isinstance(body, dict):
         return {k: numbers_only(v) for k, v in body.items() if k not in ("resets_at", "reset_at")}
     return body
@@ -118,12 +118,69 @@ def test_quota_is_deterministic_per_token_and_differs_between_tokens(emulator):
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
-def test_quota_numbers_depend_only_on_the_token(emulator, path):
+def test_served_body_is_the_model_at_the_requests_instant(emulator, path):
+    """What a request got is exactly the model at the clock value it recorded (jitter
+    included), and the model is a pure function of token, instant and epoch."""
     served = get(emulator, path, "det-token", **BETA).json()
-    assert numbers_only(served) == numbers_only(quota_body(path, "det-token"))
-    assert numbers_only(quota_body(path, "det-token")) == numbers_only(quota_body(path, "det-token"))
-    others = {json.dumps(numbers_only(quota_body(path, f"other-{i}")), sort_keys=True) for i in range(8)}
+    request = [r for r in emulator.requests() if r.token == "det-token" and r.path == path][-1]
+    assert served == emulator.quota_body(path, "det-token", request.now)
+    at = {"now": 2_000_000_000.0, "epoch": 1_999_990_000.0}
+    assert quota_body(path, "det-token", **at) == quota_body(path, "det-token", **at)
+    others = {json.dumps(numbers_only(quota_body(path, f"other-{i}", **at)), sort_keys=True) for i in range(8)}
     assert len(others) > 1   # tokens really pick different quotas
+
+
+# -- windows that behave like a real provider's --------------------------------------------
+class Clock:
+    """A settable emulator clock."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+WINDOWS = [  # (path, token, how to read (used %, reset as Unix seconds) from a body, length)
+    (ANTHROPIC_PATH, "sk-ant-oat-model", lambda b: (b["five_hour"]["utilization"],
+                                                    parse_iso(b["five_hour"]["resets_at"]).timestamp()), FIVE_HOUR_S),
+    (ANTHROPIC_PATH, "sk-ant-oat-model", lambda b: (b["seven_day"]["utilization"],
+                                                    parse_iso(b["seven_day"]["resets_at"]).timestamp()), WEEK_S),
+    (CODEX_PATHS[0], "codex-model", lambda b: (b["rate_limit"]["primary_window"]["used_percent"],
+                                               b["rate_limit"]["primary_window"]["reset_at"]), FIVE_HOUR_S),
+    (CODEX_PATHS[0], "codex-model", lambda b: (b["rate_limit"]["secondary_window"]["used_percent"],
+                                               parse_iso(b["rate_limit"]["secondary_window"]["reset_at"]).timestamp()),
+     WEEK_S),
+]
+
+
+@pytest.mark.parametrize("path, token, read, length_s", WINDOWS)
+def test_a_window_keeps_its_reset_jittered_while_usage_rises_then_rolls_over(path, token, read, length_s):
+    """One instance: 100 reads over a tenth of it report one reset, up to ±2 s off (both
+    ways), with usage never falling; past the reset, the next instance's reset is one window
+    later and its usage starts again from (near) zero."""
+    epoch = 1_900_000_000.0
+    clock = Clock(epoch)
+    with Emulator(clock=clock, epoch=epoch) as emu:
+        exact = emu.quota_body(path, token, jitter=False)
+        used0, reset = read(exact)
+        assert epoch + 0.05 * length_s <= reset <= epoch + 0.95 * length_s + 1   # the first reset: 5-95 % away
+        reads = []
+        for i in range(100):
+            clock.now = epoch + i * (reset - epoch) / 1000 + i * 0.0137
+            reads.append(read(get(emu, path, token, **BETA).json()))
+        offsets = [r - reset for _, r in reads]
+        assert all(abs(o) <= RESET_JITTER_S + 1 for o in offsets)        # + 1: whole-second wire formats
+        assert min(offsets) < -0.5 and max(offsets) > 0.5                # jitter goes both ways
+        assert len({r for _, r in reads}) >= (10 if path == ANTHROPIC_PATH else 3)   # it really moves
+        used = [u for u, _ in reads]
+        assert used == sorted(used) and used[-1] >= used0
+        if path == ANTHROPIC_PATH:
+            assert len({r % 1 for _, r in reads}) > 10                    # microseconds, as the real API
+        clock.now = reset + 1                                            # the reset has come
+        next_used, next_reset = read(get(emu, path, token, **BETA).json())
+    assert abs(next_reset - (reset + length_s)) <= RESET_JITTER_S + 1
+    assert next_used < 1 <= used[-1]                                    # a second into a fresh window
 
 
 # -- scenarios ----------------------------------------------------------------------------

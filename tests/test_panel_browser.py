@@ -192,3 +192,49 @@ def test_panel_charts_history_and_lists_alerts(chromium_path, tmp_path):
         finally:
             browser.close()
 
+
+def test_demo_lists_each_alert_once_after_five_minutes_of_refreshes(chromium_path):
+    """``make demo`` after 5 minutes (issue #19): the emulator reports every reset with up
+    to ±2 s of jitter, the refresher re-reads every (home, provider) -- here at 0.2 s
+    instead of the demo's 10 s, for as many passes as 5 minutes make -- and still the
+    panel's alert list holds each (home, provider, window, kind, threshold) once, and the
+    charts draw no reset boundary (no window rolled over: the demo's first resets are at
+    least 15 minutes away)."""
+    from collections import Counter
+
+    from playwright.sync_api import expect, sync_playwright
+
+    passes, entries = 30, 16          # 5 min / 10 s; 4 demo homes x 4 providers
+    with running_demo("--refresh-s", "0.2") as url:
+        def fetches() -> int:
+            return sum(httpx.get(f"{url}/api/pool", timeout=30).json()["fetches"].values())
+
+        assert wait_until(lambda: fetches() >= passes * entries, 60)
+        alerts = httpx.get(f"{url}/api/alerts", timeout=30).json()["alerts"]
+        keys = Counter((a["home"], a["provider"], a["window"], a["kind"], a["threshold"]) for a in alerts)
+        assert keys and max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+        assert {"threshold", "runs_out"} <= {a["kind"] for a in alerts}      # the demo shows both kinds
+        for provider in ("anthropic", "openai-codex"):
+            series = httpx.get(f"{url}/api/history", params={"home": "main", "provider": provider},
+                               timeout=30).json()["series"]
+            assert series and all(s["boundaries"] == [] for s in series)
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                page.goto(f"{url}/?home=main")
+                for home in ("main", "team"):
+                    page.select_option("#home", home)
+                    expected = sum(1 for k in keys if k[0] == home)
+                    items = page.locator("#alerts li")
+                    expect(items).to_have_count(expected)
+                    listed = Counter(tuple(li.get_attribute(f"data-{name}") for name in
+                                           ("provider", "window", "kind", "threshold")) for li in items.all())
+                    assert max(listed.values()) == 1, listed
+                page.select_option("#home", "main")
+                expect(page.locator("svg.chart circle.chart-point").first).to_be_attached(timeout=20000)
+                expect(page.locator("svg.chart .chart-pace").first).to_be_attached()
+                assert page.locator("svg.chart .chart-reset").count() == 0
+            finally:
+                browser.close()

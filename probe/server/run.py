@@ -70,11 +70,11 @@ def demo_backend() -> Iterator[tuple[dict[str, Path], ProbeConfig, Callable[[Pro
     good reading before its Anthropic token starts answering 429 — so the panel shows
     what a rate-limited account looks like: the last reading, badged stale."""
     from probe.demo import LIMITED_ANTHROPIC_TOKEN, demo_homes
-    from probe.emulator import ANTHROPIC_PATH, Emulator, quota_body
+    from probe.emulator import ANTHROPIC_PATH, Emulator
 
     with Emulator() as emulator, demo_homes() as homes:
         def prime(service: ProbeService) -> None:
-            emulator.script(LIMITED_ANTHROPIC_TOKEN, quota_body(ANTHROPIC_PATH, LIMITED_ANTHROPIC_TOKEN))
+            emulator.script(LIMITED_ANTHROPIC_TOKEN, emulator.quota_body(ANTHROPIC_PATH, LIMITED_ANTHROPIC_TOKEN))
             service.fetch("anthropic", home=homes["limited"])
             emulator.script(LIMITED_ANTHROPIC_TOKEN, {"type": "error", "error": {"type": "rate_limit_error"}},
                             status=429, headers={"Retry-After": "0"})

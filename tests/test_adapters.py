@@ -865,7 +865,7 @@ def test_deepseek_available_without_lines(emulator, probe_home):
 def test_run_probe_turns_an_unexpected_exception_into_bad_response(monkeypatch, tmp_path, capfd):
     from workers.providers import deepseek
 
-    def broken(home, http, timeout_s):
+    def broken(ctx):
         raise KeyError("sk-ds-leaky-value")
 
     monkeypatch.setattr(deepseek, "probe", broken)

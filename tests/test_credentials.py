@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workers.credentials import DotenvError, HomeCredentials, credential_stat, load_home, parse_dotenv
-from workers.providers import anthropic, openai_codex
+from workers.providers import anthropic, make_context, openai_codex
 from workers.result import ProbeFailure
 
 pytestmark = pytest.mark.timeout(30)
@@ -102,7 +102,7 @@ def test_malformed_dotenv_blocks_the_auth_json_fallback_too(tmp_path):
     from auth.json instead would be a silent surprise."""
     (tmp_path / ".env").write_text(f"ANTHROPIC_TOKEN=\"{SECRET}\n")
     (tmp_path / "auth.json").write_text(json.dumps({"credential_pool": {"anthropic": [{"access_token": "sk-ant-oat-x"}]}}))
-    failure = failure_of(lambda: anthropic.find_token(load_home(tmp_path)))
+    failure = failure_of(lambda: anthropic.find_token(make_context("anthropic", load_home(tmp_path))))
     assert failure.code == "no_credentials" and ".env:1 is malformed" in failure.message
 
 
@@ -132,7 +132,7 @@ def test_malformed_auth_json_is_no_credentials_naming_the_file(tmp_path, content
 ])
 def test_auth_json_with_wrong_types_is_malformed_naming_the_file_and_keys(tmp_path, auth, keys):
     (tmp_path / "auth.json").write_text(json.dumps(auth))
-    failure = failure_of(lambda: anthropic.find_token(load_home(tmp_path)))
+    failure = failure_of(lambda: anthropic.find_token(make_context("anthropic", load_home(tmp_path))))
     assert failure.code == "no_credentials"
     assert failure.message.startswith(f"{tmp_path / 'auth.json'} is malformed: {keys} should be")
     assert "SUPERSECRET" not in failure.message
@@ -146,7 +146,7 @@ def test_auth_json_with_wrong_types_is_malformed_naming_the_file_and_keys(tmp_pa
 ])
 def test_codex_lookup_reports_wrong_types(tmp_path, auth):
     (tmp_path / "auth.json").write_text(json.dumps(auth))
-    failure = failure_of(lambda: openai_codex.find_credential(load_home(tmp_path)))
+    failure = failure_of(lambda: openai_codex.find_credential(make_context("openai-codex", load_home(tmp_path))))
     assert failure.code == "no_credentials" and "auth.json is malformed" in failure.message
     assert "SUPERSECRET" not in failure.message
 
@@ -218,7 +218,7 @@ def test_files_are_read_and_never_written(tmp_path):
     stat_before = credential_stat(tmp_path)
     creds = load_home(tmp_path)
     assert creds.env_value("DEEPSEEK_API_KEY")[1] == "sk-1"
-    assert openai_codex.find_credential(creds) == ("t", None)
+    assert openai_codex.find_credential(make_context("openai-codex", creds)) == ("t", None)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (env, auth)} == before
     assert credential_stat(tmp_path) == stat_before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "auth.json"]
@@ -271,9 +271,9 @@ auth_shapes = st.fixed_dictionaries({}, optional={
 @given(st.one_of(st.dictionaries(st.text(max_size=20), json_values, max_size=5), auth_shapes))
 def test_any_auth_json_yields_a_credential_or_no_credentials(auth):
     creds = HomeCredentials(home=Path("/nonexistent-home"), auth=auth)
-    for lookup in (anthropic.find_token, openai_codex.find_credential):
+    for lookup, name in ((anthropic.find_token, "anthropic"), (openai_codex.find_credential, "openai-codex")):
         try:
-            found = lookup(creds)
+            found = lookup(make_context(name, creds))
         except ProbeFailure as failure:
             assert failure.code == "no_credentials" and SECRET not in failure.message
         else:
@@ -288,7 +288,8 @@ def test_any_file_bytes_load_without_raising(tmp_path_factory, env, auth):
     (home / "auth.json").write_bytes(auth)
     creds = load_home(home)
     for call in (lambda: creds.env_value("ANTHROPIC_TOKEN"), creds.auth_json,
-                 lambda: anthropic.find_token(creds), lambda: openai_codex.find_credential(creds)):
+                 lambda: anthropic.find_token(make_context("anthropic", creds)),
+                 lambda: openai_codex.find_credential(make_context("openai-codex", creds))):
         try:
             call()
         except ProbeFailure as failure:

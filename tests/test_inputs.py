@@ -10,6 +10,7 @@ import workers.loop as loop_module
 from probe import ProbeConfig, ProbeService, UnknownProviderError
 from workers.providers import anthropic, deepseek, openai_codex, openrouter
 from workers.result import ProbeFailure
+from workers.validate import to_snapshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,9 +41,9 @@ def test_protocol_decoder_never_raises_anything_but_bad_request(line):
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(json_values, shaped))
 def test_normalizers_yield_a_snapshot_or_a_typed_error(body):
-    for normalize in (anthropic.normalize, openai_codex.normalize, deepseek.normalize):
+    for module in (anthropic, openai_codex, deepseek):
         try:
-            snap = normalize(body)
+            snap = to_snapshot(module.NAME, module.LABEL, module.normalize(body))
         except ProbeFailure as failure:
             assert failure.code == "bad_response"
             continue

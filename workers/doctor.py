@@ -2,13 +2,16 @@
 never a value -- as one JSON object on stdout (``probe doctor``).
 
 It runs as a child scoped to the home (``HERMES_HOME``), like a worker: a home's
-credentials are read only by processes of that home, never by the service. It uses the
-adapters' own lookups, so what it reports is exactly what a probe would use.
+credentials are read only by processes of that home, never by the service, and plugin
+modules are imported only by children (SPEC §16).
 
-Per provider: where it looked (files and key names), what it found (which key or entry,
-and what kind of credential: an OAuth token or a plain API key, a Codex pool entry and
-whether it is exhausted until when), a problem sentence when a file is malformed, and the
-base URL in effect.
+Per provider, built-in or plugin: where it looked (its ``CREDENTIALS`` places, evaluated
+by ``workers.places`` exactly as a probe evaluates them), what it found (which key or
+entry, and what kind of credential), a problem sentence when a file is malformed or the
+plugin cannot be used, and the base URL in effect. Two built-ins say a little more:
+Anthropic whether the token is an OAuth token or a plain API key (which has no account
+limits), OpenAI Codex every pool entry and whether it is exhausted until when (a probe
+skips those).
 """
 from __future__ import annotations
 
@@ -20,86 +23,96 @@ from typing import Any
 
 from workers.credentials import HomeCredentials, load_home
 from workers.http import base_url
-from workers.providers import anthropic, deepseek, openai_codex, openrouter
+from workers.loop import _take_protocol_stdout
+from workers.places import Found, Place, credentials_at, first_credential, locate
+from workers.providers import Provider, anthropic, load_all, openai_codex
 from workers.result import ProbeFailure, iso_utc
 
 
-def _env_lookup(creds: HomeCredentials, names: tuple[str, ...], kind: str) -> dict[str, Any] | None:
-    found = creds.env_value(*names)
-    return None if found is None else {"where": f".env {found[0]}", "kind": kind(found[1]) if callable(kind) else kind}
+def looked_in(places: tuple[Place, ...]) -> list[str]:
+    """``.env: A, B, C`` for a run of .env places, ``auth.json: path`` for each other."""
+    lines: list[str] = []
+    env_run: list[str] = []
+    for place in places:
+        if place.file == ".env":
+            env_run.append(place.name)
+            continue
+        if env_run:
+            lines.append(".env: " + ", ".join(env_run))
+            env_run = []
+        lines.append("auth.json: " + place.path_text)
+    if env_run:
+        lines.append(".env: " + ", ".join(env_run))
+    return lines
 
 
-def _anthropic(creds: HomeCredentials) -> dict[str, Any]:
-    def kind(token: str) -> str:
-        return "plain API key (has no account limits to show)" if anthropic.is_api_key(token) else "OAuth token"
-
-    found = _env_lookup(creds, anthropic.ENV_NAMES, kind)
-    if found is None:
-        for index, entry in enumerate(creds.auth_list("credential_pool", anthropic.NAME)):
-            token = entry.get("access_token") if isinstance(entry, dict) else None
-            if isinstance(token, str) and token.strip():
-                found = {"where": f"auth.json credential_pool.anthropic[{index}]", "kind": kind(token.strip())}
-                break
-    return {"looked_in": [".env: " + ", ".join(anthropic.ENV_NAMES), "auth.json: credential_pool.anthropic[].access_token"],
-            "found": found}
+def _kind(provider: Provider, found: Found) -> str:
+    if provider.spec.name == anthropic.NAME:
+        return "plain API key (has no account limits to show)" if anthropic.is_api_key(found.value) else "OAuth token"
+    return "API key" if found.place.file == ".env" else "token"
 
 
-def _codex(creds: HomeCredentials) -> dict[str, Any]:
+def _codex(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    """The tokens, else the first pool entry that is not exhausted -- the probe's own rule."""
     now = time.time()
     found = None
-    tokens = creds.auth_object("providers", openai_codex.NAME, "tokens")
-    if tokens is not None and isinstance(tokens.get("access_token"), str) and tokens["access_token"].strip():
-        found = {"where": "auth.json providers.openai-codex.tokens", "kind": "ChatGPT sign-in token"
-                 + (" with its account id" if tokens.get("account_id") else "")}
+    tokens = [f for f in credentials_at(openai_codex.TOKENS + ".access_token", creds)]
+    if tokens:
+        with_account = any(isinstance(v, str) and v.strip()
+                           for v in (f.value for f in locate(openai_codex.TOKENS + ".account_id", creds)))
+        found = {"where": tokens[0].where, "kind": "ChatGPT sign-in token" + (" with its account id" if with_account
+                                                                               else "")}
     entries = []
-    for index, entry in enumerate(creds.auth_list("credential_pool", openai_codex.NAME)):
-        if not isinstance(entry, dict) or not isinstance(entry.get("access_token"), str):
+    for entry in locate(openai_codex.POOL, creds):
+        if not isinstance(entry.value, dict) or not isinstance(entry.value.get("access_token"), str):
             continue
-        until = openai_codex._exhausted_until(entry, now)
-        entries.append({"where": f"auth.json credential_pool.openai-codex[{index}]",
-                        "exhausted_until": iso_utc(until) if until is not None else None})
+        until = openai_codex._exhausted_until(entry.value, now)
+        entries.append({"where": entry.where, "exhausted_until": iso_utc(until) if until is not None else None})
     if found is None:
         usable = [e for e in entries if e["exhausted_until"] is None]
         if usable:
             found = {"where": usable[0]["where"], "kind": "Codex pool entry"}
-    return {"looked_in": ["auth.json: providers.openai-codex.tokens", "auth.json: credential_pool.openai-codex[]"],
-            "found": found, "pool": entries}
+    return {"looked_in": looked_in(provider.places), "found": found, "pool": entries}
 
 
-def _single_key(name: str) -> Any:
-    def inspect(creds: HomeCredentials) -> dict[str, Any]:
-        return {"looked_in": [f".env: {name}"], "found": _env_lookup(creds, (name,), "API key")}
-    return inspect
+def _generic(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    report: dict[str, Any] = {"looked_in": looked_in(provider.places), "found": None}
+    if not provider.declares_credentials:
+        report["note"] = "declares no CREDENTIALS: only a probe can tell whether this home has one"
+        return report
+    hit = first_credential(provider.places, creds)
+    if hit is not None:
+        report["found"] = {"where": hit.where, "kind": _kind(provider, hit)}
+    return report
 
 
-INSPECTORS = {
-    anthropic.NAME: (_anthropic, anthropic.DEFAULT_BASE_URL),
-    openai_codex.NAME: (_codex, openai_codex.DEFAULT_BASE_URL),
-    openrouter.NAME: (_single_key("OPENROUTER_API_KEY"), openrouter.DEFAULT_BASE_URL),
-    deepseek.NAME: (_single_key("DEEPSEEK_API_KEY"), deepseek.DEFAULT_BASE_URL),
-}
+def inspect_provider(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    if provider.error is not None:
+        report: dict[str, Any] = {"looked_in": [], "found": None, "problem": None, "unusable": provider.error_message}
+    else:
+        try:
+            report = (_codex if provider.spec.name == openai_codex.NAME else _generic)(provider, creds)
+            report["problem"] = None
+        except ProbeFailure as exc:   # a malformed file: its message names file and line, never a value
+            report = {"looked_in": looked_in(provider.places), "found": None, "problem": exc.message}
+    default = getattr(provider.module, "DEFAULT_BASE_URL", None)
+    report["base_url"] = base_url(provider.spec.name, default) if isinstance(default, str) else \
+        (base_url(provider.spec.name, "") or None)
+    return report
 
 
 def inspect_home(home: str) -> dict[str, Any]:
     creds = load_home(home)
-    providers = {}
-    for name, (inspect, default_url) in INSPECTORS.items():
-        try:
-            report = inspect(creds)
-            report["problem"] = None
-        except ProbeFailure as exc:   # a malformed file: its message names file and line, never a value
-            report = {"looked_in": [], "found": None, "problem": exc.message}
-        report["base_url"] = base_url(name, default_url)
-        providers[name] = report
-    return {"home": home, "providers": providers}
+    return {"home": home, "providers": {p.spec.name: inspect_provider(p, creds) for p in load_all()}}
 
 
 def main() -> int:
+    out = _take_protocol_stdout()   # a plugin that prints while imported cannot garble the answer
     home = os.environ.get("HERMES_HOME", "")
     if not home or not os.path.isdir(home):
-        print(json.dumps({"error": "The home directory does not exist."}))
+        out.write(json.dumps({"error": "The home directory does not exist."}).encode() + b"\n")
         return 1
-    print(json.dumps(inspect_home(home)))
+    out.write(json.dumps(inspect_home(home)).encode() + b"\n")
     return 0
 
 

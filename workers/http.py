@@ -111,31 +111,53 @@ class ProviderHttp:
             self._client.close()
             self._client = None
 
-    def get_json(self, url: str, *, token: str, provider_label: str, timeout_s: float,
+    def get_json(self, url: str, *, token: str | None, provider_label: str, timeout_s: float,
                  headers: dict[str, str] | None = None) -> Any:
-        """GET ``url`` with ``Accept: application/json`` and the bearer token (plus
-        ``headers``) and return the decoded JSON body, all within ``timeout_s``.
+        """GET ``url``; see :meth:`request_json`."""
+        return self.request_json("GET", url, token=token, provider_label=provider_label, timeout_s=timeout_s,
+                                 headers=headers)
+
+    def request_json(self, method: str, url: str, *, token: str | None, provider_label: str, timeout_s: float,
+                     headers: dict[str, str] | None = None, body: Any = None) -> Any:
+        """Send ``method`` to ``url`` with ``Accept: application/json``, the bearer token
+        when there is one (``headers`` may carry their own ``Authorization`` instead: it
+        wins, whatever its case) and, for a ``body``, that body as JSON; return the decoded
+        JSON answer, all within ``timeout_s``.
 
         Raises ProbeFailure: 401 unauthorized, 403 forbidden, 429 rate_limited (with
         ``retry_after_s``), 5xx and other non-2xx (redirects included: they are not
-        followed) provider_error, a body over 1 MiB or not JSON bad_response, no answer in
-        time timeout, an unreachable host provider_error, a credential that cannot be put
-        in a header no_credentials.
+        followed) provider_error -- each with ``status`` --, a body over 1 MiB or not JSON
+        bad_response, no answer in time timeout, an unreachable host provider_error, a
+        credential that cannot be put in a header no_credentials.
         """
-        request_headers = {"Accept": "application/json", "Authorization": f"Bearer {token}", **(headers or {})}
+        request_headers = {"Accept": "application/json"}
+        if token is not None:
+            request_headers["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            request_headers["Content-Type"] = "application/json"
+        for name, value in (headers or {}).items():
+            for existing in [k for k in request_headers if isinstance(name, str) and k.lower() == name.lower()]:
+                del request_headers[existing]
+            request_headers[name] = value
+        if not all(isinstance(name, str) and isinstance(value, str) for name, value in request_headers.items()):
+            raise ProbeFailure("bad_response", f"The {provider_label} request has a header that is not a string.")
         if not all(_HEADER_VALUE.fullmatch(value) for value in request_headers.values()):
             raise ProbeFailure("no_credentials", f"The {provider_label} credential contains characters "
                                                  "that cannot be sent in an HTTP header.")
+        if timeout_s <= 0:
+            raise ProbeFailure("timeout", f"{provider_label} had no time left before the deadline.")
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         deadline = time.monotonic() + timeout_s
         try:
-            with self.client().stream("GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)) as response:
+            with self.client().stream(method, url, headers=request_headers, content=content,
+                                      timeout=httpx.Timeout(timeout_s)) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
                     _drain(response, deadline)
                     raise _status_failure(provider_label, status, response)
-                body = _read_capped(response, provider_label, deadline)
+                raw = _read_capped(response, provider_label, deadline)
         except httpx.TimeoutException:
-            raise ProbeFailure("timeout", f"{provider_label} did not answer within {timeout_s:g} s.") from None
+            raise ProbeFailure("timeout", f"{provider_label} did not answer within {timeout_s:.3g} s.") from None
         except httpx.InvalidURL:
             raise ProbeFailure("provider_error", f"The {provider_label} base URL is not a valid URL.") from None
         except httpx.HTTPError as exc:
@@ -144,7 +166,7 @@ class ProviderHttp:
                                                      "trusted here (check SSL_CERT_FILE / SSL_CERT_DIR).") from None
             raise ProbeFailure("provider_error", f"Could not reach {provider_label} ({type(exc).__name__}).") from None
         try:
-            return json.loads(body)
+            return json.loads(raw)
         except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
             raise ProbeFailure("bad_response", f"The {provider_label} response is not valid JSON.") from None
 
@@ -194,14 +216,15 @@ def _drain(response: httpx.Response, deadline: float) -> None:
 
 def _status_failure(provider_label: str, status: int, response: httpx.Response) -> ProbeFailure:
     if status == 401:
-        return ProbeFailure("unauthorized", f"{provider_label} rejected the credential (HTTP 401); sign in again.")
+        return ProbeFailure("unauthorized", f"{provider_label} rejected the credential (HTTP 401); sign in again.",
+                            status=status)
     if status == 403:
-        return ProbeFailure("forbidden", f"{provider_label} refused access (HTTP 403).")
+        return ProbeFailure("forbidden", f"{provider_label} refused access (HTTP 403).", status=status)
     if status == 429:
         retry = retry_after_s(response.headers.get("retry-after"))
         hint = f" (Retry-After {retry:.0f} s)" if retry is not None else ""
         return ProbeFailure("rate_limited", f"{provider_label} is rate-limiting usage requests{hint}.",
-                            retry_after_s=retry)
+                            retry_after_s=retry, status=status)
     if status >= 500:
-        return ProbeFailure("provider_error", f"{provider_label} had a server error (HTTP {status}).")
-    return ProbeFailure("provider_error", f"{provider_label} answered HTTP {status}.")
+        return ProbeFailure("provider_error", f"{provider_label} had a server error (HTTP {status}).", status=status)
+    return ProbeFailure("provider_error", f"{provider_label} answered HTTP {status}.", status=status)

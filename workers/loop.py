@@ -155,15 +155,23 @@ class Loop:
         return run_probe(provider, self.credentials(), self.http(), timeout_s)
 
 
-def preload() -> None:
+def preload(plugins: bool = False) -> None:
     """Import everything a probe needs. Warm workers pay for it before their first probe; the
-    template process pays for it once, for every worker forked from it."""
+    template process pays for it once, for every worker forked from it.
+
+    ``plugins``: also import every provider plugin (SPEC §16). The template does, so forked
+    workers start with them loaded (a plugin that fails to import is remembered as such and
+    answers ``plugin_error``); an exec-started worker imports a plugin on its first probe
+    of it instead, so a worker that never probes a plugin never pays for importing it."""
     import importlib
 
-    from workers.providers import MODULES
+    from workers.providers import BUILTINS, load_all
 
-    for module in ("workers.credentials", "workers.http", *MODULES.values()):
+    for module in ("workers.credentials", "workers.http", "workers.context", "workers.places",
+                   "workers.validate", *BUILTINS.values()):
         importlib.import_module(module)
+    if plugins:
+        load_all()
 
 
 def _write(out: BinaryIO, reply: dict) -> None:

@@ -26,14 +26,18 @@ _MILLISECONDS_FROM = 1e11
 class ProbeFailure(Exception):
     """A provider-side problem with a typed code (SPEC §4) and a message safe to show.
 
-    ``retry_after_s`` carries a 429's ``Retry-After`` so the parent can back off (SPEC §8).
+    ``retry_after_s`` carries a 429's ``Retry-After`` so the parent can back off (SPEC §8);
+    ``status`` is the HTTP status that caused it (None when no response did), so a provider
+    can catch, say, a 404 and fall back to another endpoint. This is ``ctx.Failure``.
     """
 
-    def __init__(self, code: str, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, code: str, message: str, *, retry_after_s: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        self.status = status
 
 
 # -- numbers, times, money --------------------------------------------------------------

@@ -7,6 +7,9 @@ home's worker and runs the same loop (``workers.loop.serve``) an exec-started on
 
 What the template is careful about:
 
+* **Provider plugins are imported here, once** (SPEC §16), so every forked worker starts
+  with them loaded; one whose import fails is remembered as such (its probes answer
+  ``plugin_error``) and the template goes on.
 * **It never reads a home and holds no credential.** It starts with the parent's allowlisted
   environment (no ``HERMES_HOME``) and touches no home's files. A worker learns its home
   (and everything else of its environment) from its own spawn request, after the fork.
@@ -87,10 +90,11 @@ def _warm_up() -> None:
 
     from workers.loop import preload
 
-    preload()
+    preload(plugins=True)
     from workers.credentials import load_home
     from workers.http import ProviderHttp, ssl_context
-    from workers.result import iso_utc, money, snapshot, window
+    from workers.result import money
+    from workers.validate import to_snapshot
 
     ssl_context()
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -109,8 +113,10 @@ def _warm_up() -> None:
         Path(scratch, ".env").write_text("export WARM_UP='1'  # comment\n")
         Path(scratch, "auth.json").write_text('{"providers": {}, "credential_pool": {}}')
         load_home(scratch).env_value("WARM_UP")
-    snapshot("warm-up", title="warm-up", source="warm-up", details=[money(1.5, "USD")],
-             windows=[window("warm-up", 42.0, iso_utc("2026-01-01T00:00:00.000001+00:00"))])
+    to_snapshot("warm-up", "warm-up", {"title": "warm-up", "source": "warm-up", "details": [money(1.5, "USD")],
+                                       "windows": [{"label": "warm-up", "used_percent": 42.0,
+                                                    "reset_at": "2026-01-01T00:00:00.000001+00:00"}],
+                                       "balances": [{"label": "warm-up", "amount": "1.50"}]})
 
 
 def _answer_once(listener: socket.socket) -> None:

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.credentials import HomeCredentials
-from workers.http import ProviderHttp, base_url
-from workers.result import CURRENCY_SYMBOLS, ProbeFailure, as_dict, money, number, snapshot, window
+from workers.result import CURRENCY_SYMBOLS, as_dict, iso_utc, money, number
 
 NAME = "anthropic"
 LABEL = "Anthropic"
+#: first found wins: the .env names in this order, then the auth.json pool (PROVIDERS.md)
+CREDENTIALS = [".env:ANTHROPIC_TOKEN", ".env:CLAUDE_CODE_OAUTH_TOKEN", ".env:ANTHROPIC_API_KEY",
+               "auth.json:credential_pool.anthropic[].access_token"]
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 PATH = "/api/oauth/usage"
 TITLE = "Account limits"
 SOURCE = "oauth_usage_api"
-ENV_NAMES = ("ANTHROPIC_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY")
 HEADERS = {"anthropic-beta": "oauth-2025-04-20", "Content-Type": "application/json"}
 #: (response key, label, window length in seconds)
 WINDOWS = (("five_hour", "Current session", 18000), ("seven_day", "Current week", 604800),
@@ -41,17 +41,10 @@ SCOPE_MESSAGE = ("Anthropic refused the usage request (HTTP 403): the token prob
                  "user:profile scope; sign in again with a Claude account login.")
 
 
-def find_token(home: HomeCredentials) -> str | None:
+def find_token(ctx: Any) -> str | None:
     """The first of ANTHROPIC_TOKEN, CLAUDE_CODE_OAUTH_TOKEN, ANTHROPIC_API_KEY in ``.env``,
     else the first ``auth.json`` ``credential_pool.anthropic`` entry with an access_token."""
-    found = home.env_value(*ENV_NAMES)
-    if found:
-        return found[1]
-    for entry in home.auth_list("credential_pool", NAME):
-        token = entry.get("access_token") if isinstance(entry, dict) else None
-        if isinstance(token, str) and token.strip():
-            return token.strip()
-    return None
+    return ctx.credential()
 
 
 def is_api_key(token: str) -> bool:
@@ -75,31 +68,32 @@ def extra_usage_line(extra: Any) -> str | None:
 
 
 def normalize(body: Any) -> dict[str, Any]:
+    """The usage body as a SPEC §16 result (workers.validate finishes it)."""
     data = as_dict(body, LABEL)
     windows = []
     for key, label, length_s in WINDOWS:
         part = data.get(key)
         if isinstance(part, dict) and number(part.get("utilization")) is not None:
-            windows.append(window(label, part.get("utilization"), part.get("resets_at"), window_s=length_s))
+            windows.append({"label": label, "used_percent": part.get("utilization"),
+                            "reset_at": iso_utc(part.get("resets_at")), "window_s": length_s})
     extra = extra_usage_line(data.get("extra_usage"))
     details = [extra] if extra else []
-    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=details,
-                    unavailable_reason=None if windows or details else NO_LIMITS_REASON)
+    return {"title": TITLE, "source": SOURCE, "windows": windows, "details": details,
+            "unavailable_reason": None if windows or details else NO_LIMITS_REASON}
 
 
-def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
-    token = find_token(home)
+def probe(ctx: Any) -> dict[str, Any]:
+    token = find_token(ctx)
     if token is None:
-        raise ProbeFailure("no_credentials", "No Anthropic credential in this home (ANTHROPIC_TOKEN, "
-                                             "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY in .env, or an "
-                                             "anthropic entry in auth.json's credential_pool).")
+        ctx.fail("no_credentials", "No Anthropic credential in this home (ANTHROPIC_TOKEN, "
+                                   "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY in .env, or an "
+                                   "anthropic entry in auth.json's credential_pool).")
     if is_api_key(token):
-        return snapshot(NAME, title=TITLE, source=SOURCE, unavailable_reason=API_KEY_REASON)
+        return {"title": TITLE, "source": SOURCE, "unavailable_reason": API_KEY_REASON}
     try:
-        body = http.get_json(base_url(NAME, DEFAULT_BASE_URL) + PATH, token=token, provider_label=LABEL,
-                             timeout_s=timeout_s, headers=HEADERS)
-    except ProbeFailure as exc:
+        body = ctx.get_json(ctx.base_url(DEFAULT_BASE_URL) + PATH, token=token, headers=HEADERS)
+    except ctx.Failure as exc:
         if exc.code == "forbidden":
-            raise ProbeFailure("forbidden", SCOPE_MESSAGE) from None
+            ctx.fail("forbidden", SCOPE_MESSAGE)
         raise
     return normalize(body)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.credentials import HomeCredentials
-from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, balance, money, number, snapshot
+from workers.result import ProbeFailure, as_dict, money, number
 
 NAME = "deepseek"
 LABEL = "DeepSeek"
+CREDENTIALS = [".env:DEEPSEEK_API_KEY"]
 DEFAULT_BASE_URL = "https://api.deepseek.com"
 PATH = "/user/balance"
 TITLE = "Account balance"
@@ -53,6 +52,7 @@ def balance_line(info: Any) -> str | None:
 
 
 def normalize(body: Any) -> dict[str, Any]:
+    """The balance body as a SPEC §16 result (workers.validate finishes it)."""
     data = as_dict(body, LABEL)
     infos = data.get("balance_infos")
     if infos is not None and not isinstance(infos, list):
@@ -62,14 +62,13 @@ def normalize(body: Any) -> dict[str, Any]:
     reason = None
     if not details:
         reason = INSUFFICIENT if data.get("is_available") is False else NO_BALANCE
-    balances = [balance("Balance", info.get("total_balance"), info["currency"]) for info in usable]
-    return snapshot(NAME, title=TITLE, source=SOURCE, details=details, unavailable_reason=reason, balances=balances)
+    balances = [{"label": "Balance", "amount": info.get("total_balance"), "currency": info["currency"].strip().upper()}
+                for info in usable]
+    return {"title": TITLE, "source": SOURCE, "details": details, "unavailable_reason": reason, "balances": balances}
 
 
-def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
-    found = home.env_value("DEEPSEEK_API_KEY")
-    if found is None:
-        raise ProbeFailure("no_credentials", "No DEEPSEEK_API_KEY in this home's .env.")
-    body = http.get_json(base_url(NAME, DEFAULT_BASE_URL) + PATH, token=found[1], provider_label=LABEL,
-                         timeout_s=timeout_s)
-    return normalize(body)
+def probe(ctx: Any) -> dict[str, Any]:
+    token = ctx.credential()
+    if token is None:
+        ctx.fail("no_credentials", "No DEEPSEEK_API_KEY in this home's .env.")
+    return normalize(ctx.get_json(ctx.base_url(DEFAULT_BASE_URL) + PATH, token=token))

@@ -25,12 +25,14 @@ import json
 import time
 from typing import Any
 
-from workers.credentials import HomeCredentials
-from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, balance, epoch_seconds, iso_utc, money, number, snapshot, window
+from workers.result import ProbeFailure, as_dict, epoch_seconds, iso_utc, money, number
 
 NAME = "openai-codex"
 LABEL = "OpenAI Codex"
+TOKENS = 'auth.json:providers."openai-codex".tokens'
+POOL = 'auth.json:credential_pool."openai-codex"[]'
+#: where a credential may be (the probe then skips exhausted pool entries, see find_credential)
+CREDENTIALS = [TOKENS + ".access_token", POOL + ".access_token"]
 DEFAULT_BASE_URL = "https://chatgpt.com/backend-api/codex"
 TITLE = "Usage limits"
 SOURCE = "usage_api"
@@ -61,15 +63,15 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def find_credential(home: HomeCredentials, now: float | None = None) -> tuple[str, str | None] | None:
+def find_credential(ctx: Any, now: float | None = None) -> tuple[str, str | None] | None:
     """(access_token, account id of that same credential or None), or None when the home
     has no credential at all. Raises no_credentials when every pool entry is exhausted."""
     now = time.time() if now is None else now
-    tokens = home.auth_object("providers", NAME, "tokens")
-    if tokens is not None and _text(tokens.get("access_token")):
-        return _text(tokens["access_token"]), _text(tokens.get("account_id"))
+    token = next(iter(ctx.values(TOKENS + ".access_token")), None)
+    if token is not None:
+        return token, _text(next(iter(ctx.lookup(TOKENS + ".account_id")), None))
     resets = []
-    for entry in home.auth_list("credential_pool", NAME):
+    for entry in ctx.lookup(POOL):
         if not isinstance(entry, dict) or not _text(entry.get("access_token")):
             continue
         until = _exhausted_until(entry, now)
@@ -115,15 +117,17 @@ def _windows(limits: Any) -> list[dict[str, Any]]:
             continue
         seconds = number(part.get("limit_window_seconds"))
         label = WINDOW_LABELS.get(int(seconds), positional) if seconds is not None else positional
-        windows.append(window(label, part.get("used_percent"), part.get("reset_at"), window_s=seconds))
+        windows.append({"label": label, "used_percent": part.get("used_percent"),
+                        "reset_at": iso_utc(part.get("reset_at")), "window_s": seconds})
     return windows
 
 
-def _balances(data: dict[str, Any]) -> list[dict[str, Any] | None]:
+def _balances(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Codex credits as a number (an unlimited balance has no amount, so no entry)."""
     credits = data.get("credits")
-    if isinstance(credits, dict) and credits.get("has_credits") is True and credits.get("unlimited") is not True:
-        return [balance("Credits", credits.get("balance"), "USD")]
+    if isinstance(credits, dict) and credits.get("has_credits") is True and credits.get("unlimited") is not True \
+            and number(credits.get("balance")) is not None:
+        return [{"label": "Credits", "amount": credits.get("balance"), "currency": "USD"}]
     return []
 
 
@@ -144,11 +148,12 @@ def _details(data: dict[str, Any]) -> list[str]:
 
 
 def normalize(body: Any) -> dict[str, Any]:
+    """The usage body as a SPEC §16 result (workers.validate finishes it)."""
     data = as_dict(body, LABEL)
     windows, details = _windows(data.get("rate_limit")), _details(data)
-    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows, details=details,
-                    plan=plan_name(data.get("plan_type")), balances=_balances(data),
-                    unavailable_reason=None if windows or details else NO_LIMITS_REASON)
+    return {"title": TITLE, "source": SOURCE, "windows": windows, "details": details,
+            "plan": plan_name(data.get("plan_type")), "balances": _balances(data),
+            "unavailable_reason": None if windows or details else NO_LIMITS_REASON}
 
 
 def request_headers(token: str, account_id: str | None) -> dict[str, str]:
@@ -161,12 +166,11 @@ def request_headers(token: str, account_id: str | None) -> dict[str, str]:
     return headers
 
 
-def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
-    found = find_credential(home)
+def probe(ctx: Any) -> dict[str, Any]:
+    found = find_credential(ctx)
     if found is None:
-        raise ProbeFailure("no_credentials", "No OpenAI Codex credential in this home's auth.json "
-                                             "(providers.openai-codex.tokens or credential_pool).")
+        ctx.fail("no_credentials", "No OpenAI Codex credential in this home's auth.json "
+                                   "(providers.openai-codex.tokens or credential_pool).")
     token, account_id = found
-    body = http.get_json(usage_url(base_url(NAME, DEFAULT_BASE_URL)), token=token, provider_label=LABEL,
-                         timeout_s=timeout_s, headers=request_headers(token, account_id))
-    return normalize(body)
+    return normalize(ctx.get_json(usage_url(ctx.base_url(DEFAULT_BASE_URL)), token=token,
+                                  headers=request_headers(token, account_id)))

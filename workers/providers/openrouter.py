@@ -13,15 +13,13 @@ Choices where PROVIDERS.md is silent:
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from workers.credentials import HomeCredentials
-from workers.http import ProviderHttp, base_url
-from workers.result import ProbeFailure, as_dict, balance, money, number, snapshot, window
+from workers.result import ProbeFailure, as_dict, money, number
 
 NAME = "openrouter"
 LABEL = "OpenRouter"
+CREDENTIALS = [".env:OPENROUTER_API_KEY"]
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 TITLE = "Credits"
 SOURCE = "credits_api"
@@ -57,7 +55,8 @@ def key_parts(body: Any) -> tuple[list[dict[str, Any]], list[str]]:
         detail = f"{money(remaining)} of {money(limit)} remaining"
         if isinstance(reset, str) and reset.strip():
             detail += f" • resets {reset.strip()}"
-        windows.append(window("API key quota", (limit - remaining) / limit * 100, None, detail))
+        windows.append({"label": "API key quota", "used_percent": (limit - remaining) / limit * 100,
+                        "reset_at": None, "detail": detail})
     parts = []
     for key, suffix in USAGE_PARTS:
         value = number(data.get(key))
@@ -66,22 +65,18 @@ def key_parts(body: Any) -> tuple[list[dict[str, Any]], list[str]]:
     return windows, ["API key usage: " + " • ".join(parts)] if parts else []
 
 
-def probe(home: HomeCredentials, http: ProviderHttp, timeout_s: float) -> dict[str, Any]:
-    found = home.env_value("OPENROUTER_API_KEY")
-    if found is None:
-        raise ProbeFailure("no_credentials", "No OPENROUTER_API_KEY in this home's .env.")
-    token = found[1]
-    base = base_url(NAME, DEFAULT_BASE_URL)
-    deadline = time.monotonic() + timeout_s
-    left = credits_left(http.get_json(base + "/credits", token=token, provider_label=LABEL, timeout_s=timeout_s))
+def probe(ctx: Any) -> dict[str, Any]:
+    token = ctx.credential()
+    if token is None:
+        ctx.fail("no_credentials", "No OPENROUTER_API_KEY in this home's .env.")
+    base = ctx.base_url(DEFAULT_BASE_URL)
+    left = credits_left(ctx.get_json(base + "/credits", token=token))
     windows: list[dict[str, Any]] = []
     details: list[str] = []
-    budget_s = deadline - time.monotonic()
-    if budget_s >= MIN_KEY_BUDGET_S:
+    if ctx.deadline_s >= MIN_KEY_BUDGET_S:
         try:
-            windows, details = key_parts(http.get_json(base + "/key", token=token, provider_label=LABEL,
-                                                       timeout_s=budget_s))
-        except ProbeFailure:
+            windows, details = key_parts(ctx.get_json(base + "/key", token=token))
+        except ctx.Failure:
             pass   # the key lines are extras; the balance above is the probe's answer
-    return snapshot(NAME, title=TITLE, source=SOURCE, windows=windows,
-                    details=[f"Credits balance: {money(left)}", *details], balances=[balance("Credits", left, "USD")])
+    return {"title": TITLE, "source": SOURCE, "windows": windows, "details": [f"Credits balance: {money(left)}", *details],
+            "balances": [{"label": "Credits", "amount": left, "currency": "USD"}]}

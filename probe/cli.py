@@ -13,9 +13,21 @@ from probe.errors import UnknownProviderError, check_provider
 from probe.render import snapshot_text
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
-from workers.providers import NAMES as PROVIDER_NAMES
+from workers.providers import NAMES as BUILTIN_NAMES
+from workers.providers import provider_names
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
+
+
+def _provider_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A provider name option, checked against every provider (plugins too, from their
+    metadata) when the command runs rather than when this module is imported."""
+    if value is not None:
+        try:
+            check_provider(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _exit_code(snaps: list[Snapshot]) -> int:
@@ -84,15 +96,31 @@ def doctor(home: str | None, do_probe: bool, as_json: bool) -> None:
     sys.exit(EXIT_UNAVAILABLE if problems else EXIT_OK)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of providers.")
+def providers(as_json: bool) -> None:
+    """Every provider -- built-in or plugin -- with its label, origin and version, and where
+    it looks for a credential; refused plugins with the reason. Plugin modules are imported
+    by a child process only, never by this one."""
+    from probe.providers import ChildFailed, list_providers, providers_text
+
+    try:
+        rows = list_providers()
+    except ChildFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    click.echo(json.dumps(rows, indent=2) if as_json else providers_text(rows))
+
+
 def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
     """Every provider at once, the same rule as ``GET /api/quota`` without a provider: a
     provider answering ``no_credentials`` is left out; a home with none at all says so."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ProbeService(ProbeConfig(pool_size=0)) as service:
-        with ThreadPoolExecutor(len(PROVIDER_NAMES)) as pool:
-            snaps = list(pool.map(lambda p: service.fetch(p, home=home, refresh=refresh, timeout=timeout),
-                                  PROVIDER_NAMES))
+        names = provider_names()
+        with ThreadPoolExecutor(len(names)) as pool:
+            snaps = list(pool.map(lambda p: service.fetch(p, home=home, refresh=refresh, timeout=timeout), names))
     missing_home = [s for s in snaps if s.error is not None and s.error.code == "home_not_found"]
     if missing_home:
         snaps = missing_home[:1]
@@ -155,7 +183,7 @@ def demo(as_json: bool) -> None:
     with Emulator() as emulator, demo_homes() as homes:
         config = ProbeConfig(pool_size=0, provider_urls=emulator.provider_urls())
         with ProbeService(config) as service:
-            snaps = [service.fetch(p, home=homes["main"]) for p in PROVIDER_NAMES]
+            snaps = [service.fetch(p, home=homes["main"]) for p in BUILTIN_NAMES]
     _print_snapshots(snaps, as_json)
     sys.exit(_exit_code(snaps))
 
@@ -163,7 +191,7 @@ def demo(as_json: bool) -> None:
 @main.command()
 @click.option("--home", "home", required=True,
               help="The home to rotate: a path (in-process) or, with --server, the backend's home id.")
-@click.option("--provider", default=None, type=click.Choice(PROVIDER_NAMES), help="Only this provider.")
+@click.option("--provider", default=None, callback=_provider_option, help="Only this provider.")
 @click.option("--server", default=None, metavar="URL", help="Tell a running backend (POST /api/rotate).")
 @click.option("--token", default=None, envvar="PROBE_TOKEN", help="The backend's bearer token (or $PROBE_TOKEN).")
 @click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.providers import NAMES as PROVIDER_NAMES
+from workers.providers import provider_names
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class ProbeConfig:
             raise ValueError("probe_timeout_s must be a number of seconds in (0, 3600]")
         urls = dict(self.provider_urls or {})
         for provider, url in urls.items():
-            if provider not in PROVIDER_NAMES:
+            if provider not in provider_names():
                 raise ValueError(f"provider_urls names an unknown provider {provider[:64]!r}")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ValueError(f"provider_urls[{provider!r}] must be an http(s) URL")

@@ -8,18 +8,13 @@ other users is a warning) and, with ``--probe``, one real probe per provider fou
 """
 from __future__ import annotations
 
-import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from probe.child import ChildFailed, run_json_child
 from probe.env import child_env
 from probe.homes import HomeNotFound, resolve_home
-
-#: the child needs its imports and nothing else; a home that hangs it is a broken home
-CHILD_TIMEOUT_S = 30.0
 
 
 class DoctorError(Exception):
@@ -50,12 +45,12 @@ def examine(home_arg: str | None, provider_urls: dict[str, str] | None = None) -
         home = resolve_home(home_arg)
     except (HomeNotFound, ValueError) as exc:
         raise DoctorError(str(exc)) from None
-    result = subprocess.run([sys.executable, "-P", "-m", "workers.doctor"], env=child_env(home, provider_urls),
-                            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     try:
-        report = json.loads(result.stdout)
-    except ValueError:
-        raise DoctorError("Could not read this home's credential files (the inspection failed).") from None
+        report = run_json_child("workers.doctor", child_env(home, provider_urls), "read this home's credential files")
+    except ChildFailed as exc:
+        raise DoctorError(str(exc)) from None
+    if not isinstance(report, dict):
+        raise DoctorError("Could not read this home's credential files (the inspection failed).")
     if "error" in report:
         raise DoctorError(report["error"])
     report["home"] = str(home)
@@ -73,6 +68,9 @@ def findings(report: dict[str, Any]) -> list[str]:
     for provider, facts in report["providers"].items():
         if facts.get("problem"):
             out.append(f"{provider}: {facts['problem']} Fix the file, then run `probe doctor` again.")
+        if facts.get("unusable"):
+            out.append(f"{provider}: {facts['unusable']} (`probe providers` lists every provider and what is wrong "
+                       "with one that cannot be used.)")
         probe = facts.get("probe")
         if probe and probe.get("error"):
             out.append(f"{provider}: the probe answered {probe['error']['code']}: {probe['error']['message']}")
@@ -109,13 +107,17 @@ def doctor_text(report: dict[str, Any], problems: list[str]) -> str:
         lines.append(f"{provider}")
         if facts.get("looked_in"):
             lines.append(f"  looked in  {'; '.join(facts['looked_in'])}")
+        if facts.get("note"):
+            lines.append(f"  note       {facts['note']}")
+        if facts.get("unusable"):
+            lines.append(f"  unusable   {facts['unusable']}")
         lines.append(f"  found      {found['where']} ({found['kind']})" if found else "  found      nothing")
         for entry in facts.get("pool", []):
             state = f"exhausted until {entry['exhausted_until']}" if entry["exhausted_until"] else "usable"
             lines.append(f"  pool       {entry['where']}: {state}")
         if facts.get("problem"):
             lines.append(f"  problem    {facts['problem']}")
-        lines.append(f"  base URL   {facts['base_url']}")
+        lines.append(f"  base URL   {facts['base_url'] or '(the provider default; PROBE_<NAME>_BASE_URL overrides it)'}")
         probe = facts.get("probe")
         if probe:
             lines.append("  probe      " + ("available" if probe["available"] and not probe["error"]

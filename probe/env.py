@@ -56,6 +56,12 @@ def child_env(home: Path, provider_urls: Mapping[str, str] | None = None,
     return env
 
 
+def tool_env(parent_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a home-less child tool (``python -m workers.catalog``): the
+    workers' allowlist, so it sees the same installed plugins a worker sees, and no home."""
+    return _allowlisted(os.environ if parent_env is None else parent_env)
+
+
 #: room for a forked worker's process title (``quota-probe worker <home>``): a title can
 #: only use the memory that held the template's own argv and environment, and a home path
 #: may be as long as PATH_MAX

@@ -1,7 +1,7 @@
 """Exceptions a caller of the Python API may see (everything provider-side is a Snapshot)."""
 from __future__ import annotations
 
-from workers.providers import NAMES as PROVIDER_NAMES
+from workers.providers import provider_names, refused_specs
 
 
 class UnknownProviderError(ValueError):
@@ -15,10 +15,15 @@ def check_provider(provider: object) -> str:
         raise ValueError(f"provider must be a string, not {type(provider).__name__}")
     if not provider:
         raise ValueError("provider must not be empty")
-    if provider not in PROVIDER_NAMES:
+    names = provider_names()   # built-ins and plugins, from metadata: no plugin is imported here
+    if provider not in names:
         shown = provider if len(provider) <= 64 else provider[:61] + "..."
+        refused = next((spec for spec in refused_specs() if spec.name == provider), None)
+        if refused is not None:
+            raise UnknownProviderError(f"The provider plugin {shown!r} from {refused.origin} was refused: "
+                                       f"{refused.refused}; see `probe providers`.")
         raise UnknownProviderError(
-            f"Unknown provider {shown!r}; known providers: {', '.join(PROVIDER_NAMES)}.")
+            f"Unknown provider {shown!r}; known providers: {', '.join(names)}.")
     return provider
 
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable
 
 from probe.readings import Reader
-from workers.providers import NAMES as PROVIDER_NAMES
+from workers.providers import provider_names
 
 log = logging.getLogger("quota_probe.refresher")
 
@@ -45,14 +45,15 @@ JITTER = 0.10
 
 class Refresher:
     def __init__(self, reader: Reader, interval_s: float, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 providers: Iterable[str] = PROVIDER_NAMES, seed: int | None = None) -> None:
+                 providers: Iterable[str] | None = None, seed: int | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.reader = reader
         self.interval_s = interval_s
         self._concurrency = concurrency
         self._rng = random.Random(seed)
-        entries = [(home_id, provider) for home_id in reader.homes for provider in providers]
+        names = provider_names() if providers is None else tuple(providers)
+        entries = [(home_id, provider) for home_id in reader.homes for provider in names]
         self._rng.shuffle(entries)
         self._entries = entries
         self._cond = threading.Condition()

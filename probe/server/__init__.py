@@ -43,7 +43,7 @@ from probe.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
-from workers.providers import NAMES as PROVIDER_NAMES
+from workers.providers import provider_names
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_QUERY_VALUE = 256
@@ -135,13 +135,14 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     async def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
         """Every provider of a home, probed side by side: one hung provider costs the list
         its own deadline, not the sum of everyone's."""
-        snaps: list[dict[str, Any]] = [{}] * len(PROVIDER_NAMES)
+        names = provider_names()
+        snaps: list[dict[str, Any]] = [{}] * len(names)
 
         async def one(index: int, provider: str) -> None:
             snaps[index] = await in_thread(fetch_one, provider, home_id, refresh)
 
         async with anyio.create_task_group() as group:
-            for index, provider in enumerate(PROVIDER_NAMES):
+            for index, provider in enumerate(names):
                 group.start_soon(one, index, provider)
         return [s for s in snaps if not (s["error"] and s["error"]["code"] == "no_credentials")]
 
@@ -209,7 +210,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         return JSONResponse(stats)
 
     async def list_homes(request: Request) -> Response:
-        return JSONResponse({"homes": list(homes), "providers": list(PROVIDER_NAMES), "poll_s": poll_s,
+        return JSONResponse({"homes": list(homes), "providers": list(provider_names()), "poll_s": poll_s,
                              "refresh_s": refresh_s, "history": history is not None})
 
     def history_off() -> JSONResponse:

@@ -335,3 +335,16 @@ def test_a_plugin_that_cannot_be_used_answers_plugin_error(plugin, tmp_path):
 
 def test_an_unknown_provider_is_unknown_provider(tmp_path):
     assert run("qp-nobody-installed-this", tmp_path)["error"]["code"] == "unknown_provider"
+
+
+def test_has_credential_of_a_loaded_provider(tmp_path):
+    """SPEC §17's question for a loaded provider: a plugin that cannot be used counts as
+    having one (its plugin_error belongs in the home's list); a built-in asks its places."""
+    from workers.providers import has_credential, load
+
+    (tmp_path / ".env").write_text("DEEPSEEK_API_KEY=sk-ds-x\n")
+    home = load_home(tmp_path)
+    assert has_credential(load("deepseek"), home) is True
+    assert has_credential(load("openrouter"), home) is False
+    broken = Provider(ProviderSpec("qp-b", "qp_b", "dist", "1"), None, "qp-b", error="importing its module failed")
+    assert has_credential(broken, home) is True

@@ -45,7 +45,6 @@ BUILTINS: dict[str, str] = {
 }
 #: the built-in names (the parent's short list before any plugin is known)
 NAMES: tuple[str, ...] = tuple(BUILTINS)
-MODULES = BUILTINS
 BUILT_IN = "built-in"
 MAX_LABEL = 64
 
@@ -212,9 +211,11 @@ def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", time
 
 
 def has_credential(provider: Provider, home: "HomeCredentials") -> bool:
-    """SPEC §17 for a loaded provider: see :func:`workers.places.has_credential`."""
+    """SPEC §17 for a loaded provider: see :func:`workers.places.has_credential`. A plugin
+    that cannot be used counts as having one, so a home's list shows its ``plugin_error``
+    -- the user learns the plugin is broken instead of silently missing a card."""
     from workers.places import has_credential as module_has_credential
 
     if provider.module is None or provider.error is not None:
-        return False
+        return True
     return module_has_credential(provider.module, home)

@@ -8,6 +8,7 @@ import itertools
 import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -348,3 +349,69 @@ def test_has_credential_of_a_loaded_provider(tmp_path):
     assert has_credential(load("openrouter"), home) is False
     broken = Provider(ProviderSpec("qp-b", "qp_b", "dist", "1"), None, "qp-b", error="importing its module failed")
     assert has_credential(broken, home) is True
+
+
+# -- discovery rules and loading ---------------------------------------------------------
+def test_discovery_rules():
+    from workers.plugins import classify
+
+    specs = {(s.name, s.distribution): s.refused for s in classify([
+        ("qp-fine", "qp_fine.provider", "dist-a", "1.0"),
+        ("anthropic", "qp.impostor", "dist-a", "1.0"),
+        ("Upper", "qp.m", "dist-a", "1.0"),
+        ("x", "qp.m", "dist-a", "1.0"),                      # too short
+        ("a" * 33, "qp.m", "dist-a", "1.0"),                 # too long
+        ("9lives", "qp.m", "dist-a", "1.0"),
+        ("qp-twice", "qp_a.m", "dist-a", "1.0"),
+        ("qp-twice", "qp_b.m", "dist-b", "2.0"),
+        ("qp-attr", "qp.m:probe", "dist-a", "1.0"),
+        ("qp-path", "qp/m.py", "dist-a", "1.0"),
+    ], builtin={"anthropic"})}
+    assert specs[("qp-fine", "dist-a")] is None
+    assert specs[("anthropic", "dist-a")] == "the name belongs to a built-in provider"
+    for name in ("Upper", "x", "a" * 33, "9lives"):
+        assert "not a valid provider name" in specs[(name, "dist-a")]
+    assert specs[("qp-twice", "dist-a")] == "the name is also claimed by dist-b"
+    assert specs[("qp-twice", "dist-b")] == "the name is also claimed by dist-a"
+    assert "must name a module" in specs[("qp-attr", "dist-a")] and "must name a module" in specs[("qp-path", "dist-a")]
+
+
+@pytest.mark.parametrize("source, error", [
+    ("raise ImportError('sk-qp-load-SECRET')", "importing its module failed"),
+    ("raise SystemExit(1)", "importing its module failed"),
+    ("LABEL = 42\ndef probe(ctx): return {}", "LABEL must be a non-empty string"),
+    ("LABEL = 'x' * 65\ndef probe(ctx): return {}", "LABEL must be a non-empty string"),
+    ("CREDENTIALS = '.env:A'\ndef probe(ctx): return {}", "CREDENTIALS must be a list"),
+    ("CREDENTIALS = ['.env:A', 'auth.json:a..b']\ndef probe(ctx): return {}", "CREDENTIALS[1]:"),
+    ("probe = 'not callable'", "defines no probe(ctx) function"),
+    ("def probe(ctx): return {}", None),
+])
+def test_loading_a_plugin_module(tmp_path, monkeypatch, capfd, source, error):
+    from workers.providers import _import
+
+    module = f"qp_load_{next(_unique)}"
+    (tmp_path / f"{module}.py").write_text(source + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = _import(ProviderSpec("qp-load", module, "qp-load-dist", "0.1"))
+    assert loaded.error == error if error is None else error in loaded.error
+    assert loaded.label == "qp-load" and loaded.declares_credentials is False
+    err = capfd.readouterr().err
+    if error == "importing its module failed":
+        assert loaded.error_type in err and "SECRET" not in err and "SECRET" not in loaded.error_message
+
+
+def test_built_ins_use_only_ctx_and_formatting_helpers():
+    """The contract is the real API: a built-in reaches its home and HTTP only through ctx,
+    importing at most workers.result's formatting helpers (and the standard library)."""
+    import ast
+    import importlib
+    import sys as _sys
+
+    from workers.providers import BUILTINS
+
+    for name, module_name in BUILTINS.items():
+        tree = ast.parse(Path(importlib.import_module(module_name).__file__).read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        foreign = {m for m in imported if m.split(".")[0] not in _sys.stdlib_module_names and m != "__future__"}
+        assert foreign <= {"workers.result"}, (name, foreign)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from workers.credentials import _KEY as _ENV_NAME   # the .env names the one .env parser accepts
 from workers.result import ProbeFailure
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ AUTH_PREFIX = "auth.json:"
 #: a place is a short string; a module declares a handful
 MAX_PLACE_CHARS = 200
 MAX_PLACES = 32
-#: the ``.env`` variable names the one .env parser accepts (workers.credentials)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_]+")
 
 

@@ -79,7 +79,7 @@ def test_ctx_malformed_files_and_places(ctx_for):
     assert info.value.code == "no_credentials" and ".env:1 is malformed" in info.value.message
     assert ctx.values("auth.json:token") == ["fine"]
     with pytest.raises(ctx.Failure) as info:
-        ctx.values("auth.json:a-b")
+        ctx.values("auth.json:a[0]")
     assert info.value.code == "bad_response" and "malformed place" in info.value.message
 
 
@@ -181,7 +181,7 @@ def test_a_full_result_is_normalized():
                      "window_s": "604800"},
                     {"label": "Low", "used_percent": -5, "reset_at": None, "window_s": 0},
                     {"label": "Unknown share"}],
-        "balances": [{"label": "Credits", "amount": "12.345"}, {"label": "Points", "amount": 14000, "currency": "points"},
+        "balances": [{"label": "Credits", "amount": "12.345"}, {"label": "Points", "amount": 14000.125, "currency": "Points"},
                      {"label": "Yuan", "amount": 1, "currency": "cny"}],
         "details": ["Balance: $12.35"]})
     assert list(snap) == SNAPSHOT_KEYS
@@ -192,7 +192,7 @@ def test_a_full_result_is_normalized():
         ("Low", 0.0, 100.0, None, None),
         ("Unknown share", None, None, None, None)]
     assert snap["balances"] == [{"label": "Credits", "amount": 12.35, "currency": "USD"},
-                                {"label": "Points", "amount": 14000.0, "currency": "points"},
+                                {"label": "Points", "amount": 14000.125, "currency": "points"},
                                 {"label": "Yuan", "amount": 1.0, "currency": "CNY"}]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from probe.demo import write_home
+from workers.providers import BUILTINS
 
 pytestmark = pytest.mark.timeout(60)
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "qp-test-plugin"
@@ -129,8 +130,7 @@ def test_probe_providers_lists_every_provider_from_a_child(plugin_venv):
     result = cli(plugin_venv, "providers", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [row["name"] for row in rows] == ["anthropic", "openai-codex", "openrouter", "deepseek", *PLUGIN_NAMES,
-                                             "Bad_Name", "anthropic", "qp-object"]
+    assert [row["name"] for row in rows] == [*BUILTINS, *PLUGIN_NAMES, "Bad_Name", "anthropic", "qp-object"]
     by_origin = {(row["name"], row["origin"]): row for row in rows}
     good = by_origin[("qp-good", DIST)]
     assert good == {"name": "qp-good", "label": "QP Good", "origin": DIST, "version": "0.1.0",
@@ -143,7 +143,7 @@ def test_probe_providers_lists_every_provider_from_a_child(plugin_venv):
     assert "must name a module" in by_origin[("qp-object", DIST)]["error"]
     assert by_origin[("qp-broken", DIST)]["error"] == "importing its module failed (ImportError)"
     assert "CREDENTIALS[1]" in by_origin[("qp-badplaces", DIST)]["error"]
-    assert "double-quoted" in by_origin[("qp-badplaces", DIST)]["error"]
+    assert "only '[]'" in by_origin[("qp-badplaces", DIST)]["error"]
     # the child imported each usable plugin once; the refused impostor never
     assert sorted(module for _, module in plugin_venv.imports()) == sorted(
         f"qp_test_plugin.{m}" for m in ("badplaces", "broken", "garbage", "good", "hangs", "raises"))
@@ -205,7 +205,7 @@ def test_probe_doctor_reads_plugin_credential_places(plugin_venv, homes):
     assert report["qp-good"]["found"] == {"where": ".env QP_GOOD_KEY", "kind": "API key"}
     assert report["qp-garbage"]["found"] is None
     assert "importing its module failed" in report["qp-broken"]["unusable"]
-    assert "double-quoted" in report["qp-badplaces"]["unusable"]
+    assert "only '[]'" in report["qp-badplaces"]["unusable"]
     assert report["anthropic"]["found"]["kind"] == "OAuth token"
     assert result.returncode == 1   # the unusable plugins are something to fix
 

@@ -4,13 +4,17 @@ A place names where a provider's credential may live in a home::
 
     .env:ANTHROPIC_TOKEN                                   a variable of the home's .env
     auth.json:credential_pool.anthropic[].access_token     a dotted path into auth.json
-    auth.json:providers."openai-codex".tokens.access_token a key with dots or dashes, quoted
+    auth.json:providers."openai-codex".tokens.access_token a quoted key (SPEC §16's form)
 
 Grammar of the ``auth.json`` path: steps joined by ``.``; a step is a bare key
-(``[A-Za-z0-9_]+``) or a double-quoted key (any characters; ``\\"`` and ``\\\\`` escape),
+(``[A-Za-z0-9_-]+``) or a double-quoted key (any characters; ``\\"`` and ``\\\\`` escape),
 optionally followed by ``[]`` ("every entry of this list"). Nothing else (no spaces, no
 ``[0]``, no empty keys): a malformed place is refused when its provider is discovered, with
 a reason that says what is wrong and where, so a plugin author finds the typo at once.
+
+SPEC §16 writes keys with dots *or dashes* quoted. A key with a dot must be (the dot is the
+separator); a dash is accepted bare as well (``credential_pool.example-cloud[]``), because it
+cannot be misread and refusing a provider over quotes it did not need would only annoy.
 
 Why one module: the same places drive a probe (``ctx.values`` / ``ctx.credential``),
 ``probe doctor`` (where it looked, what it found) and SPEC §17 (``has_credential``: does a
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +53,7 @@ AUTH_PREFIX = "auth.json:"
 #: a place is a short string; a module declares a handful
 MAX_PLACE_CHARS = 200
 MAX_PLACES = 32
-_BARE_KEY = re.compile(r"[A-Za-z0-9_]+")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class PlaceError(ValueError):
@@ -73,13 +77,17 @@ class Step:
 @dataclass(frozen=True)
 class Place:
     """One parsed place: ``file`` is ``".env"`` or ``"auth.json"``; ``name`` the .env
-    variable; ``steps`` the auth.json path."""
+    variable; ``steps`` the auth.json path; ``text`` the place as the module wrote it
+    (what ``probe providers`` and ``probe doctor`` show)."""
 
     file: str
     name: str = ""
     steps: tuple[Step, ...] = ()
+    text: str = field(default="", compare=False)
 
     def __str__(self) -> str:
+        if self.text:
+            return self.text
         if self.file == ".env":
             return ENV_PREFIX + self.name
         return AUTH_PREFIX + ".".join(step.text() for step in self.steps)
@@ -101,9 +109,9 @@ def parse(text: object) -> Place:
         name = text[len(ENV_PREFIX):]
         if not _ENV_NAME.fullmatch(name):
             raise PlaceError(f"{text!r}: {name!r} is not a .env variable name")
-        return Place(".env", name=name)
+        return Place(".env", name=name, text=text)
     if text.startswith(AUTH_PREFIX):
-        return Place("auth.json", steps=_parse_path(text, text[len(AUTH_PREFIX):]))
+        return Place("auth.json", steps=_parse_path(text, text[len(AUTH_PREFIX):]), text=text)
     raise PlaceError(f"{text!r} does not start with {ENV_PREFIX!r} or {AUTH_PREFIX!r}")
 
 
@@ -122,12 +130,9 @@ def _parse_path(place: str, path: str) -> tuple[Step, ...]:
             match = _BARE_KEY.match(path, index)
             if match is None:
                 char = path[index]
-                hint = " (quote a key with dots or dashes)" if char in ".-" else ""
+                hint = " (a key with dots is double-quoted)" if char == "." else ""
                 raise PlaceError(f"{where}: expected a key, found {char!r}{hint}")
             key, index = match.group(), match.end()
-            if index < len(path) and path[index] == "-":
-                raise PlaceError(f"{where}: a key with dashes must be double-quoted, e.g. "
-                                 f"\"{key}-…\"")
         each = path.startswith("[]", index)
         if each:
             index += 2

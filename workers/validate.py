@@ -12,11 +12,12 @@ Built-in providers pass through here exactly like plugins, so the rules cannot d
   anything the provider sent;
 * **numbers**: JSON numbers or decimal strings. ``used_percent`` is clamped into 0-100 and
   rounded to two decimals (as for built-ins: a provider that says 1e9 % is "full", not an
-  error); ``window_s`` of zero or less means unknown; balance amounts are rounded to cents;
+  error); ``window_s`` of zero or less means unknown;
 * **times**: ISO-8601 with any offset and fraction digits, or epoch seconds (milliseconds
   above 1e11), normalized to ``YYYY-MM-DDTHH:MM:SSZ``; an unreadable time is ``bad_response``;
-* **currency**: missing means ``USD``; a three-letter code is upper-cased (``usd`` ->
-  ``USD``); anything else is a unit kept as sent (``points``);
+* **currency**: missing means ``USD``; a three-letter code is money: upper-cased (``usd`` ->
+  ``USD``) and the amount rounded to cents; anything else is a unit (MiniMax ``points``):
+  lower-cased, its amount kept as sent (cents mean nothing for points);
 * **sizes are capped, and an oversized value is refused, never cut**: a cut label or detail
   line would be shown as if the provider had said it. Labels 100 characters, title / plan /
   source 200, details and window details and ``unavailable_reason`` 500, currency 16, at most
@@ -117,9 +118,8 @@ def _balance(item: Any, where: str) -> dict[str, Any]:
         raise _Unusable(f"{where}.amount is not a number")
     currency = _text(item.get("currency"), f"{where}.currency", MAX_CURRENCY)
     code = (currency or "").strip() or "USD"
-    built = balance(label, item["amount"], code)
-    built["currency"] = code.upper() if len(code) == 3 and code.isascii() and code.isalpha() else code
-    return built
+    money_code = len(code) == 3 and code.isascii() and code.isalpha()
+    return balance(label, item["amount"], code, unit=not money_code)
 
 
 def _list(result: dict[str, Any], key: str) -> list[Any]:

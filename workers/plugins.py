@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 
 GROUP = "quota_probe.providers"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,31}")
@@ -73,18 +73,29 @@ def classify(entries: Iterable[tuple[str, str, str, str | None]], builtin: Colle
     return tuple(specs)
 
 
-@lru_cache(maxsize=1)
+_discovered: tuple[PluginSpec, ...] | None = None
+_discover_lock = threading.Lock()
+
+
 def discover() -> tuple[PluginSpec, ...]:
     """Every plugin entry point installed for this interpreter, classified; refused ones are
-    logged once per process (WARNING, naming the distribution)."""
-    from workers.providers import BUILTINS
+    logged once per process (WARNING, naming the distribution) -- under a lock, so callers
+    racing at start-up cannot log them twice."""
+    global _discovered
+    if _discovered is not None:
+        return _discovered
+    with _discover_lock:
+        if _discovered is None:
+            from workers.providers import BUILTINS
 
-    specs = classify(_installed(), BUILTINS)
-    for spec in specs:
-        if spec.refused:
-            log.warning("quota-probe: refused the provider plugin %r from %s %s: %s.", spec.name[:64],
-                        spec.distribution, spec.version or "", spec.refused)
-    return specs
+            specs = classify(_installed(), BUILTINS)
+            for spec in specs:
+                if spec.refused:
+                    origin = f"{spec.distribution} {spec.version}" if spec.version else spec.distribution
+                    log.warning("quota-probe: refused the provider plugin %r from %s: %s.", spec.name[:64], origin,
+                                spec.refused)
+            _discovered = specs
+    return _discovered
 
 
 def _installed() -> list[tuple[str, str, str, str | None]]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +105,7 @@ class Provider:
     error: str | None = None
     #: the exception type of a failed import, for ``probe providers`` and stderr
     error_type: str | None = None
-    credentials: tuple[str, ...] = field(default=())
+    credentials: tuple[str, ...] = ()
 
     @property
     def error_message(self) -> str:

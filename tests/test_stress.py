@@ -87,7 +87,6 @@ def test_stress_detects_a_cross_home_result(monkeypatch):
     assert balance_for(1, 2) == "1000002.00"
 
 
-@pytest.mark.slow
 def why(report: dict) -> str:
     """What failed, first (a whole report is cut short in a CI log)."""
     failed = [name for name, ok in report.get("invariants", {}).items() if not ok]
@@ -95,6 +94,7 @@ def why(report: dict) -> str:
             f"after {report.get('after')}; errors {report.get('errors')}; latency {report.get('latency_ms')}")
 
 
+@pytest.mark.slow
 def test_soak_five_homes_faults_and_rotations():
     """The CI-sized soak: 20 s over 5 homes, 5 % faults, a rotation every second, a worker
     SIGKILLed every 2 s."""

@@ -427,6 +427,7 @@ def stress_text(report: dict) -> str:
     if report["schedule_lag_ms"]:
         lines.append("poll schedule lag ms: p50 {p50:.2f}  p99 {p99:.2f}  max {max:.2f}".format(**report["schedule_lag_ms"]))
     lines += [f"  {'ok  ' if ok else 'FAIL'} {name}" for name, ok in report["invariants"].items()]
+    lines += [f"  left unreaped: {what}" for what in report.get("zombies", [])]
     lines.append("OK" if report["ok"] else "FAILED")
     return "\n".join(lines)
 

@@ -90,8 +90,9 @@ def test_stress_detects_a_cross_home_result(monkeypatch):
 def why(report: dict) -> str:
     """What failed, first (a whole report is cut short in a CI log)."""
     failed = [name for name, ok in report.get("invariants", {}).items() if not ok]
-    return (f"failed: {failed}; violations {report.get('violations')}; before {report.get('before')}; "
-            f"after {report.get('after')}; errors {report.get('errors')}; latency {report.get('latency_ms')}")
+    return (f"failed: {failed}; violations {report.get('violations')}; zombies {report.get('zombies')}; "
+            f"before {report.get('before')}; after {report.get('after')}; errors {report.get('errors')}; "
+            f"latency {report.get('latency_ms')}; spawn {report.get('spawn')}")
 
 
 @pytest.mark.slow
@@ -134,3 +135,48 @@ def test_the_zombie_count_sees_an_unreaped_child():
     finally:
         child.wait()
     assert _zombies() == 0
+
+
+def test_a_zombie_left_unreaped_is_named_with_its_parent():
+    """Control for ``no_zombies`` as the run decides it: a child that exited and stays
+    unreaped past the grace is reported, saying what it was and whose child."""
+    from probe.stress import lingering_zombies
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)   # it has exited; still unreaped
+        found = lingering_zombies(0.05)
+        assert len(found) == 1 and f"pid {child.pid}, child of " in found[0] and f"pid {os.getpid()})" in found[0]
+    finally:
+        child.wait()
+    assert lingering_zombies(0.05) == []
+
+
+def test_a_zombie_is_blamed_only_once_it_outlived_its_own_grace():
+    """The verdict comes from one reading, and each exited process gets its own grace from
+    when it was first seen: one that exits while the check runs (a surge worker expiring;
+    the service is still up) and is reaped a moment later is no leak, but one that stays
+    is. Readings scripted as (time, {pid: what}), so no timing is involved."""
+    from probe.stress import lingering_zombies
+
+    def scripted(*readings):
+        clock_values = iter(t for t, _ in readings)
+        pids = iter(p for _, p in readings)
+        now = [0.0]
+
+        def clock():
+            return now[0]
+
+        def read():
+            now[0] = next(clock_values)
+            return next(pids)
+        return {"read": read, "clock": clock, "pause": lambda: None}
+
+    # clean at once: one reading, no second count that could catch a fresh exit
+    assert lingering_zombies(2.0, **scripted((0.0, {}), (0.1, {7: "late"}))) == []
+    # 5 is reaped after 1.5 s; 6, first seen at 1.5 s, is reaped at 3.4 s: neither outlived its grace
+    assert lingering_zombies(2.0, **scripted((0.0, {5: "a"}), (1.5, {5: "a", 6: "b"}), (2.5, {6: "b"}),
+                                             (3.4, {6: "b"}), (3.5, {}))) == []
+    # 6 is still there 2 s after it was first seen: blamed, 5 (still young) is not
+    assert lingering_zombies(2.0, **scripted((0.0, {6: "b"}), (1.0, {5: "a", 6: "b"}),
+                                             (2.0, {5: "a", 6: "b"}))) == ["b"]

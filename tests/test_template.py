@@ -259,3 +259,59 @@ def test_a_forked_workers_handle_may_be_polled_from_many_threads_as_it_exits():
     finally:
         proc.kill()
         proc.wait()
+
+
+REAP_WITHOUT_HANDLER = r"""
+import os, select, signal, socket, sys, threading, time
+from workers import template
+
+wakeup = template._watch_children()
+# The Python-level SIGCHLD handler does nothing here: exactly the state of a template whose
+# SIGCHLD arrived after its last bytecode check and before it blocked (the handler runs
+# only once the block ends). The C-level handler still runs, as it always does.
+signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+stdin_r, stdin_w = os.pipe()
+pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"], dict(os.environ),
+                     file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0)])
+os.close(stdin_r)
+pidfd = os.pidfd_open(pid)   # the child waits for EOF on stdin: its pid cannot have been reused
+verdict = []
+
+
+def observe():
+    exited = select.poll()
+    exited.register(pidfd, select.POLLIN)
+    os.close(stdin_w)        # the child exits now ...
+    exited.poll()            # ... and has: a zombie until its parent reaps it
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            verdict.append("reaped")
+            break
+        time.sleep(0.005)
+    else:
+        verdict.append("zombie")
+    ours.send(b"done")       # only now a control message: it must not be what wakes the reaper
+
+
+observer = threading.Thread(target=observe)
+observer.start()
+message, fds = template._next_message(theirs, wakeup)
+observer.join()
+print(verdict[0], message.decode())
+"""
+
+
+def test_an_exited_worker_is_reaped_while_the_template_waits_for_no_request():
+    """The template reaps a child that exits while it waits for a spawn request, even when
+    no request ever comes and its Python-level SIGCHLD handler has not run: the exit wakes
+    the loop through the signal wakeup pipe. A template that reaped in that handler left a
+    worker whose SIGCHLD landed just before ``recvmsg`` blocked a zombie until the next
+    spawn (forever on a quiet service), which the stress run's ``no_zombies`` counts."""
+    result = subprocess.run([sys.executable, "-P", "-c", REAP_WITHOUT_HANDLER], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["reaped", "done"], result.stdout

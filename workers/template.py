@@ -27,10 +27,14 @@ What the template is careful about:
   and each worker to the template (its parent), so a SIGKILLed service takes the template
   and, through it, every worker along. Killing the template therefore kills its workers:
   the service notices them gone (EOF, pidfd) and forks replacements from a new template.
-* **Reaping**: children are reaped by a SIGCHLD handler, so no zombie outlives a worker's
-  exit for longer than the template takes to run the handler. SIGCHLD is blocked from
-  ``fork()`` until the child's pidfd is open: otherwise a child that exited at once could
-  be reaped, and its pid reused, before ``pidfd_open`` named it.
+* **Reaping**: SIGCHLD writes a byte to a pipe (``signal.set_wakeup_fd``) that the main
+  loop polls beside the control socket, and the loop reaps whenever it wakes, so no zombie
+  outlives a worker's exit for longer than the template takes to wake. Not in a Python
+  signal handler: CPython runs one between bytecodes, so a SIGCHLD that lands after the
+  last such check and before ``recvmsg`` blocks would be handled only when the next spawn
+  request arrives -- on a quiet service, never (``_watch_children`` explains). SIGCHLD is
+  blocked from ``fork()`` until the child's pidfd is open: otherwise a child that exited
+  at once could be reaped, and its pid reused, before ``pidfd_open`` named it.
 * **A spare**: the template keeps one child forked ahead of need, already through
   everything that does not depend on a home (the fork itself, PDEATHSIG, its own HTTP
   client). A spawn request hands the spare its pipes and environment over a socket of its
@@ -48,6 +52,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -61,6 +66,8 @@ MAX_MESSAGE_BYTES = 256 * 1024
 TITLE = "quota-probe template"
 SPARE_TITLE = "quota-probe spare"
 _CHLD = {signal.SIGCHLD}
+#: (read end, write end) of the pipe every SIGCHLD writes a byte to; see ``_watch_children``
+_wakeup: tuple[int, int] | None = None
 
 
 def worker_title(home: str, once: bool) -> str:
@@ -68,7 +75,8 @@ def worker_title(home: str, once: bool) -> str:
     return f"quota-probe worker {'--once ' if once else ''}{home}"
 
 
-def _reap_children(signum: int, frame: object) -> None:
+def _reap_children() -> None:
+    """Reap every child that has exited; never blocks."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -76,6 +84,49 @@ def _reap_children(signum: int, frame: object) -> None:
             return
         if pid == 0:
             return
+
+
+def _on_sigchld(signum: int, frame: object) -> None:
+    """Nothing to do here: the main loop reaps once the wakeup pipe says a child exited."""
+
+
+def _watch_children() -> int:
+    """Make every SIGCHLD write a byte to a pipe; return its read end, which
+    :func:`_next_message` polls beside the control socket.
+
+    Why not reap in the Python-level SIGCHLD handler: CPython runs that handler on the main
+    thread between bytecodes. A SIGCHLD that arrives after the loop's last such check but
+    before ``recvmsg`` blocks (a worker exiting just as the template finishes a spawn
+    request, e.g. one a rotation closed) is not handled until ``recvmsg`` returns, i.e. until
+    the service asks for another worker. The exited worker stays a zombie meanwhile: for
+    good, on a service that starts no other worker (what ``probe stress``'s ``no_zombies``
+    invariant catches at the end of a run). The C-level handler writes the wakeup byte at
+    once, and a byte in a pipe cannot be missed by ``poll``."""
+    global _wakeup
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _wakeup = (read_end, write_end)
+    signal.signal(signal.SIGCHLD, _on_sigchld)   # a Python handler: with SIG_DFL nothing is written
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    return read_end
+
+
+def _next_message(control: socket.socket, wakeup_fd: int) -> tuple[bytes, list[int]]:
+    """The next control message (and its fds), reaping every child that exits meanwhile."""
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wakeup_fd, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in poller.poll()}
+        if wakeup_fd in ready:
+            try:
+                while os.read(wakeup_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        _reap_children()   # after the drain: a child exiting from now on writes a new byte
+        if control.fileno() in ready:   # a message, EOF or an error: recv_fds tells which
+            message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE_BYTES, 3)
+            return message, fds
 
 
 def _warm_up() -> None:
@@ -155,6 +206,10 @@ def _enter_child(template_pid: int) -> None:
     """First steps of every forked child: the template's signal set-up undone, a session
     of its own (a terminal's Ctrl-C reaches the service, not the workers) and its life tied
     to the template's."""
+    signal.set_wakeup_fd(-1)   # else a signal to the child would write into the template's pipe
+    if _wakeup is not None:
+        for fd in _wakeup:
+            os.close(fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
     os.setsid()
@@ -273,7 +328,8 @@ def _worker_now(control: socket.socket, request: dict, fds: list[int], template_
     return _become_worker(request, fds, template_pid)
 
 
-def serve_template(control: socket.socket) -> int:
+def serve_template(control: socket.socket, wakeup_fd: int) -> int:
+    """Answer spawn requests until EOF; ``wakeup_fd`` is :func:`_watch_children`'s pipe."""
     template_pid = os.getpid()
     spare: _Spare | None = None
     try:
@@ -284,7 +340,7 @@ def serve_template(control: socket.socket) -> int:
                 except OSError:
                     spare = None   # no spare for now: requests fork on the spot
             try:
-                message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE_BYTES, 3)
+                message, fds = _next_message(control, wakeup_fd)
             except ConnectionResetError:
                 return 0
             if not message:
@@ -327,7 +383,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 -- reported to the service, which falls back to exec
         _send(control, {"error": f"the template could not prepare: {type(exc).__name__}: {exc}"[:500]})
         return 1
-    signal.signal(signal.SIGCHLD, _reap_children)
+    wakeup_fd = _watch_children()
     gc.freeze()
     if not os.environ.get("PROBE_DEBUG"):
         # stderr was a pipe for start-up diagnostics only; nobody reads it from now on
@@ -335,7 +391,7 @@ def main(argv: list[str]) -> int:
         os.dup2(devnull, 2)
         os.close(devnull)
     _send(control, {"ready": True, "pid": os.getpid()})
-    return serve_template(control)
+    return serve_template(control, wakeup_fd)
 
 
 if __name__ == "__main__":

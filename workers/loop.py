@@ -6,8 +6,16 @@ echoes, so the parent can never hand a caller somebody else's answer::
 
     {"id": "7", "op": "probe", "provider": "anthropic", "timeout_s": 20}
     {"id": "7", "ok": true, "snapshot": {...}}
+    {"id": "8", "op": "providers"} -> {"id": "8", "ok": true, "providers": ["anthropic", "xai"],
+                                       "pool_only": ["xai"], "undeclared": []}
     {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
     {"id": "9", "op": "shutdown"}  -> {"id": "9", "ok": true}, then exit
+
+``providers`` answers which providers the home has a credential for (SPEC §17,
+``workers.listing``): names only, never a value; ``pool_only`` are the ids read from
+``auth.json``'s ``credential_pool`` records (a ``probe`` of one answers from those records,
+no request), ``undeclared`` the plugins without ``CREDENTIALS`` (listed until a probe answers
+``no_credentials``). Its home missing: ``{"ok": false, "error": {"code": "home_not_found"}}``.
 
 A line that is not a valid request gets ``{"id": <id or null>, "ok": false, "error":
 {"code": "bad_request", ...}}`` and the loop goes on. EOF on stdin ends the loop.
@@ -75,7 +83,7 @@ def _decode(line: bytes) -> tuple[Any, dict]:
     if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
         raise BadRequest(None, "request has no string or integer id")
     op = request.get("op")
-    if op not in ("probe", "ping", "shutdown"):
+    if op not in ("probe", "providers", "ping", "shutdown"):
         raise BadRequest(request_id, "unknown op")
     if op == "probe":
         if not isinstance(request.get("provider"), str):
@@ -127,6 +135,8 @@ class Loop:
             return {"id": request_id, "ok": True, "pid": os.getpid()}, True
         if op == "shutdown":
             return {"id": request_id, "ok": True}, False
+        if op == "providers":
+            return {"id": request_id, **self.providers()}, True
         return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], float(request.get("timeout_s", DEFAULT_TIMEOUT_S)))}, True
 
     def credentials(self):
@@ -145,6 +155,15 @@ class Loop:
             self._credentials, self._credentials_stat = load_home(home), stat
             self._credentials_settled = stat_is_settled(stat, now_ns)
         return self._credentials
+
+    def providers(self) -> dict:
+        """The home's provider list (``workers.listing``) as reply fields."""
+        from workers.listing import home_listing
+
+        if not self.home or not os.path.isdir(self.home):
+            return {"ok": False, "error": {"code": "home_not_found",
+                                           "message": "The worker's home directory does not exist."}}
+        return {"ok": True, **home_listing(self.credentials())}
 
     def probe(self, provider: str, timeout_s: float) -> dict:
         from workers.providers import run_probe
@@ -168,7 +187,7 @@ def preload(plugins: bool = False) -> None:
     from workers.providers import BUILTINS, load_all
 
     for module in ("workers.credentials", "workers.http", "workers.context", "workers.places",
-                   "workers.validate", *BUILTINS.values()):
+                   "workers.validate", "workers.listing", "workers.providers.credential_pool", *BUILTINS.values()):
         importlib.import_module(module)
     if plugins:
         load_all()

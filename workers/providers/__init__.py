@@ -183,7 +183,10 @@ def make_context(provider: Provider | str, home: "HomeCredentials", http: "Provi
 
 def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", timeout_s: float) -> dict:
     """Probe one provider and always return a snapshot dict, never raise (except
-    KeyboardInterrupt, which must keep propagating). What the module returns goes through
+    KeyboardInterrupt, which must keep propagating). A name with no adapter is answered
+    from the home's ``credential_pool`` records when that holds it (no request), else
+    ``unknown_provider``; the parent only asks for such a name when the home's list (SPEC
+    §17) named it. What the module returns goes through
     ``workers.validate``; what it raises is contained here: ``ctx.Failure`` keeps its
     (checked) code, anything else is ``bad_response`` with only the exception's type on
     stderr -- its text could quote response data or a credential."""
@@ -193,6 +196,14 @@ def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", time
     try:
         loaded = load(provider)
     except KeyError:
+        # no adapter: Hermes' own records answer for an id its credential_pool holds (SPEC §17)
+        import time
+
+        from workers.providers.credential_pool import read_records
+
+        records = read_records(provider, home, time.time())
+        if records is not None:
+            return records
         return failure(provider, "unknown_provider", f"Unknown provider {provider[:64]!r}.")
     if loaded.error is not None:
         return failure(provider, "plugin_error", loaded.error_message)

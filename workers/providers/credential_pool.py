@@ -1,8 +1,10 @@
 """Hermes' own records for a pooled provider that has no adapter (PROVIDERS.md, last
 section): ``auth.json`` ``credential_pool[<provider id>]`` already says, per credential,
 whether it works, so ``xai``, ``gemini``, ``openai-api``… get a snapshot without any
-request. This is not a provider module (no ``probe(ctx)``): the home-wide reader calls
-:func:`pool_result` for every pool id that no built-in or plugin claims.
+request. This is not a provider module (no ``probe(ctx)``): the worker lists the pool ids
+that no built-in or plugin claims (:func:`pool_only_ids`, for SPEC §17's home list) and
+answers a probe of one of them with :func:`read_records` (``pool_result`` on the home's
+file) -- never an HTTP request.
 
 An entry is shown by its ``label`` only, never a token. ``exhausted`` lasts until
 ``last_error_reset_at``, else ``last_status_at`` + 300 s after a 401 or + 3600 s after any
@@ -32,11 +34,15 @@ Choices where PROVIDERS.md is silent:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.result import ProbeFailure, epoch_seconds, iso_utc, number, provider_text, result
+
+if TYPE_CHECKING:
+    from workers.credentials import HomeCredentials
 
 SOURCE = "credential_pool"
 TITLE = "Hermes credential pool"
@@ -130,3 +136,57 @@ def pool_result(provider: str, entries: Any, now: float) -> dict[str, Any]:
     first = min(ends)
     raise ProbeFailure("rate_limited", f"Every {name} credential in Hermes' pool is {what}; the first recovers at "
                                        f"{clock(first, now)}.", retry_after_s=float(math.ceil(first - now)))
+
+
+# -- the home-wide reader's two questions (SPEC §17) ------------------------------------
+#: a home lists at most this many pool-only ids (the first by name): auth.json is the
+#: user's file, and a 1 MiB one must not turn one home-wide read into thousands of cards
+MAX_POOL_ONLY = 64
+#: SPEC §4 codes :func:`pool_result` may raise
+_CODES = frozenset({"no_credentials", "unauthorized", "rate_limited"})
+
+
+def _pool(home: "HomeCredentials") -> dict[str, Any]:
+    """``auth.json``'s ``credential_pool`` object, ``{}`` when the file is absent, malformed
+    or holds no such object (``probe doctor`` names a malformed file)."""
+    if home.auth_error:
+        return {}
+    pool = home.auth.get("credential_pool")
+    return pool if isinstance(pool, dict) else {}
+
+
+def pool_only_ids(home: "HomeCredentials", registered: Collection[str]) -> list[str]:
+    """The ``credential_pool`` keys that no registered provider (built-in or plugin) claims,
+    by name: only valid provider names (SPEC §16's ``[a-z][a-z0-9-]{1,31}``; anything else
+    is ignored -- it could not be addressed, and may be any text), and only keys holding at
+    least one entry object (an empty list is no credential). At most :data:`MAX_POOL_ONLY`."""
+    from workers.plugins import NAME_PATTERN
+
+    found = sorted(key for key, entries in _pool(home).items()
+                   if isinstance(key, str) and NAME_PATTERN.fullmatch(key) and key not in registered
+                   and isinstance(entries, list) and any(isinstance(entry, dict) for entry in entries))
+    return found[:MAX_POOL_ONLY]
+
+
+def read_records(provider: str, home: "HomeCredentials", now: float) -> dict[str, Any] | None:
+    """The worker's snapshot dict for a pool-only ``provider``, read from Hermes' records
+    without any request; None when ``credential_pool`` has no such key (the caller answers
+    ``unknown_provider``). A failure keeps this source and title, so a card still says
+    where its answer came from. More than 50 entries (the snapshot's cap on detail lines)
+    are shown as the first 49 and one ``and N more entries`` line."""
+    from workers.plugins import NAME_PATTERN
+
+    pool = _pool(home)
+    if not NAME_PATTERN.fullmatch(provider) or provider not in pool:
+        return None
+    from workers.result import failure, snapshot
+
+    try:
+        records = pool_result(provider, pool[provider], now)
+    except ProbeFailure as exc:
+        code = exc.code if exc.code in _CODES else "bad_response"
+        return failure(provider, code, exc.message, title=TITLE, source=SOURCE, retry_after_s=exc.retry_after_s)
+    details = records["details"]
+    if len(details) > 50:
+        details = details[:49] + [f"and {len(details) - 49} more entries"]
+    return snapshot(provider, title=TITLE, source=SOURCE, details=details)

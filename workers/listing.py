@@ -1,0 +1,53 @@
+"""Which providers a home has a credential for (SPEC §17) -- names only, never a value.
+
+The worker answers this (``{"op": "providers"}``, ``workers.loop``) because only a child may
+read a home's files and import a plugin's module; the parent caches the answer with the
+home's credential fingerprint (``probe.home_list``), so it is asked again only when the
+home's ``.env`` or ``auth.json`` changed.
+
+The list, in SPEC §17's fixed order:
+
+1. every registered provider -- built-ins in PROVIDERS.md's table order, then plugins by
+   name (``workers.providers.specs``) -- for which ``workers.providers.has_credential``
+   says yes: one of its ``CREDENTIALS`` places holds a value, the very rule its probe and
+   ``probe doctor`` use. A plugin that declares no ``CREDENTIALS`` is listed too, and named
+   in ``undeclared``: only a probe can tell (SPEC §16), and the parent drops it from the
+   home's list when that probe answers ``no_credentials``. A plugin that cannot be used
+   is listed, so the home shows its ``plugin_error`` instead of silently missing a card;
+2. then the pool-only ids, by name: ``auth.json`` ``credential_pool`` keys no registered
+   provider claims (``credential_pool.pool_only_ids``: valid names only, at least one
+   entry). They are read from Hermes' own records, no request.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workers.credentials import HomeCredentials
+
+
+def home_listing(home: "HomeCredentials") -> dict[str, list[str]]:
+    """``{"providers": [...], "pool_only": [...], "undeclared": [...]}``: the ordered list
+    and the two subsets of it the parent treats specially."""
+    from workers.providers import has_credential, load, specs
+    from workers.providers.credential_pool import pool_only_ids
+
+    registered = [spec.name for spec in specs()]
+    listed: list[str] = []
+    undeclared: list[str] = []
+    for name in registered:
+        provider = load(name)
+        try:
+            found = has_credential(provider, home)
+        except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
+            print(f"workers: checking the {name} credential places raised {type(exc).__name__}", file=sys.stderr,
+                  flush=True)
+            found = True   # listed: its probe says what is wrong
+        if found:
+            listed.append(name)
+            if provider.error is None and not provider.declares_credentials:
+                undeclared.append(name)
+    pool_only = pool_only_ids(home, registered)
+    return {"providers": listed + pool_only, "pool_only": pool_only, "undeclared": undeclared}
+

@@ -4,6 +4,12 @@ One fetch: validate → resolve the home → cache → join an identical in-flig
 claim a warm worker (``probe.pool`` via ``probe.registry``) → or the bounded cold fallback
 (``probe.cold``) → store the result unless the home was rotated meanwhile (``probe.cache``).
 Each of those boxes owns its own state and lock; this module holds none across a probe.
+
+A home's provider list (SPEC §17, :meth:`ProbeService.home_providers`) is one more request
+to one of the home's workers over the same claim path (``probe.home_list`` caches it with
+the home's credential fingerprint). :meth:`ProbeService.fetch_listed` is how a home-wide
+read fetches each listed provider: the same path as :meth:`ProbeService.fetch`, except that
+it also accepts a pool-only id -- one that the home's current list names, and no other.
 """
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from probe.backoff import Backoff, Blocked
 from probe.cache import SnapshotCache
@@ -28,7 +35,8 @@ if TYPE_CHECKING:
     from probe.shared.cluster import RedisCluster
 from probe.shared.disk import DiskCache
 from probe.env import child_env
-from probe.errors import check_provider, check_timeout
+from probe.errors import UnknownProviderError, check_provider, check_timeout
+from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
 from probe.pool import RecycleLimits
 from probe.registry import PoolRegistry
@@ -36,6 +44,9 @@ from probe.snapshot import ProbeInfo, Snapshot, monotonic_ms_since
 from probe.spawner import Spawner
 from probe.stats import Stats
 from probe.worker import Worker, WorkerFailed, WorkerProtocolError
+from workers.plugins import NAME_PATTERN
+
+T = TypeVar("T")
 
 HomeArg = str | PathLike[str] | None
 
@@ -82,6 +93,7 @@ class ProbeService:
         self._shared: SharedCache | None = DiskCache(config.cache_dir) if config.cache_dir else None
         #: last credential fingerprint seen per home, for automatic rotation
         self._fingerprints: dict[str, tuple] = {}
+        self._home_lists = HomeLists()
         self._cold = _cold_limiter(config)
         self._registry = PoolRegistry(
             pool_size=config.pool_size, max_total_workers=config.max_total_workers, limits=_limits(config),
@@ -113,49 +125,91 @@ class ProbeService:
             raise ValueError("refresh must be a bool")
         if self._closed:
             raise RuntimeError("this ProbeService is closed")
+        try:
+            home_dir = resolve_home(home)
+        except HomeNotFound as exc:
+            return self._record(Snapshot.failed(provider, str(exc.path), "home_not_found", str(exc),
+                                                probe=ProbeInfo("cold", monotonic_ms_since(started))))
+        return self._fetch(provider, home_dir, refresh, started, started + timeout_s)
+
+    def fetch_listed(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
+                     timeout: float | None = None) -> Snapshot:
+        """:meth:`fetch` for a name taken from :meth:`home_providers`: a registered
+        provider exactly as ``fetch`` reads it, or a pool-only id (Hermes' own records,
+        read by the worker, no request) -- accepted only while the home's current list
+        names it, so no caller can make the service ask a worker for an arbitrary name.
+        Anything else raises UnknownProviderError, as ``fetch`` does (a missing home is
+        its ``home_not_found`` snapshot, as ever). ``timeout`` covers the whole call, a
+        list read included."""
+        started = time.monotonic()
+        unknown: UnknownProviderError | None = None
+        try:
+            provider = check_provider(provider)
+        except UnknownProviderError as exc:
+            if not NAME_PATTERN.fullmatch(provider):
+                raise
+            unknown = exc
+        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
+        if not isinstance(refresh, bool):
+            raise ValueError("refresh must be a bool")
+        if self._closed:
+            raise RuntimeError("this ProbeService is closed")
         deadline = started + timeout_s
         try:
             home_dir = resolve_home(home)
         except HomeNotFound as exc:
             return self._record(Snapshot.failed(provider, str(exc.path), "home_not_found", str(exc),
                                                 probe=ProbeInfo("cold", monotonic_ms_since(started))))
+        if unknown is not None:
+            try:
+                listing = self._home_lists.known(home_dir, credential_fingerprint(home_dir)) or \
+                    self.home_providers(home_dir, timeout=max(0.001, deadline - time.monotonic()))
+            except HomeListFailed as exc:
+                return self._record(dataclasses.replace(exc.snapshot, provider=provider))
+            if provider not in listing.pool_only:
+                raise unknown
+        return self._fetch(provider, home_dir, refresh, started, deadline)
+
+    def home_providers(self, home: HomeArg = None, *, timeout: float | None = None) -> HomeProviders:
+        """Which providers ``home`` has a credential for (SPEC §17): names only, in the
+        fixed order (built-ins in PROVIDERS.md's table order, plugins by name, then
+        pool-only ids by name). Asked of one of the home's workers -- a warm one when
+        there is one -- and cached with the home's credential fingerprint, so the files'
+        next change (and only that, or a rotation) makes it ask again.
+
+        Raises HomeListFailed carrying the one snapshot a home-wide read answers instead:
+        ``"provider": null`` with ``home_not_found``, or the failure of the worker asked
+        (``timeout``, ``worker_crashed``, ``saturated``, ``bad_response``)."""
+        started = time.monotonic()
+        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
+        if self._closed:
+            raise RuntimeError("this ProbeService is closed")
+        deadline = started + timeout_s
+        try:
+            home_dir = resolve_home(home)
+        except HomeNotFound as exc:
+            raise HomeListFailed(Snapshot.failed(None, str(exc.path), "home_not_found", str(exc),
+                                                 probe=ProbeInfo("cold", monotonic_ms_since(started)))) from None
+        now_ns = time.time_ns()   # before the stat: see probe.home_list on the racy rule
         fingerprint = credential_fingerprint(home_dir)
         self._notice_rotation(home_dir, fingerprint)
-        shared_backoff = self._sync_cluster(home_dir, provider)
-        key = (str(home_dir), provider, fingerprint)
-        generation = self._cache.generation(home_dir)
-        fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh)
-        if not refresh:
-            cached = self._cache.get(key) or self._read_shared(fetch)
-            if cached is not None:
-                return self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
-                                                                cached.probe.worker_pid)))
-        blocked = self._backoff.blocked(key) or shared_backoff
-        if blocked is not None:  # refresh=True does not bypass a rate-limit back-off
-            snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
-                                   probe=ProbeInfo("cache", monotonic_ms_since(started)))
-            return self._record(self._stale_if_possible(snap, key, generation))
-        if not self._config.coalesce:
-            return self._probe_shared(fetch)
-        flight = (*key, generation)
-        call, leader = self._inflight.join(flight)
-        if leader:
-            result = None
-            try:
-                result = self._probe_shared(fetch)
-                return result
-            finally:
-                self._inflight.done(flight, call, result)
-        shared = call.wait(deadline - time.monotonic())
-        if shared is not None:
-            return self._record(shared.with_probe(ProbeInfo("coalesced", monotonic_ms_since(started),
-                                                            shared.probe.worker_pid)))
-        if time.monotonic() >= deadline:
-            return self._record(Snapshot.failed(provider, str(home_dir), "timeout",
-                                                "The probe did not finish before its deadline.",
-                                                probe=ProbeInfo("coalesced", monotonic_ms_since(started))))
-        # The leader ended without a snapshot (it was interrupted): probe on our own.
-        return self._probe_shared(fetch)
+        listing = self._home_lists.get(home_dir, fingerprint, now_ns, deadline - time.monotonic(),
+                                       lambda: self._ask_listing(home_dir, deadline, started))
+        if listing is None:
+            raise HomeListFailed(Snapshot.failed(None, str(home_dir), "timeout",
+                                                 "The home's provider list was not read before the deadline.",
+                                                 probe=ProbeInfo("cache", monotonic_ms_since(started))))
+        return listing
+
+    def settle_home_list(self, home: HomeArg, listing: HomeProviders, snaps: list[Snapshot]) -> list[Snapshot]:
+        """A home-wide read's answers as its caller shows them: a plugin that declares no
+        ``CREDENTIALS`` and answered ``no_credentials`` is left out, and out of the home's
+        cached list until its files change (SPEC §16); everything else as it came."""
+        dropped = frozenset(s.provider for s in snaps if s.provider in listing.undeclared
+                            and s.error is not None and s.error.code == "no_credentials")
+        if dropped:
+            self._home_lists.drop(home_path(home), listing, dropped)
+        return [s for s in snaps if s.provider not in dropped]
 
     async def afetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
                      timeout: float | None = None) -> Snapshot:
@@ -185,6 +239,8 @@ class ProbeService:
         ``announce=False``: another backend rotated it and told us (cluster mode), so the
         shared state already says so."""
         self._cache.invalidate(home, provider)
+        if provider is None:
+            self._home_lists.forget(home)
         if self._shared is not None and announce:
             self._shared.drop(None if home is None else str(home), provider)
         self._backoff.forget(lambda key: (home is None or key[0] == str(home))
@@ -271,6 +327,46 @@ class ProbeService:
         self.close()
 
     # -- internals -----------------------------------------------------------------------
+    def _fetch(self, provider: str, home_dir: Path, refresh: bool, started: float, deadline: float) -> Snapshot:
+        """The fetch path after the caller's input was checked and the home found."""
+        fingerprint = credential_fingerprint(home_dir)
+        self._notice_rotation(home_dir, fingerprint)
+        shared_backoff = self._sync_cluster(home_dir, provider)
+        key = (str(home_dir), provider, fingerprint)
+        generation = self._cache.generation(home_dir)
+        fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh)
+        if not refresh:
+            cached = self._cache.get(key) or self._read_shared(fetch)
+            if cached is not None:
+                return self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
+                                                                cached.probe.worker_pid)))
+        blocked = self._backoff.blocked(key) or shared_backoff
+        if blocked is not None:  # refresh=True does not bypass a rate-limit back-off
+            snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
+                                   probe=ProbeInfo("cache", monotonic_ms_since(started)))
+            return self._record(self._stale_if_possible(snap, key, generation))
+        if not self._config.coalesce:
+            return self._probe_shared(fetch)
+        flight = (*key, generation)
+        call, leader = self._inflight.join(flight)
+        if leader:
+            result = None
+            try:
+                result = self._probe_shared(fetch)
+                return result
+            finally:
+                self._inflight.done(flight, call, result)
+        shared = call.wait(deadline - time.monotonic())
+        if shared is not None:
+            return self._record(shared.with_probe(ProbeInfo("coalesced", monotonic_ms_since(started),
+                                                            shared.probe.worker_pid)))
+        if time.monotonic() >= deadline:
+            return self._record(Snapshot.failed(provider, str(home_dir), "timeout",
+                                                "The probe did not finish before its deadline.",
+                                                probe=ProbeInfo("coalesced", monotonic_ms_since(started))))
+        # The leader ended without a snapshot (it was interrupted): probe on our own.
+        return self._probe_shared(fetch)
+
     def _start_cluster(self, config: ProbeConfig) -> RedisCluster | None:
         """Cluster mode's Redis side, or None. A wrong password is a ValueError here (the
         caller's start-up fails clearly); an unreachable Redis is not: we go on alone."""
@@ -395,6 +491,20 @@ class ProbeService:
                 self._rotate_locked(home, None)
 
     def _probe(self, provider: str, home: Path, deadline: float, started: float) -> Snapshot:
+        return self._on_worker(
+            home, deadline,
+            use=lambda worker, path: self._ask(worker, provider, home, deadline, started, path),
+            failed=lambda exc, path, pid: self._failed(provider, home, exc, started, path, pid),
+            saturated=lambda: Snapshot.failed(provider, str(home), "saturated",
+                                              "Every probe slot is busy; try again shortly.",
+                                              probe=ProbeInfo("cold", monotonic_ms_since(started))))
+
+    def _on_worker(self, home: Path, deadline: float, *, use: Callable[[Worker, str], T],
+                   failed: Callable[[WorkerFailed, str, int | None], T], saturated: Callable[[], T]) -> T:
+        """Run one request on a worker of ``home``: a pool slot (``warm``, or
+        ``slot_start`` when it had to start its process), else the cold fallback. ``use``
+        gets the worker (its lock held) and the path; ``failed`` answers a worker that
+        could not start, ``saturated`` the cold bound being full until the deadline."""
         config = self._config
         if config.pool_size > 0:
             pool = self._registry.pool(home)
@@ -402,16 +512,17 @@ class ProbeService:
             if worker is not None:
                 try:
                     if worker.started:
-                        return self._ask(worker, provider, home, deadline, started, "warm")
+                        return use(worker, "warm")
                     if self._registry.start(worker):
-                        return self._ask(worker, provider, home, deadline, started, "slot_start")
+                        return use(worker, "slot_start")
                 except WorkerFailed as exc:
-                    return self._failed(provider, home, exc, started, "slot_start", worker.pid)
+                    return failed(exc, "slot_start", worker.pid)
                 finally:
                     pool.release(worker)
-        return self._probe_cold(provider, home, deadline, started)
+        return self._on_cold_worker(home, deadline, use, failed, saturated)
 
-    def _probe_cold(self, provider: str, home: Path, deadline: float, started: float) -> Snapshot:
+    def _on_cold_worker(self, home: Path, deadline: float, use: Callable[[Worker, str], T],
+                        failed: Callable[[WorkerFailed, str, int | None], T], saturated: Callable[[], T]) -> T:
         """The fallback when no pool slot was free: a surge worker of this home parked by an
         earlier cold probe (``warm``), else a new process under the cold bound (``cold``).
         Afterwards the worker is parked for the next such caller, or retired (see
@@ -422,21 +533,49 @@ class ProbeService:
         path = "warm"
         if worker is None:
             if not granted:
-                return Snapshot.failed(provider, str(home), "saturated",
-                                       "Every probe slot is busy; try again shortly.",
-                                       probe=ProbeInfo("cold", monotonic_ms_since(started)))
+                return saturated()
             worker = Worker(home, self._env_factory(self._config)(home), self._spawner, once=not cold.lingers)
             path = "cold"
         try:
             if not worker.started:
                 worker.start()
                 self._stats.count("spawns")
-            return self._ask(worker, provider, home, deadline, started, path)
+            return use(worker, path)
         except WorkerFailed as exc:
-            return self._failed(provider, home, exc, started, path, worker.pid)
+            return failed(exc, path, worker.pid)
         finally:
             if not cold.park(worker, home, generation, lambda: self._cache.generation(home)):
                 cold.release_after(worker.close)
+
+    def _ask_listing(self, home: Path, deadline: float, started: float) -> HomeProviders:
+        """One ``providers`` request to a worker of ``home``; HomeListFailed when none
+        answered usably (a confused worker is killed, as after a probe)."""
+        def failure(code: str, message: str, path: str, pid: int | None) -> HomeListFailed:
+            return HomeListFailed(Snapshot.failed(None, str(home), code, message,
+                                                  probe=ProbeInfo(path, monotonic_ms_since(started), pid)))
+
+        def use(worker: Worker, path: str) -> HomeProviders:
+            try:
+                self._stats.count("provider_lists")
+                reply = worker.request({"op": "providers"}, deadline)
+                error = reply.get("error")
+                if not reply.get("ok") and isinstance(error, dict) and error.get("code") == "home_not_found":
+                    raise failure("home_not_found", f"Home directory {home} does not exist.", path, worker.pid)
+                if not reply.get("ok"):
+                    raise WorkerProtocolError("The worker sent a malformed reply.")
+                return parse_listing(reply)
+            except WorkerFailed as exc:
+                worker.kill()
+                self._stats.count("kills")
+                raise failure(exc.code, str(exc), path, worker.pid) from None
+
+        def failed(exc: WorkerFailed, path: str, pid: int | None) -> HomeProviders:
+            raise failure(exc.code, str(exc), path, pid)
+
+        def saturated() -> HomeProviders:
+            raise failure("saturated", "Every probe slot is busy; try again shortly.", "cold", None)
+
+        return self._on_worker(home, deadline, use=use, failed=failed, saturated=saturated)
 
     def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
              path: str) -> Snapshot:

@@ -70,7 +70,9 @@ class ProbeInfo:
 
 @dataclass(frozen=True)
 class Snapshot:
-    provider: str
+    #: None only for the one answer of a home-wide read whose home does not exist (or
+    #: whose provider list could not be read): SPEC §17's ``"provider": null``
+    provider: str | None
     home: str
     available: bool
     title: str | None = None
@@ -114,7 +116,7 @@ class Snapshot:
         try:
             probe = data.get("probe") or {"path": "cold", "latency_ms": 0.0}
             return cls(
-                provider=_str(data["provider"]),
+                provider=_opt_str(data["provider"]),
                 home=_str(data["home"]),
                 available=bool(data["available"]),
                 title=_opt_str(data.get("title")),
@@ -137,6 +139,8 @@ class Snapshot:
         """Wrap the provider part a worker sent with the parent's facts, and stamp each
         window's pace as of ``fetched_at`` (whatever pace the child sent is ignored: the
         parent owns the clock and the rule)."""
+        if not isinstance(data.get("provider"), str):
+            raise ValueError("not a snapshot: a worker's snapshot names its provider")
         now = datetime.now(timezone.utc)
         snap = cls._parse({**data, "home": home, "stale": False, "fetched_at": pace_rules.iso(now)}, probe)
         return snap.with_pace(now)
@@ -147,7 +151,7 @@ class Snapshot:
         return dataclasses.replace(self, windows=windows)
 
     @classmethod
-    def failed(cls, provider: str, home: str, code: str, message: str, *, probe: ProbeInfo,
+    def failed(cls, provider: str | None, home: str, code: str, message: str, *, probe: ProbeInfo,
                retry_after_s: float | None = None) -> "Snapshot":
         return cls(provider=provider, home=home, available=False,
                    error=ProbeError(code, message, retry_after_s), probe=probe)

@@ -14,7 +14,6 @@ from probe.render import snapshot_text
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
 from workers.providers import NAMES as BUILTIN_NAMES
-from workers.providers import provider_names
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 
@@ -113,19 +112,13 @@ def providers(as_json: bool) -> None:
 
 
 def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
-    """Every provider at once, the same rule as ``GET /api/quota`` without a provider: a
-    provider answering ``no_credentials`` is left out; a home with none at all says so."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Every provider the home has a credential for (SPEC §17: built-ins, plugins, then
+    the ids only auth.json's credential_pool holds), the same list as ``GET /api/quota``
+    without a provider; a home with none says so; a missing home is one snapshot."""
+    from probe.home_list import read_home_each
 
     with ProbeService(ProbeConfig(pool_size=0)) as service:
-        names = provider_names()
-        with ThreadPoolExecutor(len(names)) as pool:
-            snaps = list(pool.map(lambda p: service.fetch(p, home=home, refresh=refresh, timeout=timeout), names))
-    missing_home = [s for s in snaps if s.error is not None and s.error.code == "home_not_found"]
-    if missing_home:
-        snaps = missing_home[:1]
-    else:
-        snaps = [s for s in snaps if not (s.error is not None and s.error.code == "no_credentials")]
+        snaps = read_home_each(service, home, refresh=refresh, timeout=timeout)
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in snaps], indent=2))
     elif snaps:

@@ -1,6 +1,7 @@
 """Exceptions a caller of the Python API may see (everything provider-side is a Snapshot)."""
 from __future__ import annotations
 
+from workers.plugins import NAME_PATTERN
 from workers.providers import provider_names, refused_specs
 
 
@@ -22,8 +23,13 @@ def check_provider(provider: object) -> str:
         if refused is not None:
             raise UnknownProviderError(f"The provider plugin {shown!r} from {refused.origin} was refused: "
                                        f"{refused.refused}; see `probe providers`.")
+        pool_hint = ""
+        if NAME_PATTERN.fullmatch(provider):
+            # maybe an id only Hermes' credential_pool holds: those are read home-wide only (SPEC §17)
+            pool_hint = (" A provider that only auth.json's credential_pool holds is shown in the home's list: "
+                         "`probe fetch --home H` without a provider (GET /api/quota?home=ID).")
         raise UnknownProviderError(
-            f"Unknown provider {shown!r}; known providers: {', '.join(names)}.")
+            f"Unknown provider {shown!r}; known providers: {', '.join(names)}.{pool_hint}")
     return provider
 
 

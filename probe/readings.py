@@ -71,13 +71,16 @@ class Reader:
         self.readings = readings or Readings()
         self.history = history
 
-    def fetch(self, home_id: str, provider: str, *, refresh: bool) -> Snapshot:
+    def fetch(self, home_id: str, provider: str, *, refresh: bool, listed: bool = False) -> Snapshot:
         """A fetch through the service (cache, coalescing and back-off rules apply). With
         history, the pace is projected from recent points and the reading is queued for the
-        history writer (a queue put: the fetch never waits for the disk)."""
+        history writer (a queue put: the fetch never waits for the disk). ``listed``: the
+        name comes from the home's provider list (``ProbeService.fetch_listed``), so a
+        pool-only id is accepted too."""
         home = self.homes[home_id]
         generation = self.service.generation(home)
-        snap = self.service.fetch(provider, home=home, refresh=refresh)
+        fetch = self.service.fetch_listed if listed else self.service.fetch
+        snap = fetch(provider, home=home, refresh=refresh)
         if self.history is not None:
             snap = self.history.with_recent_pace(home_id, snap)
             self.history.submit(home_id, home, snap)

@@ -44,7 +44,8 @@ def bar(remaining_percent: float | None) -> str:
 def snapshot_text(snap: Snapshot, now: datetime | None = None) -> str:
     title = f" — {snap.title}" if snap.title else ""
     plan = f" ({snap.plan} plan)" if snap.plan else ""
-    lines = [f"{snap.provider}{title}{plan}   home {snap.home}"]
+    # provider None: the one answer of a home-wide read whose home was not found (SPEC §17)
+    lines = [f"{snap.provider or 'home'}{title}{plan}   home {snap.home}"]
     if snap.error:
         lines.append(f"  error {snap.error.code}: {snap.error.message}")
     if snap.unavailable_reason:

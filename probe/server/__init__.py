@@ -39,6 +39,7 @@ from probe.errors import UnknownProviderError, check_provider
 from probe.pace import parse_instant
 from probe.alerts import list_alerts
 from probe.history import History, HistoryError
+from probe.home_list import HomeListFailed, HomeProviders
 from probe.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
@@ -124,27 +125,42 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
             return None, error(404, "home_not_found", f"No configured home {shown!r}.")
         return homes[home_id], None
 
-    def fetch_one(provider: str, home_id: str, refresh: bool) -> dict[str, Any]:
+    def read_one(provider: str, home_id: str, refresh: bool, listing: HomeProviders | None = None) -> Snapshot:
+        """``listing``: the home's provider list, for a home-wide read (a pool-only id is
+        then accepted). A pool-only id is never answered from the latest reading: the
+        background refresher does not read those, and the service's cache (one worker
+        request per ``cache_ttl_s``, no provider request) keeps its exhaustion times current."""
         started = time.monotonic()
-        snap = None if refresh or refresh_s <= 0 else reader.latest(home_id, provider)
+        from_reading = not refresh and refresh_s > 0 and not (listing is not None and provider in listing.pool_only)
+        snap = reader.latest(home_id, provider) if from_reading else None
         if snap is None:
-            snap = reader.fetch(home_id, provider, refresh=refresh)
+            snap = reader.fetch(home_id, provider, refresh=refresh, listed=listing is not None)
         metrics.observe(time.monotonic() - started)
-        return public_dict(snap, home_id)
+        return snap
+
+    def fetch_one(provider: str, home_id: str, refresh: bool) -> dict[str, Any]:
+        return public_dict(read_one(provider, home_id, refresh), home_id)
 
     async def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
-        """Every provider of a home, probed side by side: one hung provider costs the list
-        its own deadline, not the sum of everyone's."""
-        names = provider_names()
-        snaps: list[dict[str, Any]] = [{}] * len(names)
+        """Every provider the home has a credential for (SPEC §17: the service's cached
+        list -- built-ins, plugins, then pool-only ids), probed side by side: one hung
+        provider costs the list its own deadline, not the sum of everyone's. A missing
+        home is one snapshot with ``"provider": null``; a home with no credential ``[]``."""
+        home = homes[home_id]
+        try:
+            listing = await in_thread(lambda: service.home_providers(home))
+        except HomeListFailed as exc:
+            return [public_dict(exc.snapshot, home_id)]
+        snaps: list[Snapshot | None] = [None] * len(listing.names)
 
         async def one(index: int, provider: str) -> None:
-            snaps[index] = await in_thread(fetch_one, provider, home_id, refresh)
+            snaps[index] = await in_thread(read_one, provider, home_id, refresh, listing)
 
         async with anyio.create_task_group() as group:
-            for index, provider in enumerate(names):
+            for index, provider in enumerate(listing.names):
                 group.start_soon(one, index, provider)
-        return [s for s in snaps if not (s["error"] and s["error"]["code"] == "no_credentials")]
+        kept = await in_thread(service.settle_home_list, home, listing, [s for s in snaps if s is not None])
+        return [public_dict(s, home_id) for s in kept]
 
     async def quota(request: Request) -> Response:
         params = request.query_params

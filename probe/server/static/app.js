@@ -1,8 +1,8 @@
 // Settings panel: one card per provider of the selected home, polled with If-None-Match.
 "use strict";
 
-const state = { homes: [], home: null, pollMs: 30000, refreshS: 0, history: false, etag: null, snapshots: [],
-                timer: null, charts: {} };
+const state = { homes: [], providers: [], home: null, pollMs: 30000, refreshS: 0, history: false, etag: null,
+                snapshots: [], timer: null, charts: {} };
 const SVG = "http://www.w3.org/2000/svg";
 const CHART_DAYS = 7;
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -119,7 +119,10 @@ function renderCard(snap) {
   $(".message", card).textContent = snap.error ? snap.error.message : (snap.unavailable_reason || "");
   const fetched = snap.fetched_at ? new Date(snap.fetched_at).toLocaleTimeString() : "";
   $(".meta", card).textContent = fetched ? `fetched ${fetched} · via ${snap.probe.path}` : "";
-  $(".refresh", card).addEventListener("click", () => refreshOne(snap.provider, card));
+  // A provider with no adapter (not in /api/homes' providers) shows Hermes' own credential_pool
+  // records: nothing to probe, and it is re-read whenever auth.json changes -- no refresh button.
+  if (state.providers.includes(snap.provider)) $(".refresh", card).addEventListener("click", () => refreshOne(snap.provider, card));
+  else $(".refresh", card).remove();
   return card;
 }
 
@@ -276,6 +279,7 @@ async function start() {
   const response = await fetch("/api/homes");
   const config = await response.json();
   state.homes = config.homes;
+  state.providers = config.providers || [];
   state.pollMs = Math.max(1, Number(new URLSearchParams(location.search).get("poll") || config.poll_s)) * 1000;
   // With a background refresher the backend answers polls from its latest readings: polling
   // only picks up what the refresher fetched, it never makes a provider request itself.

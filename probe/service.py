@@ -18,10 +18,10 @@ import dataclasses
 import functools
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from probe.backoff import Backoff, Blocked

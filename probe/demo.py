@@ -13,8 +13,12 @@ import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from probe.plugin_routes import PluginRoute
 
 
 def write_home(root: Path, name: str, *, anthropic: str | None = None, codex: str | None = None,
@@ -46,8 +50,10 @@ def write_home(root: Path, name: str, *, anthropic: str | None = None, codex: st
 LIMITED_ANTHROPIC_TOKEN = "sk-ant-oat01-demo-limited"
 
 
-def make_demo_homes(root: Path) -> dict[str, Path]:
-    return {
+def make_demo_homes(root: Path, plugin_credentials: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """The four demo homes; ``plugin_credentials`` (``.env`` name -> token) go into ``main``
+    too, so each installed plugin the emulator serves shows a card there."""
+    homes = {
         "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main-busy", codex="demo-codex-main",
                            codex_account="acct-demo-main", openrouter="sk-or-v1-demo-main",
                            deepseek="sk-demo-main"),
@@ -56,12 +62,25 @@ def make_demo_homes(root: Path) -> dict[str, Path]:
         "limited": write_home(root, "limited", anthropic=LIMITED_ANTHROPIC_TOKEN, codex="demo-codex-limited"),
         "empty": write_home(root, "empty"),
     }
+    if plugin_credentials:
+        env_file = homes["main"] / ".env"
+        taken = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line}
+        with env_file.open("a") as env:   # a plugin reading a built-in's variable keeps the built-in's token
+            env.writelines(f"{name}={token}\n" for name, token in plugin_credentials.items() if name not in taken)
+    return homes
+
+
+def plugin_demo_credentials(routes: Iterable["PluginRoute"]) -> dict[str, str]:
+    """A demo token for each plugin the emulator serves whose CREDENTIALS name a ``.env``
+    place. Only served plugins get one: a plugin without an EMULATOR would take the demo's
+    fake token to its real provider, and nothing of the demo leaves the machine."""
+    return {route.env: f"demo-{route.name}-main" for route in routes if route.env}
 
 
 @contextlib.contextmanager
-def demo_homes() -> Iterator[dict[str, Path]]:
+def demo_homes(plugin_credentials: Mapping[str, str] | None = None) -> Iterator[dict[str, Path]]:
     root = Path(tempfile.mkdtemp(prefix="quota-probe-demo-"))
     try:
-        yield make_demo_homes(root)
+        yield make_demo_homes(root, plugin_credentials)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -47,6 +47,11 @@ Concurrency: one thread per connection (keep-alive connections stay open), a lis
 of ``SOMAXCONN`` so dozens of clients can connect at once without SYN retries, and waits
 (``-hang-``, ``-slow-``) on one ``threading.Event`` that :meth:`Emulator.stop` sets, so stop
 is prompt and leaves no thread or socket behind. Nothing is logged: requests carry tokens.
+
+Plugin routes (``Emulator(plugins=True)``, as ``probe emulator`` and ``probe serve --demo``
+run it): every installed plugin's ``EMULATOR`` under ``/plugins/<name>``, its answers
+computed by a child process -- this process never imports a plugin module. See
+``probe/plugin_routes.py``.
 """
 from __future__ import annotations
 
@@ -343,6 +348,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._reply(scripted.status, scripted.body, scripted.headers)
             return
+        plugin = emulator.plugin_routes.match(path) if emulator.plugin_routes else None
+        if plugin is not None:      # a plugin's EMULATOR route: probe/plugin_routes.py
+            from probe.plugin_routes import request_token, serve_route
+
+            serve_route(self, emulator.plugin_routes, plugin, request_token(self.headers))
+            return
         if path not in _BODIES:
             self._json(404, _error_body(404, f"No route for {path}."))
             return
@@ -490,8 +501,11 @@ class Emulator:
     (see the module docstring). Both are for tests that need to know exactly what is served."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False,
-                 clock: Callable[[], float] = time.time, epoch: float | None = None) -> None:
+                 clock: Callable[[], float] = time.time, epoch: float | None = None, plugins: bool = False) -> None:
         self._address = (host, port)
+        #: ``plugins=True``: also serve every installed plugin's EMULATOR (probe/plugin_routes.py)
+        self._plugins = plugins
+        self.plugin_routes: "PluginRoutes | None" = None
         self.tls = tls
         self.clock = clock
         self.epoch = epoch
@@ -516,6 +530,10 @@ class Emulator:
     def start(self) -> "Emulator":
         if self.epoch is None:
             self.epoch = self.clock()
+        if self._plugins:
+            from probe.plugin_routes import PluginRoutes
+
+            self.plugin_routes = PluginRoutes().start()
         self._server = _Server(self._address, self, self._server_tls() if self.tls else None)
         self._cpu_s = 0.0
         self._thread = threading.Thread(target=self._serve, args=(self._server,), name="probe-emulator", daemon=True)
@@ -540,6 +558,8 @@ class Emulator:
         if server is None:
             return
         server.stopping.set()          # releases -hang- and -slow- handlers
+        if self.plugin_routes is not None:
+            self.plugin_routes.close()     # releases handlers waiting on a plugin's answer
         server.shutdown()              # ends serve_forever
         server.close_connections()     # ends handlers parked on idle keep-alive sockets
         server.server_close()          # closes the listener, joins handler threads
@@ -579,8 +599,12 @@ class Emulator:
         return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def provider_urls(self) -> dict[str, str]:
-        """Base URLs per provider, in the form ``PROBE_<PROVIDER>_BASE_URL`` expects."""
-        return provider_urls_for(self.base_url)
+        """Base URLs per provider, in the form ``PROBE_<PROVIDER>_BASE_URL`` expects (with
+        ``plugins=True``, each served plugin's too)."""
+        urls = provider_urls_for(self.base_url)
+        if self.plugin_routes is not None:
+            urls.update(self.plugin_routes.urls(self.base_url))
+        return urls
 
     def env(self) -> dict[str, str]:
         """What a process must export to probe this emulator (with TLS, trusting its CA:
@@ -672,10 +696,11 @@ def serve_forever_cli(host: str, port: int, tls: bool = False) -> None:
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Emulator(host, port, tls=tls) as emulator:
+        with Emulator(host, port, tls=tls, plugins=True) as emulator:
             print(f"Emulator listening on {emulator.base_url}", flush=True)
             for name, value in emulator.env().items():
                 print(f"export {name}={value}", flush=True)
+            print("Serving until Ctrl-C.", flush=True)
             while not done.wait(0.5):   # a timed wait keeps the main thread responsive to signals
                 pass
     finally:

@@ -31,8 +31,8 @@ def emulator_process_env(tls: bool = False) -> Iterator[tuple[str, dict[str, str
     try:
         base_url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
         env = {}
-        while len(env) < 4 + tls:
-            name, _, value = proc.stdout.readline().strip().removeprefix("export ").partition("=")
+        while (line := proc.stdout.readline().strip()).startswith("export "):   # then "Serving until Ctrl-C."
+            name, _, value = line.removeprefix("export ").partition("=")
             env[name] = value
         yield base_url, env
     finally:

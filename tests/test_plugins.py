@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
+from plugin_venv import make_plugin_venv
 from probe.demo import write_home
 from workers.providers import BUILTINS
 
@@ -62,20 +60,7 @@ def plugin_venv(tmp_path_factory) -> PluginVenv:
     """A virtualenv whose site-packages holds the test plugin (installed by pip, offline:
     its build backend is in-tree) and a .pth that adds the test environment's
     site-packages, so quota-probe and its dependencies import from there unchanged."""
-    root = tmp_path_factory.mktemp("plugin-venv")
-    source = root / "src"
-    shutil.copytree(PLUGIN_SOURCE, source)   # a build must not write into the repository
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    ours = Path(distribution("quota-probe").locate_file("")).resolve()   # where quota-probe and its deps are
-    (site / "_quota_probe_under_test.pth").write_text(f"import site; site.addsitedir({str(ours)!r})\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(source)], check=True, capture_output=True,
-                   env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    return PluginVenv(python, site)
+    return PluginVenv(*make_plugin_venv(tmp_path_factory.mktemp("plugin-venv"), [PLUGIN_SOURCE]))
 
 
 @pytest.fixture

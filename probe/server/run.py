@@ -68,11 +68,16 @@ def parse_homes(specs: tuple[str, ...]) -> dict[str, Path]:
 def demo_backend() -> Iterator[tuple[dict[str, Path], ProbeConfig, Callable[[ProbeService], None]]]:
     """Emulator + demo homes, and a ``prime(service)`` that gives the ``limited`` home one
     good reading before its Anthropic token starts answering 429 — so the panel shows
-    what a rate-limited account looks like: the last reading, badged stale."""
-    from probe.demo import LIMITED_ANTHROPIC_TOKEN, demo_homes
+    what a rate-limited account looks like: the last reading, badged stale.
+
+    The emulator also serves every installed plugin's EMULATOR route -- answered by a child
+    process, since this is a service process and never imports a plugin module
+    (``probe/plugin_routes.py``) -- and the ``main`` home holds a demo credential for each."""
+    from probe.demo import LIMITED_ANTHROPIC_TOKEN, demo_homes, plugin_demo_credentials
     from probe.emulator import ANTHROPIC_PATH, Emulator
 
-    with Emulator() as emulator, demo_homes() as homes:
+    with Emulator(plugins=True) as emulator, \
+            demo_homes(plugin_demo_credentials(emulator.plugin_routes.routes.values())) as homes:
         def prime(service: ProbeService) -> None:
             emulator.script(LIMITED_ANTHROPIC_TOKEN, emulator.quota_body(ANTHROPIC_PATH, LIMITED_ANTHROPIC_TOKEN))
             service.fetch("anthropic", home=homes["limited"])

@@ -1,0 +1,1 @@
+"""Test plugins with EMULATOR routes (see each module)."""

@@ -468,4 +468,4 @@ def test_serve_forever_cli_prints_urls_and_stops_on_sigint():
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
         rest, err = process.communicate(timeout=10)
-        assert rest == "" and err == ""
+        assert rest == "Serving until Ctrl-C.\n" and err == ""

@@ -125,9 +125,10 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
                          "if other machines should reach this backend (it will still need the token to rotate).")
     token = os.environ.get("PROBE_TOKEN") or secrets.token_urlsafe(24)
     with contextlib.ExitStack() as stack:
-        prime = None
+        prime = demo_dir = None
         if demo:
             homes, config, prime = stack.enter_context(demo_backend())
+            demo_dir = homes_root(homes)   # before --home adds homes that live elsewhere
         else:
             homes, config = {}, ProbeConfig()
         if cache_dir is not None:
@@ -143,7 +144,7 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             refresh_s = DEMO_REFRESH_S if demo else DEFAULT_REFRESH_S
         history = alerts = None
         if history_options.enabled:
-            path = history_options.path or (homes_root(homes) / "history.sqlite3" if demo else default_path())
+            path = history_options.path or (demo_dir / "history.sqlite3" if demo else default_path())
             history = History(path, days=history_options.days)
             if history.start():
                 stack.callback(history.close)                              # last: the queued writes
@@ -170,7 +171,7 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         shown_host = f"[{host}]" if ":" in host else host
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
         if demo:
-            echo(f"demo homes in {homes_root(homes)}")   # the console only: HTTP clients see ids
+            echo(f"demo homes in {demo_dir}")   # the console only: HTTP clients see ids
         if "PROBE_TOKEN" not in os.environ:
             echo(f"rotate token (POST /api/rotate): {token}")
         if history is not None:

@@ -465,7 +465,8 @@ def test_serve_forever_cli_prints_urls_and_stops_on_sigint():
                            f"export PROBE_DEEPSEEK_BASE_URL={base}"]
         answer = httpx.get(base + DEEPSEEK_PATH, headers={"Authorization": "Bearer cli"}, timeout=10, verify=NO_TLS)
         assert answer.is_success
+        assert process.stdout.readline() == "Serving until Ctrl-C.\n"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
         rest, err = process.communicate(timeout=10)
-        assert rest == "Serving until Ctrl-C.\n" and err == ""
+        assert rest == "" and err == ""

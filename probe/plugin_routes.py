@@ -122,7 +122,7 @@ class PluginRoutes:
                         type(exc).__name__)
             return None
         if self._closed:        # close() ran while this child was starting
-            _end(self._proc)
+            self._drop_locked()
             return None
         hello = self._read_line_locked(START_TIMEOUT_S)
         if not isinstance(hello, dict) or "routes" not in hello:

@@ -102,7 +102,11 @@ def drive_validation() -> None:
 
 
 def drive_template_starts() -> None:
-    """One template start per line on stdin; prints its start-to-ready time in ms."""
+    """One template start per line on stdin; prints its start-to-ready wall time and the CPU
+    time the template used until then, in ms. CPU time is the steadier figure on a shared
+    machine: waiting for a core does not count."""
+    import psutil
+
     from probe.env import template_env
     from probe.spawner import Template
 
@@ -111,8 +115,9 @@ def drive_template_starts() -> None:
         start = time.perf_counter()
         template._start()
         elapsed = (time.perf_counter() - start) * 1000
+        cpu = psutil.Process(template.pid).cpu_times()
         template.close()
-        print(f"{elapsed:.3f}", flush=True)
+        print(f"{elapsed:.3f} {(cpu.user + cpu.system) * 1000:.3f}", flush=True)
 
 
 # -- the orchestrator --------------------------------------------------------------------
@@ -144,19 +149,22 @@ def run(fetches: int, starts: int) -> dict:
                                           stdout=subprocess.PIPE, text=True)
                    for name, python in (("with", with_plugin), ("without", without))}
         started: dict[str, list[float]] = {"with": [], "without": []}
+        cpu: dict[str, list[float]] = {"with": [], "without": []}
         try:
             for number in range(starts + 2):
                 for name in (("with", "without") if number % 2 else ("without", "with")):
                     drivers[name].stdin.write("start\n")
                     drivers[name].stdin.flush()
-                    elapsed = float(drivers[name].stdout.readline())
+                    elapsed, cpu_ms = map(float, drivers[name].stdout.readline().split())
                     if number >= 2:             # the first two: page cache, .pyc files
                         started[name].append(elapsed)
+                        cpu[name].append(cpu_ms)
         finally:
             for proc in drivers.values():
                 proc.stdin.close()
                 proc.wait(10)
-    return {"fetch": fetched, "template_ms": started, "validation_us": validation_us, "load": load}
+    return {"fetch": fetched, "template_ms": started, "template_cpu_ms": cpu, "validation_us": validation_us,
+            "load": load}
 
 
 def report(result: dict, fetches: int, starts: int) -> tuple[str, dict]:
@@ -168,6 +176,8 @@ def report(result: dict, fetches: int, starts: int) -> tuple[str, dict]:
     med_ds, med_ex = statistics.median(ds), statistics.median(ex)
     tw, two = result["template_ms"]["with"], result["template_ms"]["without"]
     med_tw, med_two = statistics.median(tw), statistics.median(two)
+    cw, cwo = result["template_cpu_ms"]["with"], result["template_cpu_ms"]["without"]
+    med_cw, med_cwo = statistics.median(cw), statistics.median(cwo)
     summary = {"fetches_each": fetches, "starts_each": starts,
                "deepseek_warm_median_ms": round(med_ds, 3), "example_warm_median_ms": round(med_ex, 3),
                "deepseek_warm_p90_ms": round(percentile(ds, 90), 3), "example_warm_p90_ms": round(percentile(ex, 90), 3),
@@ -175,6 +185,8 @@ def report(result: dict, fetches: int, starts: int) -> tuple[str, dict]:
                "paths": result["fetch"]["paths"], "plugin_modules_in_service": result["fetch"]["plugin_modules_here"],
                "template_with_median_ms": round(med_tw, 1), "template_without_median_ms": round(med_two, 1),
                "template_ratio": round(med_tw / med_two, 3),
+               "template_cpu_with_median_ms": round(med_cw, 1), "template_cpu_without_median_ms": round(med_cwo, 1),
+               "template_cpu_ratio": round(med_cw / med_cwo, 3),
                "validation_us": {k: round(v, 1) for k, v in result["validation_us"].items()},
                "template_with_range_ms": [round(min(tw), 1), round(max(tw), 1)],
                "template_without_range_ms": [round(min(two), 1), round(max(two), 1)]}
@@ -192,19 +204,22 @@ machine is shared), two virtualenvs built as the tests build them, one with
 | template start to ready, example installed, median of {starts} | {med_tw:.1f} ms ({min(tw):.1f}-{max(tw):.1f}) |
 | template start to ready, nothing installed, median of {starts} | {med_two:.1f} ms ({min(two):.1f}-{max(two):.1f}) |
 | with / without | **{med_tw / med_two:.2f}x** (target ≤ 1.2x) |
+| template CPU until ready, with / without (medians) | {med_cw:.1f} ms / {med_cwo:.1f} ms = **{med_cw / med_cwo:.2f}x** |
 
 Fetches alternate DeepSeek / example on one warm worker of one home (`pool_size=1`,
 `refresh=True`, 30 warm-up pairs; every fetch answered `warm`), against an emulator process
 whose answers for both tokens are scripted, so the server's work is the same and the
 difference is quota-probe's: the plugin module, its `ctx` calls and the validation of its
-result (two windows and a USD balance, against DeepSeek's one balance): validating the
+result (two windows and a USD balance, against DeepSeek's one balance). Validating the
 example's result takes {summary['validation_us']['example-cloud']:.0f} µs in the worker against DeepSeek's
-{summary['validation_us']['deepseek']:.0f} µs (`workers.validate.to_snapshot`, best of 3×20,000 in this run),
-which accounts for most of the gap -- the size of the answer, not its coming from a plugin. DeepSeek is the
+{summary['validation_us']['deepseek']:.0f} µs (`workers.validate.to_snapshot`, best of 3×20,000 in this run): that
+much of a difference comes from the size of the answer, not from its coming from a plugin. DeepSeek is the
 closest built-in: OpenRouter makes two requests per probe, Anthropic and Codex send extra
 headers and parse larger bodies. Template starts alternate the two virtualenvs (the first
 two of each left out: page cache, bytecode); "ready" is sent after every provider module,
-plugins included, is imported. The service process imported no plugin module
+plugins included, is imported; its CPU time until then (user + system, read at "ready")
+is the steadier figure on a shared machine, where wall time includes waiting for a core.
+The service process imported no plugin module
 (`{summary['plugin_modules_in_service']}`).
 """
     return text, summary

@@ -1,7 +1,11 @@
 """The built-in provider emulator: a real HTTP/1.1 server on 127.0.0.1 serving the usage
-endpoints of all four providers with their real response shapes (SPEC §8).
+endpoints of every built-in provider with their real response shapes (SPEC §8,
+PROVIDERS.md): anthropic, openai-codex, openrouter, deepseek, and the 0.3 providers zai,
+kimi-coding, kimi-coding-cn, minimax, minimax-cn, copilot and nous.
 
-The bearer token picks the behaviour, so a home's ``.env`` alone drives a scenario:
+The credential picks the behaviour, so a home's ``.env`` alone drives a scenario. It is
+read from ``Authorization: Bearer <token>`` (Copilot's path also takes GitHub's
+``Authorization: token <token>``). Markers that work on every route:
 
 * a token containing ``-401-``, ``-403-``, ``-429-`` (with ``Retry-After: 7``), ``-500-``,
   ``-503-`` gets that status; ``-hang-`` never gets an answer (until :meth:`Emulator.stop`);
@@ -10,6 +14,29 @@ The bearer token picks the behaviour, so a home's ``.env`` alone drives a scenar
   after exactly that delay; ``-keyfail-`` fails only OpenRouter's ``/key``;
 * any other token gets a plausible quota derived from the token and the clock
   (:func:`quota_body`), so tests can tell whose credential produced a snapshot.
+
+Markers for the failures some providers report *inside an HTTP 200* (each in that
+provider's own form; a route without such a form ignores the marker):
+
+==================  ==========================================================================
+``-bodyerror-``     z.ai ``{"success": false, "code": 500, "msg": …}``; Moonshot (kimi-coding
+                    balance, kimi-coding-cn) ``code 3, status false, scode "0x3"``; MiniMax
+                    ``base_resp.status_code 1000``; Nous a top-level ``"error"`` string
+``-bodydenied-``    a refused key: Moonshot ``code 1, status false, scode "unauthorized"``;
+                    MiniMax ``base_resp.status_code 1004`` ("cookie is missing, log in
+                    again"); z.ai ``{"success": false, "code": 1001, "msg": …}``
+``-nocredits-``     Nous: ``paid_service_access.allowed`` false, no subscription, nothing left
+``-legacy-``        MiniMax: ``/v1/token_plan/remains`` answers 404 and the older
+                    ``/v1/api/openplatform/coding_plan/remains`` the legacy top-level shape
+``-free-``          Copilot: the free plan (``monthly_quotas`` / ``limited_user_quotas``, no
+                    ``quota_snapshots``)
+==================  ==========================================================================
+
+The kind of key matters where it does for the real hosts: Kimi Code (``/kimi/v1/usages``)
+answers 401 to a key that does not start ``sk-kimi-``, and the Moonshot balance answers
+401 to one that does. Kimi and MiniMax have a global and a China host with the same
+paths, so each is served under a prefix of its own (``/kimi``, ``/kimi-cn``, ``/minimax``,
+``/minimax-cn``; :func:`provider_urls_for` gives each provider its base URL).
 
 Quota windows behave like a real provider's (Anthropic's five-hour and weekly windows,
 Codex's primary and secondary): each (token, window) has a **fixed reset per window
@@ -23,7 +50,17 @@ emulator's ``epoch`` (by default the moment it started, so ``probe serve --demo`
 every window at a token-chosen point of its instance, 5-95 % elapsed, and the first reset
 is at least 5 % of a window away). Everything is a pure function of (token, clock,
 epoch): the same instant answers the same body, jitter included. Balances (OpenRouter,
-DeepSeek, Codex credits) depend on the token alone.
+DeepSeek, Codex credits, Moonshot, MiniMax points, Nous top-up credits) depend on the
+token alone.
+
+The 0.3 providers follow the same model, each with its quirks on the wire: z.ai's
+5-hour and weekly limits (integer used ``percentage``, ``unit``/``number`` codes, resets
+in epoch milliseconds) and its monthly tool calls (a ``TIME_LIMIT``, 30-day instances);
+Kimi Code's weekly and 300-minute windows (counts as decimal strings, resets with nine
+fractional digits); MiniMax's 5-hour and weekly windows (epoch-ms start and end, a
+``*_usage_count`` that is the count *left*, a points balance as a string); Copilot's
+calendar months (reset sent as a bare date, 00:00 UTC on the 1st; no epoch phase); a Nous
+subscription's 30-day periods (credits left falling through the period, the end exact).
 
 The clock is ``time.time`` unless a test passes its own (``Emulator(clock=...)``); each
 recorded request carries the clock value its body was computed at (``RecordedRequest.now``),
@@ -72,7 +109,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -251,6 +288,251 @@ def _deepseek(token: str, *_: object) -> dict[str, Any]:
         "granted_balance": f"{granted:.2f}", "topped_up_balance": f"{topped_up:.2f}"}]}
 
 
+# -- the providers added in 0.3 (PROVIDERS.md, "Providers added in 0.3") -----------------
+# Kimi and MiniMax each have two hosts (global and China) whose paths are the same; the
+# emulator serves each provider under a prefix of its own, so a request log says which
+# provider asked. z.ai, Copilot and Nous have paths of their own and sit at the root.
+ZAI_PATH = "/api/monitor/usage/quota/limit"
+KIMI_PREFIX, KIMI_CN_PREFIX = "/kimi", "/kimi-cn"
+KIMI_CODE_PATH = KIMI_PREFIX + "/v1/usages"
+KIMI_BALANCE_PATH = KIMI_PREFIX + "/v1/users/me/balance"
+KIMI_CN_BALANCE_PATH = KIMI_CN_PREFIX + "/v1/users/me/balance"
+MINIMAX_PREFIX, MINIMAX_CN_PREFIX = "/minimax", "/minimax-cn"
+TOKEN_PLAN_SUFFIX, CODING_PLAN_SUFFIX = "/v1/token_plan/remains", "/v1/api/openplatform/coding_plan/remains"
+#: (token plan, coding plan) per MiniMax host
+MINIMAX_PATHS = (MINIMAX_PREFIX + TOKEN_PLAN_SUFFIX, MINIMAX_PREFIX + CODING_PLAN_SUFFIX)
+MINIMAX_CN_PATHS = (MINIMAX_CN_PREFIX + TOKEN_PLAN_SUFFIX, MINIMAX_CN_PREFIX + CODING_PLAN_SUFFIX)
+COPILOT_PATH = "/copilot_internal/user"
+NOUS_PATH = "/api/oauth/account"
+#: z.ai's monthly tool calls and a Nous subscription period
+MONTH_S = 30 * 86400
+KIMI_RATE_WINDOW_S = 300 * 60
+KIMI_CODE_KEY_PREFIX = "sk-kimi-"
+ZAI_PLANS = (("Lite", 100), ("Pro", 1000), ("Max", 4000))     # plan, tool calls a month
+KIMI_LIMITS = ((1024, 100), (2048, 200), (4096, 400))          # weekly, per rate window
+MINIMAX_PLANS = (("Token Plan Starter", 600), ("Token Plan Plus", 1500), ("Token Plan Max", 4500))
+COPILOT_PLANS = (("pro", 300), ("pro_plus", 1500), ("business", 300), ("enterprise", 1000))
+COPILOT_FREE_QUOTAS = {"chat": 50, "completions": 2000}
+NOUS_PLANS = (("Plus", 20), ("Pro", 50), ("Ultra", 200))       # plan, monthly credits (USD)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A route's answer other than a plain 200 with a body: a host that refuses a kind of
+    key (Kimi Code and Moonshot refuse each other's), MiniMax's 404 under ``-legacy-``."""
+    status: int
+    body: Any
+
+
+def _ms(when: datetime) -> int:
+    return math.floor(when.timestamp() * 1000)
+
+
+def _nano_iso(token: str, window: str, when: datetime) -> str:
+    """Kimi's reset format: nine fractional digits and ``Z`` (the last three drawn from the
+    token, window and instant, as a real clock's nanoseconds would be)."""
+    nanos = when.microsecond * 1000 + math.floor(_unit(token, window, when.timestamp(), "ns") * 1000)
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+def _key_refused(host: str) -> Answer:
+    return Answer(401, {"error": {"message": f"Invalid Authentication: not a {host} key.",
+                                  "type": "invalid_authentication_error"}})
+
+
+def _zai(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any]:
+    """z.ai: HTTP 200 whatever happens (``success``/``code`` say), used shares as integer
+    ``percentage``, resets in epoch milliseconds, unit codes (3 hour, 6 week), the monthly
+    tool calls as a ``TIME_LIMIT`` with ``unit 5, number 1``. Lite plans have no weekly
+    limit; the list order varies by token (the adapter sorts by length)."""
+    if "-bodyerror-" in token:
+        return {"code": 500, "msg": "The service is busy, please try again later.", "success": False}
+    if "-bodydenied-" in token:
+        return {"code": 1001, "msg": "The authorization token is invalid or has expired.", "success": False}
+    h = _seed(token)
+    plan, tool_calls = ZAI_PLANS[h[0] % len(ZAI_PLANS)]
+
+    def tokens_limit(window: str, unit: int, count: int, length_s: float) -> dict[str, Any]:
+        state = window_state(token, window, length_s, now, epoch)
+        return {"type": "TOKENS_LIMIT", "unit": unit, "number": count, "percentage": math.floor(state.used_percent),
+                "nextResetTime": _ms(_wire_reset(token, window, state, now, jitter))}
+
+    limits = [tokens_limit("zai-session", 3, 5, FIVE_HOUR_S)]
+    if plan != "Lite":
+        weekly = tokens_limit("zai-weekly", 6, 1, WEEK_S)
+        limits = [weekly, *limits] if h[1] % 2 else [*limits, weekly]
+    tools = window_state(token, "zai-tools", MONTH_S, now, epoch)
+    used_calls = math.floor(tools.used_percent / 100 * tool_calls)
+    limits.append({"type": "TIME_LIMIT", "unit": 5, "number": 1, "usage": tool_calls, "currentValue": used_calls,
+                   "remaining": tool_calls - used_calls, "percentage": math.floor(used_calls / tool_calls * 100),
+                   "nextResetTime": _ms(_wire_reset(token, "zai-tools", tools, now, jitter))})
+    plan_key = ("planName", "packageName")[h[2] % 2]
+    return {"code": 200, "msg": "Operation successful", "success": True, "data": {"limits": limits, plan_key: plan}}
+
+
+def _kimi_code(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any] | Answer:
+    """Kimi Code (``sk-kimi-`` keys only): counts as decimal strings, resets with nine
+    fractional digits, a weekly ``usage`` and a 300-minute rate window (sent as 300 minutes
+    or as 5 hours); some tokens leave ``used`` out of the rate window (the adapter then
+    reads ``limit - remaining``)."""
+    if not token.startswith(KIMI_CODE_KEY_PREFIX):
+        return _key_refused("Kimi Code")
+    h = _seed(token)
+    weekly_limit, rate_limit = KIMI_LIMITS[h[0] % len(KIMI_LIMITS)]
+
+    def part(window: str, length_s: float, limit: int, with_used: bool = True) -> dict[str, Any]:
+        state = window_state(token, window, length_s, now, epoch)
+        used = math.floor(state.used_percent / 100 * limit)
+        body = {"limit": str(limit), "used": str(used), "remaining": str(limit - used),
+                "resetTime": _nano_iso(token, window, _wire_reset(token, window, state, now, jitter))}
+        if not with_used:
+            del body["used"]
+        return body
+
+    spec = {"duration": 300, "timeUnit": "TIME_UNIT_MINUTE"} if h[1] % 2 else {"duration": 5, "timeUnit": "TIME_UNIT_HOUR"}
+    return {"usage": part("kimi-weekly", WEEK_S, weekly_limit),
+            "limits": [{"window": spec, "detail": part("kimi-rate", KIMI_RATE_WINDOW_S, rate_limit, bool(h[2] % 4))}]}
+
+
+def _moonshot(token: str, *_: object) -> dict[str, Any] | Answer:
+    """The Moonshot platform balance (global and China alike; the currency is the
+    adapter's knowledge). Failures come as ``code != 0`` / ``status: false`` in a 200.
+    One token in five has a negative cash balance (a deficit)."""
+    if token.startswith(KIMI_CODE_KEY_PREFIX):
+        return _key_refused("Moonshot platform")
+    if "-bodydenied-" in token:
+        return {"code": 1, "data": None, "scode": "unauthorized", "status": False}
+    if "-bodyerror-" in token:
+        return {"code": 3, "data": None, "scode": "0x3", "status": False}
+    h = _seed(token)
+    voucher = float(h[0] % 3 * 25)
+    cash = -round(h[4] / 50, 2) if h[3] % 5 == 0 else round(h[1] / 4 + h[2] / 100, 2)
+    return {"code": 0, "data": {"available_balance": round(voucher + cash, 2), "voucher_balance": voucher,
+                                "cash_balance": cash}, "scode": "0x0", "status": True}
+
+
+def _minimax_status(token: str) -> dict[str, Any] | None:
+    if "-bodydenied-" in token:
+        return {"status_code": 1004, "status_msg": "cookie is missing, log in again"}
+    if "-bodyerror-" in token:
+        return {"status_code": 1000, "status_msg": "unknown error"}
+    return None
+
+
+def _minimax_window(token: str, window: str, length_s: float, now: float, epoch: float, jitter: bool,
+                    total: int) -> tuple[WindowState, int, int, int]:
+    """(state, start ms, end ms, the count LEFT -- which MiniMax calls ``usage_count``)."""
+    state = window_state(token, window, length_s, now, epoch)
+    end = _ms(_wire_reset(token, window, state, now, jitter))
+    return state, end - int(length_s * 1000), end, total - math.floor(state.used_percent / 100 * total)
+
+
+def _minimax_token_plan(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any] | Answer:
+    """``/v1/token_plan/remains``: the current shape (in ``data``) with a points balance as a
+    string. Most tokens get ``*_remaining_percent`` strings with zero counts (as the real
+    Token Plan sends); one in three gets counts only, where ``*_usage_count`` is the count
+    REMAINING. Some put another model's entry before ``general``. ``-legacy-``: 404, as a
+    deployment without this path answers, so the adapter falls back."""
+    if "-legacy-" in token:
+        return Answer(404, _error_body(404, f"No route for {TOKEN_PLAN_SUFFIX}."))
+    status = _minimax_status(token)
+    if status is not None:
+        return {"base_resp": status}
+    h = _seed(token)
+    plan, total = MINIMAX_PLANS[h[0] % len(MINIMAX_PLANS)]
+    counted = h[1] % 3 == 0
+    entry: dict[str, Any] = {"model_name": "general"}
+    for prefix, times, window, length_s in (("current_interval", ("start_time", "end_time"), "minimax-interval",
+                                             FIVE_HOUR_S),
+                                            ("current_weekly", ("weekly_start_time", "weekly_end_time"),
+                                             "minimax-weekly", WEEK_S)):
+        state, start, end, left = _minimax_window(token, window, length_s, now, epoch, jitter, total if counted else 0)
+        entry[f"{prefix}_total_count"] = total if counted else 0
+        entry[f"{prefix}_usage_count"] = left
+        if not counted:
+            entry[f"{prefix}_remaining_percent"] = str(round(100 - state.used_percent))
+        entry[times[0]], entry[times[1]] = start, end
+    remains = [entry]
+    if h[2] % 3 == 0:
+        remains.insert(0, {"model_name": "video", "current_interval_total_count": 3, "current_interval_usage_count": 3,
+                           "start_time": entry["start_time"], "end_time": entry["end_time"]})
+    return {"base_resp": {"status_code": 0, "status_msg": "success"},
+            "data": {"current_subscribe_title": plan, "points_balance": str(h[3] * 100), "model_remains": remains}}
+
+
+def _minimax_coding_plan(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any]:
+    """``/v1/api/openplatform/coding_plan/remains``: the legacy shape, at the top level,
+    one interval window counted (``current_interval_usage_count`` = the count LEFT), under
+    a model name other than ``general`` (the adapter takes the first entry)."""
+    status = _minimax_status(token)
+    if status is not None:
+        return {"base_resp": status}
+    h = _seed(token)
+    plan, total = MINIMAX_PLANS[h[0] % len(MINIMAX_PLANS)]
+    _, start, end, left = _minimax_window(token, "minimax-interval", FIVE_HOUR_S, now, epoch, jitter, total)
+    return {"base_resp": {"status_code": 0, "status_msg": "success"}, "current_subscribe_title": plan.split()[-1],
+            "model_remains": [{"model_name": "MiniMax-M2", "current_interval_total_count": total,
+                               "current_interval_usage_count": left, "start_time": start, "end_time": end}]}
+
+
+def _copilot(token: str, now: float, *_: object) -> dict[str, Any]:
+    """GitHub Copilot: calendar months (a quota resets at 00:00 UTC on the 1st, sent as a
+    bare date), premium requests used at a rate per token and month, chat unlimited.
+    ``-free-``: the free plan's shape (``monthly_quotas`` totals, ``limited_user_quotas``
+    left, no ``quota_snapshots``)."""
+    h = _seed(token)
+    start = datetime.fromtimestamp(now, tz=timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    share = (now - start.timestamp()) / (end - start).total_seconds()
+
+    def used(quota: str, total: int) -> int:
+        rate = RATE_MIN + (RATE_MAX - RATE_MIN) * _unit(token, quota, start.isoformat(), "rate")
+        return math.floor(min(1.0, rate * share) * total)
+
+    reset_date = end.date().isoformat()
+    if "-free-" in token:
+        return {"copilot_plan": "free", "access_type_sku": "free_limited_copilot", "chat_enabled": True,
+                "quota_reset_date": reset_date, "limited_user_reset_date": reset_date,
+                "monthly_quotas": dict(COPILOT_FREE_QUOTAS),
+                "limited_user_quotas": {name: total - used(name, total) for name, total in COPILOT_FREE_QUOTAS.items()}}
+    plan, entitlement = COPILOT_PLANS[h[0] % len(COPILOT_PLANS)]
+    left = entitlement - used("premium_interactions", entitlement)
+    unlimited = {"entitlement": 0, "remaining": 0, "percent_remaining": 100.0, "unlimited": True,
+                 "overage_count": 0, "overage_permitted": False}
+    return {"copilot_plan": plan, "chat_enabled": True, "quota_reset_date": reset_date, "quota_snapshots": {
+        "premium_interactions": {"entitlement": entitlement, "remaining": left,
+                                 "percent_remaining": round(left / entitlement * 100, 1), "unlimited": False,
+                                 "overage_count": 0, "overage_permitted": False, "quota_id": "premium_interactions"},
+        "chat": {**unlimited, "quota_id": "chat"}, "completions": {**unlimited, "quota_id": "completions"}}}
+
+
+def _nous(token: str, now: float, epoch: float, jitter: bool) -> dict[str, Any]:
+    """Nous Portal: a monthly subscription period (its end exact, as a billing system
+    keeps it), credits left falling through it, top-up credits per token; one token in
+    five has no subscription. ``-bodyerror-``: a top-level ``error`` string;
+    ``-nocredits-``: ``paid_service_access.allowed`` false with nothing left."""
+    if "-bodyerror-" in token:
+        return {"error": "This account is suspended; contact support."}
+    if "-nocredits-" in token:
+        return {"subscription": None, "paid_service_access": {"allowed": False, "purchased_credits_remaining": 0,
+                                                              "total_usable_credits": 0}}
+    h = _seed(token)
+    purchased = round(h[1] / 20, 2)
+    subscription, usable = None, purchased
+    if h[0] % 5:
+        plan, monthly = NOUS_PLANS[h[2] % len(NOUS_PLANS)]
+        state = window_state(token, "nous-period", MONTH_S, now, epoch)
+        left = round(monthly * (1 - state.used_percent / 100), 2)
+        end = datetime.fromtimestamp(state.reset_at, tz=timezone.utc)
+        subscription = {"plan": plan, "tier": plan.lower(),
+                        "current_period_end": end.strftime("%Y-%m-%dT%H:%M:%S.") + f"{end.microsecond // 1000:03d}Z",
+                        "credits_remaining": left, "monthly_credits": monthly, "rollover_credits": 0}
+        usable = round(left + purchased, 2)
+    return {"subscription": subscription,
+            "paid_service_access": {"allowed": True, "purchased_credits_remaining": purchased,
+                                    "total_usable_credits": usable}}
+
+
 _BODIES = {
     ANTHROPIC_PATH: _anthropic,
     CODEX_PATHS[0]: _codex,
@@ -258,6 +540,16 @@ _BODIES = {
     OPENROUTER_CREDITS_PATH: _openrouter_credits,
     OPENROUTER_KEY_PATH: _openrouter_key,
     DEEPSEEK_PATH: _deepseek,
+    ZAI_PATH: _zai,
+    KIMI_CODE_PATH: _kimi_code,
+    KIMI_BALANCE_PATH: _moonshot,
+    KIMI_CN_BALANCE_PATH: _moonshot,
+    MINIMAX_PATHS[0]: _minimax_token_plan,
+    MINIMAX_PATHS[1]: _minimax_coding_plan,
+    MINIMAX_CN_PATHS[0]: _minimax_token_plan,
+    MINIMAX_CN_PATHS[1]: _minimax_coding_plan,
+    COPILOT_PATH: _copilot,
+    NOUS_PATH: _nous,
 }
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
                 500: "api_error", 503: "overloaded_error", 400: "invalid_request_error", 404: "not_found_error",
@@ -271,8 +563,16 @@ def quota_body(provider_path: str, token: str, now: float | None = None, *, epoc
     ``epoch`` defaults to ``now``: what a fresh emulator answers first -- its windows'
     usage then depends on the token alone. ``jitter=False``: each reset exactly as its
     instance has it (tests compare against that)."""
+    return quota_answer(provider_path, token, now, epoch=epoch, jitter=jitter).body
+
+
+def quota_answer(provider_path: str, token: str, now: float | None = None, *, epoch: float | None = None,
+                 jitter: bool = True) -> Answer:
+    """:func:`quota_body` with its HTTP status: 200, unless the route answers that token
+    otherwise (a refused kind of key, MiniMax's ``-legacy-`` 404)."""
     now = time.time() if now is None else now
-    return _BODIES[provider_path](token, now, now if epoch is None else epoch, jitter)
+    answer = _BODIES[provider_path](token, now, now if epoch is None else epoch, jitter)
+    return answer if isinstance(answer, Answer) else Answer(200, answer)
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -282,7 +582,10 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
 def provider_urls_for(base_url: str) -> dict[str, str]:
     """Each provider's base URL on an emulator listening at ``base_url``."""
     return {"anthropic": base_url, "openai-codex": base_url + "/backend-api/codex",
-            "openrouter": base_url + "/api/v1", "deepseek": base_url}
+            "openrouter": base_url + "/api/v1", "deepseek": base_url,
+            "zai": base_url, "kimi-coding": base_url + KIMI_PREFIX, "kimi-coding-cn": base_url + KIMI_CN_PREFIX,
+            "minimax": base_url + MINIMAX_PREFIX, "minimax-cn": base_url + MINIMAX_CN_PREFIX,
+            "copilot": base_url, "nous": base_url}
 
 
 # -- the server -------------------------------------------------------------------------
@@ -304,6 +607,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         auth = self.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if path == COPILOT_PATH and auth[:6].lower() == "token ":   # GitHub's own scheme, beside Bearer
+            token = auth[6:].strip()
         now = self.server.emulator.clock()
         self.server.emulator._record(RecordedRequest(self.command, path, token or None,
                                                      {k.lower(): v for k, v in self.headers.items()},
@@ -388,7 +693,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif scenario.huge:
             self._json(200, {"padding": "x" * HUGE_BODY_BYTES})
         else:   # computed at the request's arrival: a -slow- answer is as old as its delay
-            self._json(200, self.server.emulator.quota_body(path, token, now))
+            answer = self.server.emulator.quota_answer(path, token, now)
+            self._json(answer.status, answer.body)
 
     def _serve_fault(self) -> None:
         """An injected transient fault (``Emulator.set_fault_rate``): a 500, a non-JSON body
@@ -623,10 +929,15 @@ class Emulator:
         """What this emulator answers a token without markers on ``provider_path`` at
         ``now`` (default: its clock now); a recorded request's ``now`` gives exactly the body
         that request got."""
+        return self.quota_answer(provider_path, token, now, jitter=jitter).body
+
+    def quota_answer(self, provider_path: str, token: str, now: float | None = None, *,
+                     jitter: bool = True) -> Answer:
+        """:meth:`quota_body` with its HTTP status (see :func:`quota_answer`)."""
         if self.epoch is None:
             raise RuntimeError("the emulator has not started: its windows have no epoch yet")
-        return quota_body(provider_path, token, self.clock() if now is None else now, epoch=self.epoch,
-                          jitter=jitter)
+        return quota_answer(provider_path, token, self.clock() if now is None else now, epoch=self.epoch,
+                            jitter=jitter)
 
     # -- scripting and recording ---------------------------------------------------------
     def script(self, token: str, body: Any = None, *, status: int = 200, headers: dict[str, str] | None = None,

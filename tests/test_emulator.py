@@ -458,11 +458,18 @@ def test_serve_forever_cli_prints_urls_and_stops_on_sigint():
         match = re.fullmatch(r"Emulator listening on (http://127\.0\.0\.1:\d+)\n", first)
         assert match, first
         base = match.group(1)
-        exports = [process.stdout.readline().strip() for _ in range(4)]
+        exports = [process.stdout.readline().strip() for _ in range(11)]
         assert exports == [f"export PROBE_ANTHROPIC_BASE_URL={base}",
                            f"export PROBE_OPENAI_CODEX_BASE_URL={base}/backend-api/codex",
                            f"export PROBE_OPENROUTER_BASE_URL={base}/api/v1",
-                           f"export PROBE_DEEPSEEK_BASE_URL={base}"]
+                           f"export PROBE_DEEPSEEK_BASE_URL={base}",
+                           f"export PROBE_ZAI_BASE_URL={base}",
+                           f"export PROBE_KIMI_CODING_BASE_URL={base}/kimi",
+                           f"export PROBE_KIMI_CODING_CN_BASE_URL={base}/kimi-cn",
+                           f"export PROBE_MINIMAX_BASE_URL={base}/minimax",
+                           f"export PROBE_MINIMAX_CN_BASE_URL={base}/minimax-cn",
+                           f"export PROBE_COPILOT_BASE_URL={base}",
+                           f"export PROBE_NOUS_BASE_URL={base}"]
         answer = httpx.get(base + DEEPSEEK_PATH, headers={"Authorization": "Bearer cli"}, timeout=10, verify=NO_TLS)
         assert answer.is_success
         assert process.stdout.readline() == "Serving until Ctrl-C.\n"

@@ -169,14 +169,25 @@ def history(home: str | None, provider: str, history_path: str | None, days: flo
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshots as a JSON list.")
 def demo(as_json: bool) -> None:
-    """Probe all four providers against the built-in emulator with a throw-away home."""
+    """Probe every built-in provider against the built-in emulator with throw-away demo
+    homes: each provider once, from the first demo home holding a credential for it (the
+    ``main`` home, then ``team``), in the providers' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from probe.demo import demo_homes
     from probe.emulator import Emulator
 
     with Emulator() as emulator, demo_homes() as homes:
         config = ProbeConfig(pool_size=0, provider_urls=emulator.provider_urls())
-        with ProbeService(config) as service:
-            snaps = [service.fetch(p, home=homes["main"]) for p in BUILTIN_NAMES]
+        with ProbeService(config) as service, ThreadPoolExecutor(len(BUILTIN_NAMES)) as pool:
+            def first_with_credential(provider: str) -> Snapshot | None:
+                for name in ("main", "team"):
+                    snap = service.fetch(provider, home=homes[name])
+                    if not (snap.error is not None and snap.error.code == "no_credentials"):
+                        return snap
+                return None
+
+            snaps = [s for s in pool.map(first_with_credential, BUILTIN_NAMES) if s is not None]
     _print_snapshots(snaps, as_json)
     sys.exit(_exit_code(snaps))
 

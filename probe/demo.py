@@ -6,6 +6,11 @@ draws each window's usage and reset phase from the token, so the tokens are pick
 demo that shows every state at start: ``main``'s Anthropic account is busy (both windows
 in deficit, running out before their resets), its Codex session and ``team``'s Anthropic
 session are used up (the 80/90/100 % alerts), the rest are in reserve.
+
+``main`` also holds three of the providers added in 0.3 (a z.ai key, a Kimi Code
+``sk-kimi-`` key and a MiniMax key, each chosen so every window starts in reserve) and
+``team`` a Copilot token and a Nous login, so the panel shows their windows, MiniMax's
+points and Nous' credits beside the rest without turning the demo into a wall of cards.
 """
 from __future__ import annotations
 
@@ -21,26 +26,40 @@ if TYPE_CHECKING:
     from probe.plugin_routes import PluginRoute
 
 
+#: keyword of :func:`write_home` -> the ``.env`` name it writes (the first place each
+#: provider's CREDENTIALS names)
+ENV_NAMES = {"anthropic": "ANTHROPIC_TOKEN", "openrouter": "OPENROUTER_API_KEY", "deepseek": "DEEPSEEK_API_KEY",
+             "zai": "GLM_API_KEY", "kimi": "KIMI_API_KEY", "kimi_cn": "KIMI_CN_API_KEY",
+             "minimax": "MINIMAX_API_KEY", "minimax_cn": "MINIMAX_CN_API_KEY", "copilot": "COPILOT_GITHUB_TOKEN"}
+#: a Nous login that stays valid for any test or demo run
+NOUS_VALID_UNTIL = "2099-01-01T00:00:00Z"
+
+
 def write_home(root: Path, name: str, *, anthropic: str | None = None, codex: str | None = None,
                openrouter: str | None = None, deepseek: str | None = None,
-               codex_account: str | None = None) -> Path:
-    """Create ``root/name`` with a ``.env`` and ``auth.json`` holding the given tokens."""
+               codex_account: str | None = None, zai: str | None = None, kimi: str | None = None,
+               kimi_cn: str | None = None, minimax: str | None = None, minimax_cn: str | None = None,
+               copilot: str | None = None, nous: str | None = None,
+               nous_expires_at: str = NOUS_VALID_UNTIL) -> Path:
+    """Create ``root/name`` with a ``.env`` and ``auth.json`` holding the given tokens
+    (``kimi`` is the kimi-coding key, ``nous`` goes to ``auth.json`` ``providers.nous``
+    with ``nous_expires_at``)."""
     home = root / name
     home.mkdir(parents=True, exist_ok=True)
     env_lines = ["# demo home written by quota-probe"]
-    if anthropic:
-        env_lines.append(f"ANTHROPIC_TOKEN={anthropic}")
-    if openrouter:
-        env_lines.append(f"OPENROUTER_API_KEY={openrouter}")
-    if deepseek:
-        env_lines.append(f"DEEPSEEK_API_KEY={deepseek}")
+    given = {"anthropic": anthropic, "openrouter": openrouter, "deepseek": deepseek, "zai": zai, "kimi": kimi,
+             "kimi_cn": kimi_cn, "minimax": minimax, "minimax_cn": minimax_cn, "copilot": copilot}
+    env_lines += [f"{ENV_NAMES[key]}={value}" for key, value in given.items() if value]
     (home / ".env").write_text("\n".join(env_lines) + "\n")
     auth: dict = {}
     if codex:
         tokens = {"access_token": codex}
         if codex_account:
             tokens["account_id"] = codex_account
-        auth["providers"] = {"openai-codex": {"tokens": tokens}}
+        auth.setdefault("providers", {})["openai-codex"] = {"tokens": tokens}
+    if nous:
+        auth.setdefault("providers", {})["nous"] = {"access_token": nous, "expires_at": nous_expires_at,
+                                                    "token_type": "Bearer"}
     (home / "auth.json").write_text(json.dumps(auth, indent=2) + "\n")
     for path in (home / ".env", home / "auth.json"):
         path.chmod(0o600)
@@ -56,9 +75,10 @@ def make_demo_homes(root: Path, plugin_credentials: Mapping[str, str] | None = N
     homes = {
         "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main-busy", codex="demo-codex-main",
                            codex_account="acct-demo-main", openrouter="sk-or-v1-demo-main",
-                           deepseek="sk-demo-main"),
+                           deepseek="sk-demo-main", zai="glm-demo-02", kimi="sk-kimi-demo01",
+                           minimax="minimax-demo"),
         "team": write_home(root, "team", anthropic="sk-ant-oat01-demo-team",
-                           openrouter="sk-or-v1-demo-team"),
+                           openrouter="sk-or-v1-demo-team", copilot="github_pat_demo_team", nous="demo-nous-team"),
         "limited": write_home(root, "limited", anthropic=LIMITED_ANTHROPIC_TOKEN, codex="demo-codex-limited"),
         "empty": write_home(root, "empty"),
     }

@@ -68,7 +68,12 @@ def credential_for(provider: str, token: str) -> dict:
     """probe_home keyword arguments that give ``provider`` this token."""
     if provider == "openai-codex":
         return {"auth": codex_auth(token)}
-    name = {"anthropic": "ANTHROPIC_TOKEN", "openrouter": "OPENROUTER_API_KEY", "deepseek": "DEEPSEEK_API_KEY"}[provider]
+    if provider == "nous":
+        return {"auth": {"providers": {"nous": {"access_token": token, "expires_at": "2099-01-01T00:00:00Z"}}}}
+    name = {"anthropic": "ANTHROPIC_TOKEN", "openrouter": "OPENROUTER_API_KEY", "deepseek": "DEEPSEEK_API_KEY",
+            "zai": "GLM_API_KEY", "kimi-coding": "KIMI_API_KEY", "kimi-coding-cn": "KIMI_CN_API_KEY",
+            "minimax": "MINIMAX_API_KEY", "minimax-cn": "MINIMAX_CN_API_KEY",
+            "copilot": "COPILOT_GITHUB_TOKEN"}[provider]
     return {"env": {name: token}}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,11 +62,15 @@ def test_provider_error_exits_1(emulator, make_home):
 
 
 def test_demo_runs_every_provider_on_the_embedded_emulator():
+    """Each built-in provider the demo homes hold a credential for, once, in table order
+    (kimi-coding-cn and minimax-cn have none there: the demo stays readable)."""
     result = run_cli("demo", "--json")
     assert result.returncode == 0, result.stderr
     snaps = json.loads(result.stdout)
-    assert [s["provider"] for s in snaps] == ["anthropic", "openai-codex", "openrouter", "deepseek"]
+    assert [s["provider"] for s in snaps] == ["anthropic", "openai-codex", "openrouter", "deepseek", "zai",
+                                               "kimi-coding", "minimax", "copilot", "nous"]
     assert all(s["available"] for s in snaps)
+    assert [Path(s["home"]).name for s in snaps] == ["main"] * 7 + ["team"] * 2
     assert result.stderr == ""
 
 

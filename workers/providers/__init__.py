@@ -42,6 +42,13 @@ BUILTINS: dict[str, str] = {
     "openai-codex": "workers.providers.openai_codex",
     "openrouter": "workers.providers.openrouter",
     "deepseek": "workers.providers.deepseek",
+    "zai": "workers.providers.zai",
+    "kimi-coding": "workers.providers.kimi",
+    "kimi-coding-cn": "workers.providers.kimi_cn",
+    "minimax": "workers.providers.minimax",
+    "minimax-cn": "workers.providers.minimax_cn",
+    "copilot": "workers.providers.copilot",
+    "nous": "workers.providers.nous",
 }
 #: the built-in names (the parent's short list before any plugin is known)
 NAMES: tuple[str, ...] = tuple(BUILTINS)

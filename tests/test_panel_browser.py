@@ -75,7 +75,21 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(chromium_path, demo_ser
             page = browser.new_page(viewport={"width": 360, "height": 900})
             page.goto(f"{demo_server}/?home=main&poll=1")
             cards = page.locator(".card")
-            expect(cards).to_have_count(4)
+            expect(cards).to_have_count(len(listing))
+            assert [snap["provider"] for snap in listing] == ["anthropic", "openai-codex", "openrouter", "deepseek",
+                                                              "zai", "kimi-coding", "minimax"]
+            # a 0.3 provider's card: its LABEL (read by the server through the catalog child)
+            # with the name `probe fetch` takes beside it, its windows, a balance in points
+            minimax_snap = next(snap for snap in listing if snap["provider"] == "minimax")
+            minimax = page.locator('.card[data-provider="minimax"]')
+            expect(minimax.locator(".provider")).to_have_text("MiniMax")
+            expect(minimax.locator(".provider-name")).to_be_hidden()        # the label spells the name
+            expect(minimax.locator(".window")).to_have_count(len(minimax_snap["windows"]))
+            points = minimax_snap["balances"][0]
+            assert points["currency"] == "points" and points["label"] == "Points"
+            expect(minimax.locator('.balances li[data-currency="points"]')).to_have_text(
+                f"Points{int(points['amount']):,} points")     # a count in its unit, never money
+            expect(page.locator('.card[data-provider="zai"] .provider')).to_have_text("z.ai")
             deepseek = page.locator('.card[data-provider="deepseek"]')
             expect(deepseek.locator(".details li").first).to_have_text(expected_line)
             anthropic = page.locator('.card[data-provider="anthropic"]')
@@ -110,6 +124,19 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(chromium_path, demo_ser
             assert new_line != expected_line
             expect(page.locator('.card[data-provider="deepseek"] .details li').first).to_have_text(new_line, timeout=15000)
 
+            # the team home: Copilot's monthly window, Nous' credits as money (USD)
+            team = httpx.get(f"{demo_server}/api/quota", params={"home": "team"}, timeout=30).json()
+            page.select_option("#home", "team")
+            expect(page.locator(".card")).to_have_count(len(team))
+            nous_snap = next(snap for snap in team if snap["provider"] == "nous")
+            nous = page.locator('.card[data-provider="nous"]')
+            expect(nous.locator(".provider")).to_have_text("Nous Portal")
+            expect(nous.locator(".provider-name")).to_have_text("nous")
+            usable = next(b for b in nous_snap["balances"] if b["label"] == "Total usable")
+            expect(nous.locator('.balances li[data-label="Total usable"] strong')).to_have_text(f"${usable['amount']:,.2f}")
+            copilot = page.locator('.card[data-provider="copilot"]')
+            expect(copilot.locator('.window[data-label="Premium requests"] .reset')).to_contain_text("resets")
+
             # a home without credentials says what `probe doctor` would
             page.select_option("#home", "empty")
             expect(page.locator(".empty-state")).to_contain_text("probe doctor")
@@ -125,7 +152,7 @@ def test_panel_renders_refreshes_and_reflects_a_rotation(chromium_path, demo_ser
             page.emulate_media(color_scheme="dark")
             page.set_viewport_size({"width": 1200, "height": 800})
             page.select_option("#home", "main")
-            expect(page.locator(".card")).to_have_count(4)
+            expect(page.locator(".card")).to_have_count(len(listing))
             page.screenshot(path=str(tmp_path / "panel-dark.png"), full_page=True)
             shots = os.environ.get("PROBE_SCREENSHOT_DIR")
             if shots:

@@ -135,9 +135,14 @@ def test_pool_metrics_homes_and_panel(backend):
                  "quota_probe_workers_alive", "quota_probe_workers_busy"):
         assert name in text, name
     assert 'quota_probe_workers_alive{home="alice"}' in text
-    assert client.get("/api/homes").json() == {"homes": ["alice", "bob", "slow", "empty"],
-                                               "providers": ["anthropic", "openai-codex", "openrouter", "deepseek"],
-                                               "poll_s": 7, "refresh_s": 0.0, "history": False}
+    names = ["anthropic", "openai-codex", "openrouter", "deepseek", "zai", "kimi-coding", "kimi-coding-cn", "minimax",
+             "minimax-cn", "copilot", "nous"]
+    homes = client.get("/api/homes").json()
+    labels = homes.pop("labels")
+    assert homes == {"homes": ["alice", "bob", "slow", "empty"], "providers": names, "poll_s": 7, "refresh_s": 0.0,
+                     "history": False}
+    assert list(labels) == names and labels["copilot"] == "GitHub Copilot" and labels["kimi-coding-cn"] == \
+        "Kimi Coding (China)"
     page = client.get("/")
     assert page.status_code == 200 and "Account quotas" in page.text
     assert "http" not in page.text.replace("http-equiv", "")   # no CDN, no external URL

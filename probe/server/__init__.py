@@ -20,6 +20,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -67,6 +69,37 @@ def etag_of(payload: Any) -> str:
     return f'"{digest}"'
 
 
+class ProviderLabels:
+    """Each provider's display name (its module's ``LABEL``) for the panel, read once per
+    app through the child that ``probe providers`` uses (``workers.catalog``): reading a
+    ``LABEL`` means importing the provider's module, which the server never does -- a
+    plugin's module runs in child processes only (SPEC §16). Asked for lazily (the first
+    ``/api/homes``), so an app that never serves the panel never starts that child. When
+    the child gives no answer the panel shows provider names; one warning says why."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._labels: dict[str, str] | None = None
+
+    def get(self) -> dict[str, str]:
+        with self._lock:       # one child at a time; everyone else waits for its answer
+            if self._labels is None:
+                self._labels = self._read()
+            return self._labels
+
+    @staticmethod
+    def _read() -> dict[str, str]:
+        from probe.providers import ChildFailed, list_providers
+
+        try:
+            rows = list_providers()
+        except ChildFailed as exc:
+            logging.getLogger("probe.server").warning("the panel shows provider names: %s", exc)
+            return {}
+        return {row["name"]: row["label"] for row in rows if isinstance(row, dict) and not row.get("error")
+                and isinstance(row.get("name"), str) and isinstance(row.get("label"), str)}
+
+
 def _matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
@@ -105,6 +138,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     #: the one map from a home's resolved path to its id: /api/pool and /metrics name homes by id
     ids_by_path = {str(path.resolve()): home_id for home_id, path in homes.items()}
     metrics = Metrics(service, ids_by_path, reader)
+    labels = ProviderLabels()
     state: dict[str, anyio.CapacityLimiter] = {}
 
     @contextlib.asynccontextmanager
@@ -226,7 +260,8 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         return JSONResponse(stats)
 
     async def list_homes(request: Request) -> Response:
-        return JSONResponse({"homes": list(homes), "providers": list(provider_names()), "poll_s": poll_s,
+        return JSONResponse({"homes": list(homes), "providers": list(provider_names()),
+                             "labels": await in_thread(labels.get), "poll_s": poll_s,
                              "refresh_s": refresh_s, "history": history is not None})
 
     def history_off() -> JSONResponse:

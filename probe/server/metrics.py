@@ -71,7 +71,9 @@ class _QuotaCollector(Collector):
         delta = GaugeMetricFamily("quota_probe_window_pace_delta_ratio",
                                   "Used minus expected share at this point of the window (>0: deficit).",
                                   labels=window_labels)
-        balance = GaugeMetricFamily("quota_probe_balance", "Money the provider reports as a balance.",
+        balance = GaugeMetricFamily("quota_probe_balance",
+                                    "A balance the provider reports, in its currency label: a money code (USD, "
+                                    "CNY) or a unit that is not money (points).",
                                     labels=[*snapshot_labels, "currency", "label"])
         available = GaugeMetricFamily("quota_probe_snapshot_available", "1 when the last reading is available.",
                                       labels=snapshot_labels)

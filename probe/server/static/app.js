@@ -2,7 +2,7 @@
 "use strict";
 
 const state = { homes: [], providers: [], home: null, pollMs: 30000, refreshS: 0, history: false, etag: null,
-                snapshots: [], timer: null, charts: {} };
+                snapshots: [], timer: null, charts: {}, labels: {} };
 const SVG = "http://www.w3.org/2000/svg";
 const CHART_DAYS = 7;
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -33,6 +33,21 @@ function paceLine(pace) {
   return `${head} · ${left <= 0 ? "Runs out now" : `Runs out in ${fmtDuration(left)}`}`;
 }
 
+// Balances (SPEC §13): money with its symbol and two decimals, as the detail lines write it
+// ("$49.58", "¥12.30", "3.50 CHF"); a unit that is not money ("points") keeps its amount
+// and its own name, never a money symbol ("14,000 points").
+const CURRENCY_SYMBOLS = { USD: "$", CNY: "¥", EUR: "€", GBP: "£", JPY: "¥" };
+
+function fmtBalance(b) {
+  if (/^[A-Z]{3}$/.test(b.currency)) {
+    const sign = b.amount < 0 ? "-" : "";
+    const amount = Math.abs(b.amount).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    const symbol = CURRENCY_SYMBOLS[b.currency];
+    return symbol ? `${sign}${symbol}${amount}` : `${sign}${amount} ${b.currency}`;
+  }
+  return `${b.amount.toLocaleString("en-US", { maximumFractionDigits: 6 })} ${b.currency}`;
+}
+
 function setStatus(text) { $("#status").textContent = text; }
 
 function badge(cls, text, title) {
@@ -46,7 +61,13 @@ function badge(cls, text, title) {
 function renderCard(snap) {
   const card = $("#card-template").content.firstElementChild.cloneNode(true);
   card.dataset.provider = snap.provider;
-  $(".provider", card).textContent = snap.provider;
+  // the provider's LABEL (from the server's catalog child), with the name `probe fetch`
+  // takes beside it when the label does not already spell it ("GitHub Copilot" copilot,
+  // but not "OpenAI Codex" openai-codex); just the name when no label is known
+  const label = state.labels[snap.provider];
+  const letters = (text) => text.toLowerCase().replace(/[^a-z0-9]/g, "");
+  $(".provider", card).textContent = label || snap.provider;
+  $(".provider-name", card).textContent = label && letters(label) !== letters(snap.provider) ? snap.provider : "";
   $(".plan", card).textContent = snap.plan ? `${snap.plan} plan` : "";
   $(".title", card).textContent = snap.title || "";
   const badges = $(".badges", card);
@@ -109,6 +130,19 @@ function renderCard(snap) {
       row.append(detail);
     }
     windows.append(row);
+  }
+  const balances = $(".balances", card);
+  for (const b of snap.balances || []) {
+    const li = document.createElement("li");
+    li.dataset.label = b.label;
+    li.dataset.currency = b.currency;
+    if (b.amount < 0) li.className = "negative";
+    const name = document.createElement("span");
+    name.textContent = b.label;
+    const amount = document.createElement("strong");
+    amount.textContent = fmtBalance(b);
+    li.append(name, amount);
+    balances.append(li);
   }
   const details = $(".details", card);
   for (const line of snap.details) {
@@ -215,9 +249,10 @@ function render() {
     const p = document.createElement("p");
     p.className = "empty-state";
     // what `probe doctor` reports for a home where it finds nothing
-    p.textContent = "No provider credentials in this home. quota-probe looks in .env for ANTHROPIC_TOKEN, " +
-      "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_API_KEY, OPENROUTER_API_KEY and DEEPSEEK_API_KEY, and in auth.json " +
-      "for providers.openai-codex.tokens and credential_pool entries (anthropic, openai-codex). " +
+    p.textContent = "No provider credentials in this home. quota-probe looks in .env for keys such as " +
+      "ANTHROPIC_TOKEN, OPENROUTER_API_KEY, DEEPSEEK_API_KEY, GLM_API_KEY, KIMI_API_KEY, MINIMAX_API_KEY or " +
+      "COPILOT_GITHUB_TOKEN, and in auth.json for the Codex and Nous logins and credential_pool entries " +
+      "(`probe providers` lists every place). " +
       "Run `probe doctor --home <path>` on the server to see what it found.";
     main.append(p);
     return;
@@ -285,6 +320,7 @@ async function start() {
   // only picks up what the refresher fetched, it never makes a provider request itself.
   state.refreshS = Number(config.refresh_s) || 0;
   state.history = Boolean(config.history);
+  state.labels = config.labels || {};
   const select = $("#home");
   for (const id of state.homes) select.append(new Option(id, id));
   state.home = new URLSearchParams(location.search).get("home") || state.homes[0] || null;

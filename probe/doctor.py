@@ -68,6 +68,8 @@ def findings(report: dict[str, Any]) -> list[str]:
     for provider, facts in report["providers"].items():
         if facts.get("problem"):
             out.append(f"{provider}: {facts['problem']} Fix the file, then run `probe doctor` again.")
+        if facts.get("advice"):
+            out.append(f"{provider}: {facts['advice'][:1].upper()}{facts['advice'][1:]}")
         if facts.get("unusable"):
             out.append(f"{provider}: {facts['unusable']} (`probe providers` lists every provider and what is wrong "
                        "with one that cannot be used.)")

@@ -93,3 +93,77 @@ def test_an_anthropic_pool_entry_in_auth_json_is_found_and_not_shown(tmp_path):
     assert report["providers"]["anthropic"]["found"] == {"where": "auth.json credential_pool.anthropic[1]",
                                                          "kind": "OAuth token"}
     assert "doc-pool-secret" not in json.dumps(report)
+
+
+# -- the providers added in 0.3 ---------------------------------------------------------------
+NEW_SECRETS = {"zai": "glm-DOCSECRET-zai-0001", "kimi": "sk-kimi-DOCSECRET-0002", "kimi_cn": "ms-cn-DOCSECRET-0003",
+               "minimax": "mm-DOCSECRET-0004", "minimax_cn": "mmcn-DOCSECRET-0005",
+               "copilot": "github_pat_DOCSECRET_0006", "nous": "nous-DOCSECRET-0007"}
+
+
+def test_new_providers_say_where_and_what_kind_never_a_value(tmp_path):
+    """Each 0.3 provider appears with the places it looked in (its CREDENTIALS), where it
+    found a credential and what kind -- by the probe's own rules -- and its base URL."""
+    home = write_home(tmp_path, "doc-new", **NEW_SECRETS)
+    with (home / ".env").open("a") as env:   # a classic token before the usable one: skipped, said so
+        env.write("GLM_BASE_URL=https://open.bigmodel.cn/api/paas/v4\nCOPILOT_GITHUB_TOKEN=ghp_DOCSECRETclassic\n"
+                  "GH_TOKEN=github_pat_DOCSECRET_0006\n")
+    text = run_cli("doctor", "--home", str(home))
+    report = json.loads(run_cli("doctor", "--home", str(home), "--json").stdout)
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "DOCSECRET" not in text.stdout + text.stderr + json.dumps(report)
+    providers = report["providers"]
+    assert list(providers)[4:] == ["zai", "kimi-coding", "kimi-coding-cn", "minimax", "minimax-cn", "copilot", "nous"]
+    assert providers["zai"]["looked_in"] == [".env: GLM_API_KEY, ZAI_API_KEY, Z_AI_API_KEY",
+                                             "auth.json: credential_pool.zai[].access_token"]
+    assert providers["zai"]["found"] == {"where": ".env GLM_API_KEY", "kind": "API key"}
+    assert providers["zai"]["base_url"] == "https://open.bigmodel.cn"            # the China host
+    assert providers["kimi-coding"]["found"] == {"where": ".env KIMI_API_KEY", "kind": "Kimi Code key: plan windows"}
+    assert providers["kimi-coding"]["base_url"] == "https://api.kimi.com/coding"
+    assert providers["kimi-coding-cn"]["found"]["where"] == ".env KIMI_CN_API_KEY"
+    assert providers["kimi-coding-cn"]["base_url"] == "https://api.moonshot.cn"
+    assert providers["minimax"]["found"]["where"] == ".env MINIMAX_API_KEY"
+    assert providers["minimax-cn"]["base_url"] == "https://api.minimaxi.com"
+    assert providers["copilot"]["found"] == {"where": ".env GH_TOKEN", "kind": "GitHub token"}
+    assert "ghp_" in providers["copilot"]["note"] and ".env COPILOT_GITHUB_TOKEN" in providers["copilot"]["note"]
+    assert providers["nous"]["found"] == {"where": "auth.json providers.nous",
+                                          "kind": "Nous Portal login, expires 2099-01-01T00:00:00Z"}
+    assert providers["nous"]["base_url"] == "https://portal.nousresearch.com"
+    assert "All good." in text.stdout and "Kimi Code key: plan windows" in text.stdout
+
+
+def test_new_providers_advice_an_expired_nous_login_only_classic_github_tokens(tmp_path):
+    home = write_home(tmp_path, "doc-advice", kimi="moonshot-DOCSECRET-platform", copilot="ghp_DOCSECRETclassic",
+                      nous="nous-DOCSECRET-old", nous_expires_at="2021-05-01T12:00:00Z")
+    result = run_cli("doctor", "--home", str(home))
+    report = json.loads(run_cli("doctor", "--home", str(home), "--json").stdout)
+    assert result.returncode == 1 and "DOCSECRET" not in result.stdout + result.stderr + json.dumps(report)
+    assert "nous: The Nous Portal login expired at 2021-05-01T12:00:00Z. Open Hermes once" in result.stdout
+    assert "copilot: Only classic GitHub tokens (ghp_…)" in result.stdout
+    providers = report["providers"]
+    assert providers["copilot"]["found"] is None
+    assert providers["kimi-coding"]["found"]["kind"] == "Moonshot platform key: account balance"
+    assert providers["kimi-coding"]["base_url"] == "https://api.moonshot.ai"
+    # a Nous pool: the OAuth entry with the latest expiry, and its own portal
+    (home / "auth.json").write_text(json.dumps({"credential_pool": {"nous": [
+        {"access_token": "nous-DOCSECRET-a", "auth_type": "oauth", "expires_at": "2098-01-01T00:00:00Z"},
+        {"access_token": "nous-DOCSECRET-b", "auth_type": "api_key", "expires_at": "2099-06-01T00:00:00Z"},
+        {"access_token": "nous-DOCSECRET-c", "auth_type": "oauth_device", "expires_at": "2099-01-01T00:00:00Z",
+         "portal_base_url": "https://portal.example.org/"}]}}))
+    pool = json.loads(run_cli("doctor", "--home", str(home), "--json").stdout)["providers"]["nous"]
+    assert pool["found"] == {"where": "auth.json credential_pool.nous[2]",
+                             "kind": "Nous Portal login, expires 2099-01-01T00:00:00Z"}
+    assert pool["base_url"] == "https://portal.example.org"
+
+
+def test_probe_flag_probes_the_new_providers(emulator, tmp_path):
+    home = write_home(tmp_path, "doc-probe-new", zai="glm-PROBESECRET", kimi="sk-kimi-PROBESECRET",
+                      minimax="mm-PROBESECRET-bodydenied-", copilot="github_pat_PROBESECRET", nous="nous-PROBESECRET")
+    result = run_cli("doctor", "--home", str(home), "--probe", env=emulator.env())
+    report = json.loads(run_cli("doctor", "--home", str(home), "--probe", "--json", env=emulator.env()).stdout)
+    assert result.returncode == 1 and "PROBESECRET" not in result.stdout + result.stderr + json.dumps(report)
+    assert "minimax: the probe answered unauthorized" in result.stdout
+    probes = {name: facts.get("probe") for name, facts in report["providers"].items()}
+    assert {name for name, probe in probes.items() if probe} == {"zai", "kimi-coding", "minimax", "copilot", "nous"}
+    assert all(probes[name]["available"] for name in ("zai", "kimi-coding", "copilot", "nous"))
+    assert probes["minimax"]["error"]["code"] == "unauthorized"

@@ -8,10 +8,23 @@ modules are imported only by children (SPEC §16).
 Per provider, built-in or plugin: where it looked (its ``CREDENTIALS`` places, evaluated
 by ``workers.places`` exactly as a probe evaluates them), what it found (which key or
 entry, and what kind of credential), a problem sentence when a file is malformed or the
-plugin cannot be used, and the base URL in effect. Two built-ins say a little more:
-Anthropic whether the token is an OAuth token or a plain API key (which has no account
-limits), OpenAI Codex every pool entry and whether it is exhausted until when (a probe
-skips those).
+plugin cannot be used, and the base URL in effect. Some built-ins say a little more, by
+the same rules their probe applies:
+
+* Anthropic: whether the token is an OAuth token or a plain API key (no account limits);
+* OpenAI Codex: every pool entry and whether it is exhausted until when (a probe skips
+  those);
+* z.ai: the China host when ``GLM_BASE_URL`` points at ``open.bigmodel.cn``;
+* Kimi: which kind of key was found (a ``sk-kimi-`` Kimi Code key reads plan windows, any
+  other key the Moonshot balance) and the base URL of that kind;
+* Copilot: classic ``ghp_`` tokens are skipped, and said so (the endpoint refuses them);
+  a home with only those gets advice instead of a silent "nothing";
+* Nous: which login (``providers.nous`` or a ``credential_pool.nous`` entry), when it
+  expires, its own portal as the base URL, and advice when it has expired (a probe then
+  answers ``token_expired`` without a request; quota-probe never refreshes it).
+
+``advice`` is a sentence saying what to do; ``probe doctor`` lists it under "Something to
+fix".
 """
 from __future__ import annotations
 
@@ -25,7 +38,7 @@ from workers.credentials import HomeCredentials, load_home
 from workers.http import base_url
 from workers.loop import _take_protocol_stdout
 from workers.places import Found, Place, credentials_at, first_credential, locate
-from workers.providers import Provider, anthropic, load_all, openai_codex
+from workers.providers import Provider, anthropic, copilot, kimi, load_all, nous, openai_codex, zai
 from workers.result import ProbeFailure, iso_utc
 
 
@@ -86,18 +99,91 @@ def _generic(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
     return report
 
 
+def _zai(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    report = _generic(provider, creds)
+    glm = creds.env_value("GLM_BASE_URL")
+    default = zai.default_base_url(glm[1] if glm else None)
+    if default != zai.DEFAULT_BASE_URL:
+        report["note"] = f"GLM_BASE_URL in .env is on {zai.CHINA_HOST}: the China host is used"
+    report["base_url"] = base_url(provider.spec.name, default)
+    return report
+
+
+def _kimi(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    report = _generic(provider, creds)
+    hit = first_credential(provider.places, creds)
+    name = provider.spec.name
+    if hit is None:
+        report["base_url"] = base_url(name, "") or (f"{kimi.KIMI_CODE_BASE_URL} ({kimi.KIMI_CODE_PREFIX} keys), "
+                                                    f"{kimi.MOONSHOT_BASE_URL} (other keys)")
+        return report
+    code_key = hit.value.startswith(kimi.KIMI_CODE_PREFIX)
+    report["found"]["kind"] = ("Kimi Code key: plan windows" if code_key
+                               else "Moonshot platform key: account balance")
+    report["base_url"] = base_url(name, kimi.route(hit.value).base_url)
+    return report
+
+
+def _copilot(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    """The probe's rule: the first token over the places that is not a classic ``ghp_``."""
+    report: dict[str, Any] = {"looked_in": looked_in(provider.places), "found": None}
+    classic: list[str] = []
+    for place in provider.places:
+        for hit in credentials_at(place, creds):
+            if hit.value.startswith(copilot.CLASSIC_PREFIX):
+                classic.append(hit.where)
+            else:
+                report["found"] = {"where": hit.where, "kind": "GitHub token"}
+                break
+        if report["found"] is not None:
+            break
+    if classic:
+        report["note"] = ("skipped (classic ghp_ tokens, which the Copilot usage endpoint does not accept): "
+                          + ", ".join(classic))
+        if report["found"] is None:
+            report["advice"] = copilot.ONLY_CLASSIC
+    return report
+
+
+def _nous(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
+    """The probe's choice of login, its expiry, and its own portal."""
+    report: dict[str, Any] = {"looked_in": looked_in(provider.places), "found": None}
+    chosen = nous.choose(creds.auth_json())
+    portal = None
+    if chosen is not None:
+        where, entry = chosen
+        expires = nous.expires_at(entry)
+        shown = iso_utc(expires) if expires is not None else None
+        if expires is not None and expires <= time.time():
+            report["found"] = {"where": f"auth.json {where}", "kind": f"Nous Portal login, expired at {shown}"}
+            report["advice"] = (f"the Nous Portal login expired at {shown}. {nous.REFRESH_HINT} quota-probe never "
+                                "refreshes it (Nous rotates refresh tokens).")
+        else:
+            report["found"] = {"where": f"auth.json {where}",
+                               "kind": f"Nous Portal login, expires {shown}" if shown else "Nous Portal login"}
+        portal = nous.portal(entry)
+    report["base_url"] = base_url(provider.spec.name, portal or nous.DEFAULT_BASE_URL)
+    return report
+
+
+#: built-ins whose report says more than where the first credential is
+_SPECIAL = {openai_codex.NAME: _codex, "zai": _zai, "kimi-coding": _kimi, "copilot": _copilot, "nous": _nous}
+
+
 def inspect_provider(provider: Provider, creds: HomeCredentials) -> dict[str, Any]:
     if provider.error is not None:
         report: dict[str, Any] = {"looked_in": [], "found": None, "problem": None, "unusable": provider.error_message}
     else:
+        special = _SPECIAL.get(provider.spec.name) if provider.spec.builtin else None
         try:
-            report = (_codex if provider.spec.name == openai_codex.NAME else _generic)(provider, creds)
+            report = (special or _generic)(provider, creds)
             report["problem"] = None
         except ProbeFailure as exc:   # a malformed file: its message names file and line, never a value
             report = {"looked_in": looked_in(provider.places), "found": None, "problem": exc.message}
-    default = getattr(provider.module, "DEFAULT_BASE_URL", None)
-    report["base_url"] = base_url(provider.spec.name, default) if isinstance(default, str) else \
-        (base_url(provider.spec.name, "") or None)
+    if "base_url" not in report:
+        default = getattr(provider.module, "DEFAULT_BASE_URL", None)
+        report["base_url"] = base_url(provider.spec.name, default) if isinstance(default, str) else \
+            (base_url(provider.spec.name, "") or None)
     return report
 
 

@@ -16,6 +16,8 @@ from workers.result import run_pure
 LABEL = "Kimi Coding (China)"
 CREDENTIALS = [".env:KIMI_CN_API_KEY", 'auth.json:credential_pool."kimi-coding-cn"[].access_token']
 CURRENCY = "CNY"
+#: the default base (``probe doctor`` shows it; ``PROBE_KIMI_CODING_CN_BASE_URL`` replaces it)
+DEFAULT_BASE_URL = MOONSHOT_CN_BASE_URL
 NO_CREDENTIAL = ("No Kimi China credential in this home (KIMI_CN_API_KEY in .env, or a kimi-coding-cn "
                  "entry in auth.json's credential_pool).")
 
@@ -29,5 +31,5 @@ def probe(ctx: Any) -> dict[str, Any]:
     token = ctx.credential()
     if not token:
         ctx.fail("no_credentials", NO_CREDENTIAL)
-    body = ctx.get_json(ctx.base_url(MOONSHOT_CN_BASE_URL) + BALANCE_PATH, token=token)
+    body = ctx.get_json(ctx.base_url(DEFAULT_BASE_URL) + BALANCE_PATH, token=token)
     return run_pure(ctx, normalize, body, secret=token)

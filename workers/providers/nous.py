@@ -85,19 +85,41 @@ def _expiry(entry: dict[str, Any]) -> float | None:
     return epoch_seconds(entry.get("expires_at"))
 
 
+def choose(auth: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The login the probe uses and where it is (``providers.nous`` or
+    ``credential_pool.nous[i]``, for ``probe doctor``), expired or not; None when there is
+    none. One rule for the probe and the doctor."""
+    chosen = _dict(_dict(auth.get("providers")).get("nous"))
+    if _token(chosen) is not None:
+        return "providers.nous", chosen
+    pool = _dict(auth.get("credential_pool")).get("nous")
+    entries = [(index, entry) for index, entry in enumerate(pool) if isinstance(entry, dict) and _token(entry)
+               and isinstance(entry.get("auth_type"), str) and entry["auth_type"].startswith("oauth")
+               ] if isinstance(pool, list) else []
+    if not entries:
+        return None
+    index, entry = max(entries, key=lambda item: (_expiry(item[1]) is not None, _expiry(item[1]) or 0.0))
+    return f"credential_pool.nous[{index}]", entry
+
+
+def portal(entry: dict[str, Any]) -> str | None:
+    """A login's own portal URL (None: the default portal)."""
+    return _portal(entry)
+
+
+def expires_at(entry: dict[str, Any]) -> float | None:
+    """A login's ``expires_at`` in epoch seconds (None when absent or unreadable)."""
+    return _expiry(entry)
+
+
 def select_credential(auth: dict[str, Any], now: float) -> NousCredential:
     """``providers.nous``, else the OAuth pool entry with the latest ``expires_at``.
     Raises no_credentials when there is none, token_expired when the chosen token's
     ``expires_at`` has passed (no request, no refresh)."""
-    chosen = _dict(_dict(auth.get("providers")).get("nous"))
-    if _token(chosen) is None:
-        pool = _dict(auth.get("credential_pool")).get("nous")
-        entries = [entry for entry in pool if isinstance(entry, dict) and _token(entry)
-                   and isinstance(entry.get("auth_type"), str) and entry["auth_type"].startswith("oauth")
-                   ] if isinstance(pool, list) else []
-        if not entries:
-            raise ProbeFailure("no_credentials", NO_CREDENTIAL)
-        chosen = max(entries, key=lambda entry: (_expiry(entry) is not None, _expiry(entry) or 0.0))
+    found = choose(auth)
+    if found is None:
+        raise ProbeFailure("no_credentials", NO_CREDENTIAL)
+    chosen = found[1]
     expires = _expiry(chosen)
     if expires is not None and expires <= now:
         raise ProbeFailure("token_expired", f"The Nous Portal login expired at {iso_utc(expires)}. {REFRESH_HINT}")

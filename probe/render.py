@@ -93,14 +93,18 @@ def history_text(body: dict, days: float) -> str:
         return f"No history for this home and provider {body['provider']} (is it configured in probe serve?)."
     lines = [f"{body['provider']} history of home {body['home']}, last {days:g} days"]
     rows = [(s["window"], [p["used_percent"] for p in s["points"]], 0.0, 100.0, "%") for s in body["series"]]
-    rows += [(f"{b['label']} ({b['currency']})", [p["amount"] for p in b["points"]], None, None, "")
-             for b in body["balances"]]
+    # money has cents; a unit that is not money (MiniMax "points") is a count, shown as sent
+    rows += [(f"{b['label']} ({b['currency']})", [p["amount"] for p in b["points"]], None, None,
+              "" if b["currency"].isupper() else "count") for b in body["balances"]]
     width = max((len(r[0]) for r in rows), default=0)
     for label, values, low, high, unit in rows:
         if not values:
             lines.append(f"  {label:<{width}}  (no points)")
             continue
-        latest = f"{values[-1]:.1f}{unit}" if unit else f"{values[-1]:,.2f}"
+        if unit == "count":
+            latest = f"{values[-1]:,.6f}".rstrip("0").rstrip(".")
+        else:
+            latest = f"{values[-1]:.1f}{unit}" if unit else f"{values[-1]:,.2f}"
         lines.append(f"  {label:<{width}}  {sparkline(values, low, high)}  now {latest}  ({len(values)} points)")
     if not rows:
         lines.append("  (no points yet)")

@@ -169,3 +169,6 @@ def test_balances_reach_metrics_and_history_with_their_currency(emulator, make_h
     assert {b["currency"] for b in bodies["kimi-coding-cn"]["balances"]} == {"CNY"}
     assert {b["label"] for b in bodies["nous"]["balances"]} >= {"Top-up credits", "Total usable"}
     assert bodies["minimax"]["balances"][0]["points"][0]["amount"] == by_provider["minimax"]["balances"][0]["amount"]
+    text = run_cli("history", "--home", str(home), "--provider", "minimax", "--history", str(history.path)).stdout
+    points = by_provider["minimax"]["balances"][0]["amount"]
+    assert "Points (points)" in text and f"now {points:,.0f}  (1 points)" in text     # a count, no cents

@@ -25,7 +25,7 @@ import pytest
 
 from probe.demo import write_home
 from probe.emulator import (COPILOT_PATH, KIMI_BALANCE_PATH, KIMI_CN_BALANCE_PATH, KIMI_CODE_PATH, MINIMAX_CN_PATHS,
-                            MINIMAX_PATHS, NOUS_PATH, ZAI_PATH, quota_body)
+                            MINIMAX_PATHS, NOUS_PATH, ZAI_PATH)
 from support import run_cli
 from workers.providers import load
 from workers.validate import to_snapshot

@@ -36,8 +36,8 @@ _unique = itertools.count()
 HOME_KEY = {"zai": "zai", "kimi-coding": "kimi", "kimi-coding-cn": "kimi_cn", "minimax": "minimax",
             "minimax-cn": "minimax_cn", "copilot": "copilot", "nous": "nous"}
 NEW = tuple(HOME_KEY)
-#: provider -> the emulator path its (first) request goes to, for a plain key
-FIRST_PATH = {"zai": ZAI_PATH, "kimi-coding": KIMI_BALANCE_PATH, "kimi-coding-cn": KIMI_CN_BALANCE_PATH,
+#: provider -> the emulator path its first request goes to (kimi-coding: for a sk-kimi- key)
+FIRST_PATH = {"zai": ZAI_PATH, "kimi-coding": KIMI_CODE_PATH, "kimi-coding-cn": KIMI_CN_BALANCE_PATH,
               "minimax": MINIMAX_PATHS[0], "minimax-cn": MINIMAX_CN_PATHS[0], "copilot": COPILOT_PATH,
               "nous": NOUS_PATH}
 
@@ -413,7 +413,7 @@ def test_error_answers_through_the_service(emulator, make_service, tmp_path, pro
         snap = service.fetch(provider, home=write_home(tmp_path / "h", fresh(provider), **{HOME_KEY[provider]: token}),
                              refresh=True)
         assert snap.error is not None and snap.error.code == code, (marker, snap.error)
-        assert emulator.count(token=token) >= 1
+        assert [r.path for r in emulator.requests() if r.token == token] == [FIRST_PATH[provider]]   # no fallback
     limited = fresh(f"{prefix}-429-")
     home = write_home(tmp_path / "h", fresh(provider), **{HOME_KEY[provider]: limited})
     first = service.fetch(provider, home=home, refresh=True)

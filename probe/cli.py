@@ -179,15 +179,12 @@ def demo(as_json: bool) -> None:
 
     with Emulator() as emulator, demo_homes() as homes:
         config = ProbeConfig(pool_size=0, provider_urls=emulator.provider_urls())
-        with ProbeService(config) as service, ThreadPoolExecutor(len(BUILTIN_NAMES)) as pool:
-            def first_with_credential(provider: str) -> Snapshot | None:
-                for name in ("main", "team"):
-                    snap = service.fetch(provider, home=homes[name])
-                    if not (snap.error is not None and snap.error.code == "no_credentials"):
-                        return snap
-                return None
-
-            snaps = [s for s in pool.map(first_with_credential, BUILTIN_NAMES) if s is not None]
+        with ProbeService(config) as service:
+            listed = {name: service.home_providers(homes[name]).names for name in ("main", "team")}
+            chosen = [(provider, next(name for name in listed if provider in listed[name]))
+                      for provider in BUILTIN_NAMES if any(provider in names for names in listed.values())]
+            with ThreadPoolExecutor(len(chosen)) as pool:
+                snaps = list(pool.map(lambda pair: service.fetch(pair[0], home=homes[pair[1]]), chosen))
     _print_snapshots(snaps, as_json)
     sys.exit(_exit_code(snaps))
 

@@ -39,6 +39,16 @@ def emulator_env(emulator, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
+def http() -> Iterator["ProviderHttp"]:  # noqa: F821
+    """A worker's HTTP client (child side), for adapter tests run in the test process."""
+    from workers.http import ProviderHttp
+
+    client = ProviderHttp()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def make_home(tmp_path: Path) -> Callable[..., Path]:
     """``make_home("a", anthropic="sk-ant-oat-…")`` → a home directory with those tokens."""
 

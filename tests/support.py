@@ -6,8 +6,18 @@ bounds how long a broken build takes to fail."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
+
+
+_tokens = itertools.count()
+
+
+def fresh(prefix: str) -> str:
+    """A token no other test of the session has used (the emulator is shared by the
+    session, and it remembers scripted tokens and counts requests per token)."""
+    return f"{prefix}-{next(_tokens)}-{time.monotonic_ns()}"
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:

@@ -21,23 +21,13 @@ from workers.http import MAX_BODY_BYTES, ProviderHttp, base_url, retry_after_s
 from workers.providers import NAMES, run_probe
 from workers.providers.openai_codex import jwt_account_id, plan_name, usage_url
 from workers.result import ProbeFailure, failure, iso_utc, money, snapshot, window
+from support import fresh
 
 pytestmark = pytest.mark.timeout(30)
 SNAPSHOT_KEYS = ["provider", "available", "title", "plan", "source", "windows", "details", "balances",
                  "unavailable_reason", "error"]
 _unique = itertools.count()
 
-
-def fresh(prefix: str) -> str:
-    """A token no other test (the emulator is shared by the session) has scripted."""
-    return f"{prefix}-{next(_unique)}-{time.monotonic_ns()}"
-
-
-@pytest.fixture
-def http():
-    client = ProviderHttp()
-    yield client
-    client.close()
 
 
 @pytest.fixture

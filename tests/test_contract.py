@@ -20,22 +20,13 @@ from workers.places import parse_all
 from workers.providers import Provider, ProviderSpec, run_probe
 from workers.result import ProbeFailure
 from workers.validate import to_snapshot
+from support import fresh
 
 pytestmark = pytest.mark.timeout(30)
 _unique = itertools.count()
 SNAPSHOT_KEYS = ["provider", "available", "title", "plan", "source", "windows", "details", "balances",
                  "unavailable_reason", "error"]
 
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}-{next(_unique)}-{time.monotonic_ns()}"
-
-
-@pytest.fixture
-def http():
-    client = ProviderHttp()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import pytest
 from probe.demo import write_home
 from probe.emulator import (COPILOT_PATH, KIMI_BALANCE_PATH, KIMI_CN_BALANCE_PATH, KIMI_CODE_PATH, MINIMAX_CN_PATHS,
                             MINIMAX_PATHS, NOUS_PATH, ZAI_PATH)
-from support import run_cli
+from support import fresh, run_cli
 from workers.providers import load
 from workers.validate import to_snapshot
 
@@ -41,10 +41,6 @@ FIRST_PATH = {"zai": ZAI_PATH, "kimi-coding": KIMI_CODE_PATH, "kimi-coding-cn": 
               "minimax": MINIMAX_PATHS[0], "minimax-cn": MINIMAX_CN_PATHS[0], "copilot": COPILOT_PATH,
               "nous": NOUS_PATH}
 
-
-def fresh(prefix: str) -> str:
-    """A token no other test of the session (the emulator is shared) has used."""
-    return f"{prefix}-e2e{next(_unique)}-{time.monotonic_ns()}"
 
 
 def W(label: str, used: float, reset: str | None, window_s: float | None, detail: str | None = None) -> dict:

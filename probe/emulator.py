@@ -642,6 +642,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 — http.server's naming
         emulator = self.server.emulator
         path, token, now = self._record_request()
+        with emulator._lock:
+            gate = emulator._holds.get(token) if token else None
+        if gate is not None:
+            gate.wait()
+            if self.server.stopping.is_set():
+                self.close_connection = True
+                return
         if emulator._roll_fault():
             self._serve_fault()
             return
@@ -827,6 +834,7 @@ class Emulator:
         self._requests: collections.deque[RecordedRequest] = collections.deque(maxlen=REQUEST_LOG_MAX)
         self._counts: collections.Counter[tuple[str, str | None]] = collections.Counter()
         self._scripts: dict[tuple[str, str | None], Scripted] = {}
+        self._holds: dict[str, threading.Event] = {}
         self._fault_rate = 0.0
         self._faults = random.Random(0)
         self._fault_kinds = itertools.cycle(range(3))
@@ -864,6 +872,9 @@ class Emulator:
         if server is None:
             return
         server.stopping.set()          # releases -hang- and -slow- handlers
+        with self._lock:               # ... and requests held by hold()
+            for gate in self._holds.values():
+                gate.set()
         if self.plugin_routes is not None:
             self.plugin_routes.close()     # releases handlers waiting on a plugin's answer
         server.shutdown()              # ends serve_forever
@@ -947,6 +958,16 @@ class Emulator:
         content_type = {} if raw is not None else {"Content-Type": "application/json"}
         with self._lock:
             self._scripts[(token, path)] = Scripted(status, payload, {**content_type, **(headers or {})})
+
+    def hold(self, token: str) -> threading.Event:
+        """Requests carrying ``token`` are recorded, then wait until the returned event is
+        set (or the emulator stops): for a test that needs calls to be in flight together
+        -- it waits for them with :meth:`wait_for` -- instead of betting on a delay that a
+        loaded machine can outlast."""
+        gate = threading.Event()
+        with self._lock:
+            self._holds[token] = gate
+        return gate
 
     def set_fault_rate(self, rate: float, seed: int = 0) -> None:
         """Answer this fraction of requests (any token) with a transient fault; for stress runs."""

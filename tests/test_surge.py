@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import threading
 
-from support import live_workers, run_threads, still_running, wait_until
+from support import fresh, live_workers, run_threads, still_running, wait_until
 
 
-def test_cold_worker_is_reused_by_the_next_caller_of_its_home(make_service, make_home):
+def overlapping(emulator, token: str, count: int, call) -> list:
+    """``count`` calls of ``call`` whose provider requests are all in flight at once: the
+    emulator holds requests with ``token`` until it has seen ``count`` of them. (A slow
+    provider only makes overlap likely: a loaded machine can start the second call after
+    the first has finished, and then no caller ever needs a cold process.)"""
+    gate = emulator.hold(token)
+    before = emulator.count(token=token)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert emulator.wait_for(before + count, token=token, timeout=10)
+    finally:
+        gate.set()
+        for thread in threads:
+            thread.join()
+    return results
+
+
+def test_cold_worker_is_reused_by_the_next_caller_of_its_home(emulator, make_service, make_home):
     """Without lingering every overflow caller forked (and tore down) a process of its own."""
-    home = make_home("surge", deepseek="sk-surge-slow300-")
+    token = fresh("sk-surge")
+    home = make_home("surge", deepseek=token)
     service = make_service(pool_size=1, claim_wait_s=0, max_cold_spawns=2, coalesce=False, cold_linger_s=30)
     service.fetch("deepseek", home=home, refresh=True)          # the pool's slot is running
-    first = run_threads(2, lambda: service.fetch("deepseek", home=home, refresh=True))
+    first = overlapping(emulator, token, 2, lambda: service.fetch("deepseek", home=home, refresh=True))
     cold = [s for s in first if s.probe.path == "cold"]
     assert len(cold) == 1, [s.probe.path for s in first]
     assert wait_until(lambda: service.stats()["cold_parked"] == 1)
-    again = run_threads(2, lambda: service.fetch("deepseek", home=home, refresh=True))
+    again = overlapping(emulator, token, 2, lambda: service.fetch("deepseek", home=home, refresh=True))
     paths = sorted(s.probe.path for s in again)
     assert paths == ["warm", "warm"], paths
     assert cold[0].probe.worker_pid in {s.probe.worker_pid for s in again}
@@ -46,13 +67,14 @@ def test_a_burst_never_exceeds_pool_plus_cold_bound(make_service, make_home):
     assert service.stats()["spawns"] <= 5 + 1   # +1: a worker may be replaced, never a fork per caller
 
 
-def test_rotation_closes_parked_workers_and_a_busy_one_is_not_parked(make_service, make_home):
+def test_rotation_closes_parked_workers_and_a_busy_one_is_not_parked(emulator, make_service, make_home):
     """A stale worker acting after a credential change: a cold process busy when its home
     rotates must not be parked and serve the next caller (it started before the rotation)."""
-    home = make_home("surge-rot", deepseek="sk-surge-rot-slow400-")
+    token = fresh("sk-surge-rot")
+    home = make_home("surge-rot", deepseek=token)
     service = make_service(pool_size=1, claim_wait_s=0, max_cold_spawns=2, coalesce=False, cold_linger_s=30)
     service.fetch("deepseek", home=home, refresh=True)
-    run_threads(2, lambda: service.fetch("deepseek", home=home, refresh=True))
+    overlapping(emulator, token, 2, lambda: service.fetch("deepseek", home=home, refresh=True))
     assert wait_until(lambda: service.stats()["cold_parked"] == 1)
     parked = next(p for p in live_workers() if p.pid not in
                   {w["pid"] for w in service.stats()["homes"][str(home.resolve())]["workers"]})
@@ -60,22 +82,22 @@ def test_rotation_closes_parked_workers_and_a_busy_one_is_not_parked(make_servic
     assert service.stats()["cold_parked"] == 0
     assert not still_running([parked], 5.0)
 
-    # now: the slot and a cold process both busy while the home rotates
+    # now: the slot and a cold process both busy (their requests held) while the home rotates
+    gate = emulator.hold(token)
+    before = emulator.count(token=token)
     in_flight = []
-    started = threading.Barrier(3)
-
-    def fetch():
-        started.wait()
-        in_flight.append(service.fetch("deepseek", home=home, refresh=True))
-
-    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: in_flight.append(
+        service.fetch("deepseek", home=home, refresh=True))) for _ in range(2)]
     for thread in threads:
         thread.start()
-    started.wait()
-    assert wait_until(lambda: service.stats()["cold_running"] == 1)
-    service.invalidate(home=home)
-    for thread in threads:
-        thread.join()
+    try:
+        assert emulator.wait_for(before + 2, token=token, timeout=10)
+        assert service.stats()["cold_running"] == 1
+        service.invalidate(home=home)
+    finally:
+        gate.set()
+        for thread in threads:
+            thread.join()
     assert sorted(s.probe.path for s in in_flight) in (["cold", "warm"], ["cold", "slot_start"])
     assert service.stats()["cold_parked"] == 0
     assert wait_until(lambda: service.stats()["cold_running"] == 0)

@@ -490,15 +490,26 @@ ALL_ELEVEN = ["anthropic", "openai-codex", "openrouter", "deepseek", "zai", "kim
               "minimax", "minimax-cn", "copilot", "nous"]
 
 
-def test_probe_fetch_shows_all_eleven_built_ins_side_by_side(emulator, tmp_path):
+def test_probe_fetch_shows_all_eleven_built_ins_and_a_pool_only_provider_side_by_side(emulator, tmp_path):
+    """Issue #20's target: a home with all eleven built-in credentials plus a provider only
+    Hermes' credential_pool records (xai) shows every one of them, in SPEC §17's order."""
     home = write_home(tmp_path, "eleven", anthropic="sk-ant-oat01-eleven", codex="codex-eleven",
                       openrouter="sk-or-v1-eleven", deepseek="sk-eleven", zai="glm-eleven", kimi="sk-kimi-eleven",
                       kimi_cn="ms-cn-eleven", minimax="mm-eleven", minimax_cn="mmcn-eleven",
                       copilot="github_pat_eleven", nous="nous-eleven")
+    auth = json.loads((home / "auth.json").read_text())
+    auth.setdefault("credential_pool", {})["xai"] = [
+        {"label": "team key", "auth_type": "api_key", "access_token": "xai-eleven", "last_status": "ok"}]
+    (home / "auth.json").write_text(json.dumps(auth))
     result = run_cli("fetch", "--home", str(home), "--json", env=emulator.env())
     assert result.returncode == 0, result.stdout + result.stderr
     snaps = json.loads(result.stdout)
-    assert [s["provider"] for s in snaps] == ALL_ELEVEN
+    assert [s["provider"] for s in snaps] == ALL_ELEVEN + ["xai"]
+    pool_only = snaps[-1]
+    assert (pool_only["source"], pool_only["details"], pool_only["available"]) == (
+        "credential_pool", ["team key: ok"], True)
+    assert emulator.count(token="xai-eleven") == 0      # Hermes' records: no request made
+    snaps = snaps[:-1]
     assert all(s["available"] and s["error"] is None for s in snaps), [s["error"] for s in snaps]
     by_name = {s["provider"]: s for s in snaps}
     assert by_name["kimi-coding-cn"]["balances"][0]["currency"] == "CNY"
@@ -506,7 +517,7 @@ def test_probe_fetch_shows_all_eleven_built_ins_side_by_side(emulator, tmp_path)
     text = run_cli("fetch", "--home", str(home), env=emulator.env())
     assert text.returncode == 0
     heads = [line.split(" — ")[0] for line in text.stdout.splitlines() if " — " in line and not line.startswith(" ")]
-    assert heads == ALL_ELEVEN
+    assert heads == ALL_ELEVEN + ["xai"]
     assert "Points: " in text.stdout and "Balance: ¥" in text.stdout and "Tool calls (month)" in text.stdout
     assert "eleven" not in text.stdout.replace(str(home), "")
 

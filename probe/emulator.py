@@ -677,17 +677,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._serve_scenario(path, token, scenario_for(token), now)
 
-    def _serve_scenario(self, path: str, token: str, scenario: Scenario, now: float) -> None:
+    def transport_markers(self, scenario: Scenario) -> bool:
+        """Act out the token's transport markers (``-hang-``, ``-reset-``, ``-slow<ms>-``),
+        the same on every route, built-in or a plugin's. True when the request is done
+        with (hung up on, or the emulator stopped meanwhile): nothing is to be answered."""
         if scenario.hang:
             self.server.stopping.wait()
             self.close_connection = True
-            return
+            return True
         if scenario.reset:
             self.close_connection = True
             self.request.shutdown(socket.SHUT_RDWR)
-            return
+            return True
         if scenario.delay_ms and self.server.stopping.wait(scenario.delay_ms / 1000):
             self.close_connection = True
+            return True
+        return False
+
+    def _serve_scenario(self, path: str, token: str, scenario: Scenario, now: float) -> None:
+        if self.transport_markers(scenario):
             return
         if scenario.keyfail and path == OPENROUTER_KEY_PATH:
             self._json(500, _error_body(500, "Key lookup failed."))

@@ -213,22 +213,9 @@ def serve_route(handler: Any, routes: PluginRoutes, name: str, token: str) -> No
     """Answer one request on plugin ``name``'s route through the emulator's ``handler``.
     The transport markers work here as on the built-in routes (``-hang-``, ``-slow<ms>-``,
     ``-reset-``); what status and body come back is the plugin's own business."""
-    import socket
-
     from probe.emulator import scenario_for
 
-    scenario = scenario_for(token)
-    stopping = handler.server.stopping
-    if scenario.hang:
-        stopping.wait()
-        handler.close_connection = True
-        return
-    if scenario.reset:
-        handler.close_connection = True
-        handler.request.shutdown(socket.SHUT_RDWR)
-        return
-    if scenario.delay_ms and stopping.wait(scenario.delay_ms / 1000):
-        handler.close_connection = True
+    if handler.transport_markers(scenario_for(token)):
         return
     status, body, headers = routes.ask(name, token)
     handler._reply(status, body, headers)

@@ -140,7 +140,7 @@ def history(home: str | None, provider: str, history_path: str | None, days: flo
     """A home's recorded readings for one provider, with a sparkline per window."""
     import time as _time
 
-    from probe.history import HistoryError, default_path, query_file
+    from probe.monitor.history import HistoryError, default_path, query_file
     from probe.homes import home_path
     from probe.render import history_text
 
@@ -174,8 +174,8 @@ def demo(as_json: bool) -> None:
     ``main`` home, then ``team``), in the providers' order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from probe.demo import demo_homes
-    from probe.emulator import Emulator
+    from probe.tools.demo import demo_homes
+    from probe.tools.emulator import Emulator
 
     with Emulator() as emulator, demo_homes() as homes:
         config = ProbeConfig(pool_size=0, provider_urls=emulator.provider_urls())
@@ -314,7 +314,7 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
           redis_prefix: str) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
     (or uses $PROBE_TOKEN)."""
-    from probe.alerts import parse_thresholds
+    from probe.monitor.alerts import parse_thresholds
     from probe.server.run import HistoryOptions, ServeError, serve as run_server
 
     try:
@@ -368,14 +368,14 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
     With --backends N --redis URL: N real backends sharing that Redis, polled over HTTP;
     the report adds provider requests per (home, provider) per cache TTL.
     """
-    from probe.stress import StressOptions, run_stress
+    from probe.tools.stress import StressOptions, run_stress
 
     if requests is not None and duration is not None:
         raise click.UsageError("give --requests or --duration, not both")
     if backends is not None:
         if not redis_url:
             raise click.UsageError("--backends needs --redis URL (or $PROBE_REDIS_URL)")
-        from probe.cluster_stress import run_cluster_stress
+        from probe.tools.cluster_stress import run_cluster_stress
 
         report = run_cluster_stress(backends=backends, redis_url=redis_url, homes=homes, concurrency=concurrency,
                                     duration_s=duration or 10.0, timeout_s=timeout)
@@ -441,7 +441,7 @@ def stress_text(report: dict) -> str:
                                           "(prints the SSL_CERT_FILE that trusts it).")
 def emulator(host: str, port: int, tls: bool) -> None:
     """Run the provider emulator until Ctrl-C."""
-    from probe.emulator import serve_forever_cli
+    from probe.tools.emulator import serve_forever_cli
 
     try:
         serve_forever_cli(host, port, tls)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.snapshot import Snapshot
-from probe.worker import WorkerProtocolError
+from probe.pool.worker import WorkerProtocolError
 from workers.credentials import stat_is_settled
 from workers.plugins import NAME_PATTERN
 

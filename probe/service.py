@@ -1,8 +1,8 @@
 """``ProbeService``: orchestration only.
 
 One fetch: validate → resolve the home → cache → join an identical in-flight probe →
-claim a warm worker (``probe.pool`` via ``probe.registry``) → or the bounded cold fallback
-(``probe.cold``) → store the result unless the home was rotated meanwhile (``probe.cache``).
+claim a warm worker (``probe.pool.pool`` via ``probe.pool.registry``) → or the bounded cold fallback
+(``probe.pool.cold``) → store the result unless the home was rotated meanwhile (``probe.cache``).
 Each of those boxes owns its own state and lock; this module holds none across a probe.
 
 A home's provider list (SPEC §17, :meth:`ProbeService.home_providers`) is one more request
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from probe.backoff import Backoff, Blocked
 from probe.cache import SnapshotCache
 from probe.coalesce import InFlight
-from probe.cold import ColdLimiter
+from probe.pool.cold import ColdLimiter
 from probe.config import ProbeConfig
 from probe.shared import Fetch, SharedCache
 
@@ -38,12 +38,12 @@ from probe.env import child_env
 from probe.errors import UnknownProviderError, check_provider, check_timeout
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
-from probe.pool import RecycleLimits
-from probe.registry import PoolRegistry
+from probe.pool.pool import RecycleLimits
+from probe.pool.registry import PoolRegistry
 from probe.snapshot import ProbeInfo, Snapshot, monotonic_ms_since
-from probe.spawner import Spawner
+from probe.pool.spawner import Spawner
 from probe.stats import Stats
-from probe.worker import Worker, WorkerFailed, WorkerProtocolError
+from probe.pool.worker import Worker, WorkerFailed, WorkerProtocolError
 from workers.plugins import NAME_PATTERN
 
 T = TypeVar("T")
@@ -526,7 +526,7 @@ class ProbeService:
         """The fallback when no pool slot was free: a surge worker of this home parked by an
         earlier cold probe (``warm``), else a new process under the cold bound (``cold``).
         Afterwards the worker is parked for the next such caller, or retired (see
-        ``probe.cold``)."""
+        ``probe.pool.cold``)."""
         cold = self._cold
         generation = self._cache.generation(home)
         granted, worker = cold.claim(home, generation, deadline)

@@ -34,9 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchlib import REPORT, emulator_process, run_callers, settled_home, write_section
-from probe.stress import percentile
+from probe.tools.stress import percentile
 from probe import ProbeConfig, ProbeService
-from probe.emulator import provider_urls_for
+from probe.tools.emulator import provider_urls_for
 
 PROVIDER = "deepseek"
 STRATEGIES = ("direct", "warm", "nowait", "single", "cold", "ppe")

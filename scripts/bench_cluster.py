@@ -29,7 +29,7 @@ import redis
 
 from benchlib import REPORT, emulator_process, measured_on, settled_home, write_section
 from probe import ProbeConfig, ProbeService
-from probe.emulator import provider_urls_for
+from probe.tools.emulator import provider_urls_for
 
 
 def free_port() -> int:

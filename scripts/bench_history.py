@@ -23,9 +23,9 @@ from pathlib import Path
 
 from benchlib import REPORT, emulator_process, measured_on, settled_home, write_section
 from probe import ProbeConfig, ProbeService
-from probe.emulator import provider_urls_for
-from probe.history import History, migrate, query_file
-from probe.readings import Reader
+from probe.tools.emulator import provider_urls_for
+from probe.monitor.history import History, migrate, query_file
+from probe.monitor.readings import Reader
 
 PROVIDERS = ("anthropic", "openai-codex", "openrouter", "deepseek")
 

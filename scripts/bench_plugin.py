@@ -41,7 +41,7 @@ DEEPSEEK_TOKEN = "sk-bench-deepseek"
 # -- run inside a virtualenv (``--driver``) ------------------------------------------------
 def drive_emulator() -> None:
     """An emulator process with both answers scripted; prints its base URL, then waits for EOF."""
-    from probe.emulator import DEEPSEEK_PATH, Emulator, quota_body
+    from probe.tools.emulator import DEEPSEEK_PATH, Emulator, quota_body
     from quota_probe_example.provider import emulated_response   # a bench helper, not a service
 
     with Emulator() as emulator:
@@ -89,7 +89,7 @@ def drive_validation() -> None:
     one balance. In a process of its own: it imports the example module."""
     import timeit
 
-    from probe.emulator import DEEPSEEK_PATH, quota_body
+    from probe.tools.emulator import DEEPSEEK_PATH, quota_body
     from quota_probe_example.provider import emulated_response, normalize
     from workers.providers.deepseek import normalize as deepseek_normalize
     from workers.validate import to_snapshot
@@ -108,7 +108,7 @@ def drive_template_starts() -> None:
     import psutil
 
     from probe.env import template_env
-    from probe.spawner import Template
+    from probe.pool.spawner import Template
 
     for _ in sys.stdin:
         template = Template(template_env())
@@ -169,7 +169,7 @@ def run(fetches: int, starts: int) -> dict:
 
 def report(result: dict, fetches: int, starts: int) -> tuple[str, dict]:
     from benchlib import measured_on
-    from probe.stress import percentile
+    from probe.tools.stress import percentile
 
     times = result["fetch"]["times"]
     ds, ex = times["deepseek"], times["example-cloud"]

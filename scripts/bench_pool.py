@@ -24,13 +24,13 @@ import httpx
 import psutil
 
 from probe import ProbeConfig, ProbeService
-from probe.demo import write_home
+from probe.tools.demo import write_home
 from benchlib import REPORT, emulator_process, measured_on, run_callers, settled_home, write_section
-from probe.stress import percentile
-from probe.emulator import provider_urls_for
+from probe.tools.stress import percentile
+from probe.tools.emulator import provider_urls_for
 from probe.env import child_env
-from probe.spawner import Spawner
-from probe.worker import Worker
+from probe.pool.spawner import Spawner
+from probe.pool.worker import Worker
 
 
 def direct_get(base_url: str, token: str, n: int) -> list[float]:

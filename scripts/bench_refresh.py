@@ -3,7 +3,7 @@
 
     python scripts/bench_refresh.py [--homes 100] [--interval 60] [--seconds 120] [--output BENCHMARKS.md]
 
-100 configured homes x 4 providers, refreshed every 60 s by ``probe.refresher`` through a
+100 configured homes x 4 providers, refreshed every 60 s by ``probe.monitor.refresher`` through a
 default ``ProbeService``, against the built-in emulator (in this process: its request log
 is the measurement). Counts provider requests per wall-clock second over the run and
 reports the busiest second against the mean -- the target is no second above 3x the mean.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from benchlib import REPORT, measured_on, settled_home, write_section
 from probe import ProbeConfig, ProbeService
-from probe.emulator import Emulator
-from probe.readings import Reader
-from probe.refresher import Refresher
+from probe.tools.emulator import Emulator
+from probe.monitor.readings import Reader
+from probe.monitor.refresher import Refresher
 
 
 def main() -> int:

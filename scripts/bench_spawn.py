@@ -29,9 +29,9 @@ import psutil
 
 from benchlib import REPORT, emulator_process_env, measured_on, run_callers, settled_home, write_section
 from probe import ProbeConfig, ProbeService
-from probe.emulator import provider_urls_for
+from probe.tools.emulator import provider_urls_for
 from probe.status import is_worker_process
-from probe.stress import percentile, service_cpu_s
+from probe.tools.stress import percentile, service_cpu_s
 
 
 @contextlib.contextmanager

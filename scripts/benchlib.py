@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts: the emulator process, concurrent callers, the
-shared report. (Percentiles come from ``probe.stress``, the one place that computes them.)"""
+shared report. (Percentiles come from ``probe.tools.stress``, the one place that computes them.)"""
 from __future__ import annotations
 
 import contextlib
@@ -49,7 +49,7 @@ def settled_home(root, name: str, **tokens: str):
     import os
     import time
 
-    from probe.demo import write_home
+    from probe.tools.demo import write_home
 
     home = write_home(root, name, **tokens)
     an_hour_ago = time.time() - 3600

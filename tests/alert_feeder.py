@@ -14,8 +14,8 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from probe.alerts import Alerts, check_notify_urls
-from probe.history import History, connect
+from probe.monitor.alerts import Alerts, check_notify_urls
+from probe.monitor.history import History, connect
 from probe.pace import iso
 from probe.snapshot import ProbeInfo, Snapshot, Window
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from probe.demo import write_home
+from probe.tools.demo import write_home
 from support import live_children
 
 
@@ -24,7 +24,7 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator["Emulator"]:  # noqa: F821
-    from probe.emulator import Emulator
+    from probe.tools.emulator import Emulator
 
     with Emulator() as emu:
         yield emu
@@ -78,7 +78,7 @@ def make_service(emulator) -> Iterator[Callable[..., "ProbeService"]]:  # noqa: 
 
 
 def _spawn_methods() -> list[str]:
-    from probe.spawner import default_method
+    from probe.pool.spawner import default_method
 
     return ["fork", "exec"] if default_method({}) == "fork" else ["exec"]
 

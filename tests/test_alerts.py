@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from probe import ProbeConfig, ProbeService
-from probe.alerts import Alerts, check_notify_urls, list_alerts, mask, parse_thresholds
-from probe.history import History
+from probe.monitor.alerts import Alerts, check_notify_urls, list_alerts, mask, parse_thresholds
+from probe.monitor.history import History
 from probe.pace import iso, parse_instant
 from probe.server import create_app
 from probe.snapshot import ProbeInfo, Snapshot, Window
@@ -132,7 +132,7 @@ def test_a_failing_target_is_retried_and_never_slows_recording(tmp_path):
 
 
 def test_an_unreachable_target_never_slows_a_fetch(emulator, make_home, tmp_path):
-    from probe.readings import Reader
+    from probe.monitor.readings import Reader
 
     dead = "json://127.0.0.1:9/alerts"     # discard port: nothing listens
     history, alerts = start(tmp_path / "h.sqlite3", [dead], thresholds=(1,))

@@ -15,8 +15,8 @@ import pytest
 
 import probe
 from probe import ProbeConfig, ProbeService
-from probe.registry import PoolRegistry
-from probe.worker import Worker
+from probe.pool.registry import PoolRegistry
+from probe.pool.worker import Worker
 from support import run_threads, wait_until
 
 #: every test here runs once per way a worker starts (fork from the template, exec)
@@ -67,8 +67,8 @@ def test_lazy_init_never_publishes_a_half_built_default_service(monkeypatch):
 def test_lazy_init_never_publishes_a_half_built_pool(tmp_path):
     """A pool is put in the registry only once every slot exists: a second thread asking
     for the same home meanwhile waits and then gets the whole pool."""
-    from probe.pool import RecycleLimits
-    from probe.spawner import Spawner
+    from probe.pool.pool import RecycleLimits
+    from probe.pool.spawner import Spawner
 
     in_constructor = threading.Event()
     release = threading.Event()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.emulator import ANTHROPIC_PATH
+from probe.tools.emulator import ANTHROPIC_PATH
 from support import SNAPSHOT_KEYS, run_cli
 
 pytestmark = pytest.mark.timeout(60)

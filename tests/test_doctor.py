@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from probe.demo import write_home
+from probe.tools.demo import write_home
 from support import run_cli
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from probe.emulator import (ANTHROPIC_PATH, CODEX_PATHS, DEEPSEEK_PATH, FIVE_HOUR_S, OPENROUTER_CREDITS_PATH,
+from probe.tools.emulator import (ANTHROPIC_PATH, CODEX_PATHS, DEEPSEEK_PATH, FIVE_HOUR_S, OPENROUTER_CREDITS_PATH,
                             OPENROUTER_KEY_PATH, RESET_JITTER_S, WEEK_S, Emulator, quota_body, scenario_for)
 from support import reaped
 
@@ -427,7 +427,7 @@ def test_wait_for_times_out_when_nothing_comes(emulator):
 def test_request_log_is_bounded_but_counts_are_exact(monkeypatch):
     """A long-running emulator (a soak, ``probe serve --demo``) keeps the latest requests
     only, so it cannot grow without bound; counts still cover every request."""
-    import probe.emulator as module
+    import probe.tools.emulator as module
 
     monkeypatch.setattr(module, "REQUEST_LOG_MAX", 5)
     with Emulator() as emulator:
@@ -451,7 +451,7 @@ def test_nothing_is_printed_and_no_token_leaks(emulator, capfd):
 
 def test_serve_forever_cli_prints_urls_and_stops_on_sigint():
     process = subprocess.Popen(
-        [sys.executable, "-c", "from probe.emulator import serve_forever_cli; serve_forever_cli('127.0.0.1', 0)"],
+        [sys.executable, "-c", "from probe.tools.emulator import serve_forever_cli; serve_forever_cli('127.0.0.1', 0)"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with reaped(process):
         first = process.stdout.readline()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from probe.emulator import (COPILOT_PATH, FIVE_HOUR_S, KIMI_BALANCE_PATH, KIMI_CN_BALANCE_PATH, KIMI_CODE_PATH,
+from probe.tools.emulator import (COPILOT_PATH, FIVE_HOUR_S, KIMI_BALANCE_PATH, KIMI_CN_BALANCE_PATH, KIMI_CODE_PATH,
                             KIMI_RATE_WINDOW_S, MINIMAX_CN_PATHS, MINIMAX_PATHS, MONTH_S, NOUS_PATH, RESET_JITTER_S,
                             WEEK_S, ZAI_PATH, Emulator, provider_urls_for, quota_answer)
 
@@ -276,7 +276,7 @@ def minimax_window(prefix: str, end_key: str):
 
 def zai_token(plan: str) -> str:
     """A token whose z.ai plan is ``plan`` (Lite plans have no weekly limit)."""
-    from probe.emulator import ZAI_PLANS, _seed
+    from probe.tools.emulator import ZAI_PLANS, _seed
 
     return next(t for t in (f"zai-model-{i}" for i in range(100)) if ZAI_PLANS[_seed(t)[0] % 3][0] == plan)
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from probe import ProbeConfig, ProbeService
-from probe.history import SCHEMA_VERSION, History, query_file
+from probe.monitor.history import SCHEMA_VERSION, History, query_file
 from probe.pace import iso
-from probe.readings import Reader
+from probe.monitor.readings import Reader
 from probe.server import create_app
 from probe.snapshot import Balance, ProbeInfo, Snapshot, Window
 from support import RunningApp, run_cli
@@ -140,7 +140,7 @@ def test_unwritable_file_is_one_logged_error_and_probing_goes_on(emulator, make_
 
 
 def test_locked_file_is_one_logged_error_per_outage(emulator, make_home, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("probe.history.BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr("probe.monitor.history.BUSY_TIMEOUT_S", 0.05)
     store = History(tmp_path / "locked.sqlite3")
     assert store.start()
     holder = sqlite3.connect(store.path, isolation_level=None)
@@ -292,7 +292,7 @@ def test_jitter_writes_no_point_and_draws_no_boundary(tmp_path, history):
 def _version_1_file(path: Path, rng) -> datetime:
     """A history file as schema 1 wrote it, with the duplicates its exact-reset alert key
     let through: points of one jittered instance and two 80 % alerts for it."""
-    from probe.history import MIGRATIONS
+    from probe.monitor.history import MIGRATIONS
 
     conn = sqlite3.connect(path, isolation_level=None)
     for statement in MIGRATIONS[1]:
@@ -318,7 +318,7 @@ def _version_1_file(path: Path, rng) -> datetime:
 def test_a_schema_1_file_is_migrated_instances_and_alert_keys_included(tmp_path):
     import random
 
-    from probe.alerts import Alerts, list_alerts
+    from probe.monitor.alerts import Alerts, list_alerts
 
     rng = random.Random(23)
     path = tmp_path / "v1.sqlite3"

@@ -78,7 +78,7 @@ def test_hostile_home_values_are_clear_errors(home):
 
 
 def test_home_with_shell_metacharacters_and_newlines_is_just_a_path(tmp_path, emulator):
-    from probe.demo import write_home
+    from probe.tools.demo import write_home
 
     home = write_home(tmp_path, "we$ird; `name`\nwith newline", deepseek="sk-weird")
     with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:

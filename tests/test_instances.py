@@ -1,11 +1,11 @@
-"""SPEC §14's window-instance rule (probe/instances.py), table by table. The pipeline
+"""SPEC §14's window-instance rule (probe/monitor/instances.py), table by table. The pipeline
 tests (test_alerts, test_history, test_panel_browser) check that alerts, chart boundaries
 and the recent pace all follow it."""
 from __future__ import annotations
 
 import pytest
 
-from probe.instances import Instance, advance, assign, starts_new, tolerance_s
+from probe.monitor.instances import Instance, advance, assign, starts_new, tolerance_s
 
 
 @pytest.mark.parametrize("window_s, expected", [(18000, 180), (604800, 6048), (3600, 60), (None, 60), (0, 60)])

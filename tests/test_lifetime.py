@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from probe.worker import kill_tree
+from probe.pool.worker import kill_tree
 from support import demo_root, reaped, still_running, wait_until
 
 #: every test here runs once per way a worker starts (fork from the template, exec)
@@ -119,7 +119,7 @@ def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
 def test_wait_for_exit_reaps_an_exited_worker_and_gives_up_on_a_running_one():
     """The retire path's wait: True (and reaped) once the process is gone, False after the
     timeout for one that keeps running -- which the caller then kills."""
-    from probe.worker import wait_for_exit
+    from probe.pool.worker import wait_for_exit
 
     quick = subprocess.Popen([sys.executable, "-c", "pass"])
     assert wait_for_exit(quick, 10) and quick.returncode == 0

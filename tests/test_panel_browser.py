@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from probe.emulator import DEEPSEEK_PATH, quota_body
+from probe.tools.emulator import DEEPSEEK_PATH, quota_body
 from support import demo_root, free_port, wait_until
 from workers.providers.deepseek import balance_line
 
@@ -179,8 +179,8 @@ def test_panel_charts_history_and_lists_alerts(chromium_path, tmp_path):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from probe.alerts import Alerts
-    from probe.history import History
+    from probe.monitor.alerts import Alerts
+    from probe.monitor.history import History
     from probe.pace import iso
     from probe.snapshot import ProbeInfo, Snapshot, Window
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from plugin_venv import make_plugin_venv
-from probe.demo import write_home
+from probe.tools.demo import write_home
 from workers.providers import BUILTINS
 
 pytestmark = pytest.mark.timeout(60)
@@ -198,7 +198,7 @@ def test_probe_doctor_reads_plugin_credential_places(plugin_venv, homes):
 # -- a ProbeService with plugins installed ------------------------------------------------
 @pytest.mark.parametrize("method", ["fork", "exec"])
 def test_a_service_probes_plugins_and_contains_their_failures(plugin_venv, homes, emulator, method):
-    from probe.spawner import default_method
+    from probe.pool.spawner import default_method
 
     if method == "fork" and default_method({}) != "fork":
         pytest.skip("no template process on this platform")

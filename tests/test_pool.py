@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from probe.env import child_env
-from probe.pool import HomePool, RecycleLimits
-from probe.spawner import Spawner
-from probe.worker import Worker
+from probe.pool.pool import HomePool, RecycleLimits
+from probe.pool.spawner import Spawner
+from probe.pool.worker import Worker
 
 #: every test here runs once per way a worker starts (fork from the template, exec)
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("spawn_method")]

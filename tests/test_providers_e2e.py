@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from probe.demo import write_home
-from probe.emulator import (COPILOT_PATH, KIMI_BALANCE_PATH, KIMI_CN_BALANCE_PATH, KIMI_CODE_PATH, MINIMAX_CN_PATHS,
+from probe.tools.demo import write_home
+from probe.tools.emulator import (COPILOT_PATH, KIMI_BALANCE_PATH, KIMI_CN_BALANCE_PATH, KIMI_CODE_PATH, MINIMAX_CN_PATHS,
                             MINIMAX_PATHS, NOUS_PATH, ZAI_PATH)
 from support import fresh, run_cli
 from workers.providers import load

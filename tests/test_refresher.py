@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from probe import ProbeConfig, ProbeService
-from probe.readings import Reader
-from probe.refresher import Refresher
+from probe.monitor.readings import Reader
+from probe.monitor.refresher import Refresher
 from probe.server import create_app
 from support import RunningApp, free_port, still_running, wait_until
 

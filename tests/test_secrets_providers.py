@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from probe import ProbeConfig, ProbeService
-from probe.history import History
-from probe.readings import Reader
+from probe.monitor.history import History
+from probe.monitor.readings import Reader
 from probe.server import create_app
 from support import RunningApp, run_cli
 

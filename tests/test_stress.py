@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from probe.stress import LatencyHistogram, StressOptions, balance_for, percentile, run_stress
+from probe.tools.stress import LatencyHistogram, StressOptions, balance_for, percentile, run_stress
 
 pytestmark = pytest.mark.timeout(180)
 SPEC_KEYS = {"ok", "requests", "duration_s", "throughput_rps", "latency_ms", "paths", "errors", "before", "after",
@@ -50,7 +50,7 @@ def test_kill_own_worker_never_signals_a_stranger():
     pid that is gone."""
     import os
 
-    from probe.stress import kill_own_worker
+    from probe.tools.stress import kill_own_worker
 
     assert not kill_own_worker(os.getpid()) and not kill_own_worker(1)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -78,7 +78,7 @@ def test_latency_histogram_matches_exact_percentiles_in_fixed_memory():
 
 def test_stress_detects_a_cross_home_result(monkeypatch):
     """The checker is not vacuous: make home 1's credential answer with home 0's data."""
-    import probe.stress as stress
+    import probe.tools.stress as stress
 
     original = stress.balance_for
     monkeypatch.setattr(stress, "balance_for", lambda home, generation: original(0, generation))
@@ -122,7 +122,7 @@ def test_polling_many_homes_on_a_schedule_reports_service_cpu_and_spawns():
 
 def test_the_zombie_count_sees_an_unreaped_child():
     """Control for ``no_zombies``: a child that exited and was not reaped is counted."""
-    from probe.stress import _zombies
+    from probe.tools.stress import _zombies
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
@@ -140,7 +140,7 @@ def test_the_zombie_count_sees_an_unreaped_child():
 def test_a_zombie_left_unreaped_is_named_with_its_parent():
     """Control for ``no_zombies`` as the run decides it: a child that exited and stays
     unreaped past the grace is reported, saying what it was and whose child."""
-    from probe.stress import lingering_zombies
+    from probe.tools.stress import lingering_zombies
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
@@ -157,7 +157,7 @@ def test_a_zombie_is_blamed_only_once_it_outlived_its_own_grace():
     when it was first seen: one that exits while the check runs (a surge worker expiring;
     the service is still up) and is reaped a moment later is no leak, but one that stays
     is. Readings scripted as (time, {pid: what}), so no timing is involved."""
-    from probe.stress import lingering_zombies
+    from probe.tools.stress import lingering_zombies
 
     def scripted(*readings):
         clock_values = iter(t for t, _ in readings)

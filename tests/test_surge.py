@@ -1,5 +1,5 @@
 """Surge workers: a cold process lingers after answering and serves the next caller of its
-home that finds the pool busy (``probe.cold``). Each test names the failure it guards."""
+home that finds the pool busy (``probe.pool.cold``). Each test names the failure it guards."""
 from __future__ import annotations
 
 import threading

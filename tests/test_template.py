@@ -14,11 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-import probe.spawner as spawner_module
+import probe.pool.spawner as spawner_module
 from probe.env import child_env
-from probe.spawner import ForkedProcess, Spawner, default_method
-from probe.stress import balance_for, identify
-from probe.worker import Worker, kill_tree
+from probe.pool.spawner import ForkedProcess, Spawner, default_method
+from probe.tools.stress import balance_for, identify
+from probe.pool.worker import Worker, kill_tree
 from support import is_spare, is_template, live_children, live_workers, run_threads, wait_until
 
 pytestmark = [pytest.mark.timeout(120),

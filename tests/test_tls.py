@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from probe import ProbeConfig, ProbeService
-from probe.emulator import Emulator
+from probe.tools.emulator import Emulator
 
 pytestmark = pytest.mark.timeout(60)
 

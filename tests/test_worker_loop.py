@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from probe.env import child_env
-from probe.spawner import Spawner
-from probe.worker import Worker, WorkerProtocolError
+from probe.pool.spawner import Spawner
+from probe.pool.worker import Worker, WorkerProtocolError
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ A plugin may define ``EMULATOR = {"path": "/v1/quota", "response": callable(toke
 Why a child process: ``probe serve --demo`` runs the emulator inside the service process,
 and no service (or CLI) process ever imports a plugin module. So the plugin modules are
 imported here -- the way the template imports them, through ``workers.providers`` -- and
-the emulator (``probe.plugin_routes``) asks this process for each answer over a pipe. The
+the emulator (``probe.tools.plugin_routes``) asks this process for each answer over a pipe. The
 emulator's HTTP side, scenario markers and recording stay where they are; this process only
 turns (plugin, token) into (status, body).
 

@@ -5,7 +5,7 @@ Two mechanisms, because each misses a case the other catches:
 * ``PR_SET_PDEATHSIG`` (Linux): the kernel sends SIGKILL when the parent dies, even if the
   parent was SIGKILLed and never got to close our stdin. Caveat the parent must respect:
   the "parent" here is the *thread* that forked us, so the parent spawns from one
-  long-lived thread (``probe.spawner``), never from a short-lived caller thread.
+  long-lived thread (``probe.pool.spawner``), never from a short-lived caller thread.
 * EOF on stdin (everywhere): the loop ends when the parent closes the pipe or exits.
 """
 from __future__ import annotations

@@ -39,10 +39,10 @@ from starlette.staticfiles import StaticFiles
 
 from probe.errors import UnknownProviderError, check_provider
 from probe.pace import parse_instant
-from probe.alerts import list_alerts
-from probe.history import History, HistoryError
+from probe.monitor.alerts import list_alerts
+from probe.monitor.history import History, HistoryError
 from probe.home_list import HomeListFailed, HomeProviders
-from probe.readings import Reader
+from probe.monitor.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
@@ -125,7 +125,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     """An ASGI app serving ``homes`` (id → directory) from ``service``; ``token`` guards
     ``POST /api/rotate``. ``allowed_hosts`` limits the Host header (None: any).
 
-    ``refresh_s > 0`` says a background refresher (``probe.refresher``, run beside the app
+    ``refresh_s > 0`` says a background refresher (``probe.monitor.refresher``, run beside the app
     with the same ``reader``) keeps every reading fresh: a plain read then answers from the
     latest reading and calls a provider only when there is none yet; ``refresh=1`` still
     probes. Either way every result is recorded in ``reader.readings``, which ``/metrics``

@@ -5,7 +5,7 @@ collector (the service stays the one owner of those numbers); only the request l
 histogram is observed here. Each app has its own registry, so two apps in one process
 (tests, an embedding host) never collide.
 
-Quota gauges (SPEC §13) come from the backend's latest readings (``probe.readings``) of
+Quota gauges (SPEC §13) come from the backend's latest readings (``probe.monitor.readings``) of
 the homes' current generations: a scrape never calls a provider, and a reading from
 before a credential change is not exported as the new account's. Labels name a home by
 its configured id, never by path; ratios are 0–1 and instants are Unix seconds, as the
@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from probe.pace import parse_instant
-from probe.readings import Reader
+from probe.monitor.readings import Reader
 from probe.service import ProbeService
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)

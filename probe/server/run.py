@@ -15,11 +15,11 @@ from pathlib import Path
 
 import uvicorn
 
-from probe.alerts import DEFAULT_THRESHOLDS, Alerts, NotifyUrlError, check_notify_urls
+from probe.monitor.alerts import DEFAULT_THRESHOLDS, Alerts, NotifyUrlError, check_notify_urls
 from probe.config import ProbeConfig
-from probe.history import DEFAULT_DAYS, History, default_path
-from probe.readings import Reader
-from probe.refresher import Refresher
+from probe.monitor.history import DEFAULT_DAYS, History, default_path
+from probe.monitor.readings import Reader
+from probe.monitor.refresher import Refresher
 from probe.server import LOOPBACK_HOSTS, create_app
 from probe.service import ProbeService
 
@@ -72,9 +72,9 @@ def demo_backend() -> Iterator[tuple[dict[str, Path], ProbeConfig, Callable[[Pro
 
     The emulator also serves every installed plugin's EMULATOR route -- answered by a child
     process, since this is a service process and never imports a plugin module
-    (``probe/plugin_routes.py``) -- and the ``main`` home holds a demo credential for each."""
-    from probe.demo import LIMITED_ANTHROPIC_TOKEN, demo_homes, plugin_demo_credentials
-    from probe.emulator import ANTHROPIC_PATH, Emulator
+    (``probe/tools/plugin_routes.py``) -- and the ``main`` home holds a demo credential for each."""
+    from probe.tools.demo import LIMITED_ANTHROPIC_TOKEN, demo_homes, plugin_demo_credentials
+    from probe.tools.emulator import ANTHROPIC_PATH, Emulator
 
     with Emulator(plugins=True) as emulator, \
             demo_homes(plugin_demo_credentials(emulator.plugin_routes.routes.values())) as homes:

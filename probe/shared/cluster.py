@@ -374,6 +374,6 @@ class RedisCluster:
 
 
 def _safe_url(url: str) -> str:
-    from probe.alerts import mask
+    from probe.monitor.alerts import mask
 
     return mask(url)

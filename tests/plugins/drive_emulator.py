@@ -7,7 +7,7 @@ import sys
 
 import httpx
 
-from probe.emulator import DEEPSEEK_PATH, Emulator, quota_body
+from probe.tools.emulator import DEEPSEEK_PATH, Emulator, quota_body
 
 report = {}
 with Emulator(plugins=True) as emulator:

@@ -171,7 +171,7 @@ function svg(tag, attrs) {
 // ended and the next began, and the current instance's pace line (0 % at its start to 100 %
 // at its reset). The boundaries come from the server (series.boundaries): it decides window
 // instances by SPEC §14's rule, the same decision alerts use, so a jittering reset_at draws
-// nothing here -- the rule has one implementation, in probe/instances.py.
+// nothing here -- the rule has one implementation, in probe/monitor/instances.py.
 function chart(series, windowS) {
   const W = 300, H = 64, now = Date.now(), from = now - CHART_DAYS * 86400e3;
   const x = (t) => ((t - from) / (now - from)) * W;

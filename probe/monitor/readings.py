@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from probe.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from probe.history import History
+    from probe.monitor.history import History
     from probe.service import ProbeService
 
 

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from probe.pool import HomePool, RecycleLimits, close_workers
-from probe.spawner import Spawner, SpawnerClosed
-from probe.worker import Worker, WorkerFailed
+from probe.pool.pool import HomePool, RecycleLimits, close_workers
+from probe.pool.spawner import Spawner, SpawnerClosed
+from probe.pool.worker import Worker, WorkerFailed
 
 #: the reaper wakes at most this often, however long idle_s is
 REAP_INTERVAL_MAX_S = 5.0

@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 
 from probe.config import ProbeConfig
-from probe.emulator import Emulator
+from probe.tools.emulator import Emulator
 from probe.service import ProbeService
 
 #: answered later than its deadline by more than this = a violated invariant

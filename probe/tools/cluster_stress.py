@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 import psutil
 
-from probe.emulator import Emulator
-from probe.stress import DEADLINE_GRACE_S, STRESS_PROVIDER, LatencyHistogram, balance_for, identify, token_for
+from probe.tools.emulator import Emulator
+from probe.tools.stress import DEADLINE_GRACE_S, STRESS_PROVIDER, LatencyHistogram, balance_for, identify, token_for
 
 #: ``probe serve``'s default cache TTL: the unit the request count is reported in
 CACHE_TTL_S = 45.0

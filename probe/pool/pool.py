@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe.worker import Worker
+from probe.pool.worker import Worker
 
 
 @dataclass(frozen=True)

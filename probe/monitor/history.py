@@ -17,7 +17,7 @@ Threads and connections -- why this shape:
   on first use, so a restart loses neither; a failed write drops the first (it may hold
   what was rolled back), and the next reading loads it again.
 
-**Window instances** (SPEC §14, the rule in :mod:`probe.instances`) are decided here, on the
+**Window instances** (SPEC §14, the rule in :mod:`probe.monitor.instances`) are decided here, on the
 writer, once per reading: each window point stores the reference reset of the instance it
 belongs to (``points.instance``), so the chart's boundaries (:func:`query_file`), the alert
 key (``after_write`` gets each window's instance) and the recent pace basis (the in-memory
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from probe.instances import Instance, advance, assign, starts_new
+from probe.monitor.instances import Instance, advance, assign, starts_new
 from probe.pace import compute_recent, parse_instant
 from probe.snapshot import Snapshot
 

@@ -213,7 +213,7 @@ def serve_route(handler: Any, routes: PluginRoutes, name: str, token: str) -> No
     """Answer one request on plugin ``name``'s route through the emulator's ``handler``.
     The transport markers work here as on the built-in routes (``-hang-``, ``-slow<ms>-``,
     ``-reset-``); what status and body come back is the plugin's own business."""
-    from probe.emulator import scenario_for
+    from probe.tools.emulator import scenario_for
 
     if handler.transport_markers(scenario_for(token)):
         return

@@ -88,7 +88,7 @@ is prompt and leaves no thread or socket behind. Nothing is logged: requests car
 Plugin routes (``Emulator(plugins=True)``, as ``probe emulator`` and ``probe serve --demo``
 run it): every installed plugin's ``EMULATOR`` under ``/plugins/<name>``, its answers
 computed by a child process -- this process never imports a plugin module. See
-``probe/plugin_routes.py``.
+``probe/tools/plugin_routes.py``.
 """
 from __future__ import annotations
 
@@ -661,8 +661,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(scripted.status, scripted.body, scripted.headers)
             return
         plugin = emulator.plugin_routes.match(path) if emulator.plugin_routes else None
-        if plugin is not None:      # a plugin's EMULATOR route: probe/plugin_routes.py
-            from probe.plugin_routes import request_token, serve_route
+        if plugin is not None:      # a plugin's EMULATOR route: probe/tools/plugin_routes.py
+            from probe.tools.plugin_routes import request_token, serve_route
 
             serve_route(self, emulator.plugin_routes, plugin, request_token(self.headers))
             return
@@ -824,7 +824,7 @@ class Emulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False,
                  clock: Callable[[], float] = time.time, epoch: float | None = None, plugins: bool = False) -> None:
         self._address = (host, port)
-        #: ``plugins=True``: also serve every installed plugin's EMULATOR (probe/plugin_routes.py)
+        #: ``plugins=True``: also serve every installed plugin's EMULATOR (probe/tools/plugin_routes.py)
         self._plugins = plugins
         self.plugin_routes: "PluginRoutes | None" = None
         self.tls = tls
@@ -853,7 +853,7 @@ class Emulator:
         if self.epoch is None:
             self.epoch = self.clock()
         if self._plugins:
-            from probe.plugin_routes import PluginRoutes
+            from probe.tools.plugin_routes import PluginRoutes
 
             self.plugin_routes = PluginRoutes().start()
         self._server = _Server(self._address, self, self._server_tls() if self.tls else None)

@@ -9,7 +9,7 @@ time* times a random factor in [0.9, 1.1] -- so readings neither bunch up at sta
 drift into step with each other later. At most ``concurrency`` (4) probes run at once; an
 entry whose time came while all runners were busy waits its turn (late, never doubled).
 
-Every read goes through :class:`probe.readings.Reader`, that is through the same
+Every read goes through :class:`probe.monitor.readings.Reader`, that is through the same
 ``ProbeService`` as everything else: ``refresh=True`` (a refresh never answers itself from
 the cache), but coalescing, the rate-limit back-off (a provider in back-off is answered
 from its back-off, without a request, until it ends) and the rotation rules all apply. A
@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from probe.readings import Reader
+from probe.monitor.readings import Reader
 from workers.providers import provider_names
 
 log = logging.getLogger("quota_probe.refresher")

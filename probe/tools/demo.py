@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from probe.plugin_routes import PluginRoute
+    from probe.tools.plugin_routes import PluginRoute
 
 
 #: keyword of :func:`write_home` -> the ``.env`` name it writes (the first place each

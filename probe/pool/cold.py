@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe.worker import Worker
+from probe.pool.worker import Worker
 
 
 @dataclass

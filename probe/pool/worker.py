@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from probe.spawner import ForkedProcess, Spawner, SpawnerClosed
+from probe.pool.spawner import ForkedProcess, Spawner, SpawnerClosed
 
 #: a snapshot is a few KiB; a reply past this is a broken worker, not data
 MAX_REPLY_BYTES = 4 * 1024 * 1024

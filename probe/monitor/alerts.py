@@ -9,7 +9,7 @@ Outbox, so "exactly once" survives crashes as far as a crash allows:
    exactly-once key (home id, provider, window, kind, threshold, window instance), plus one
    ``deliveries`` row per notify target. The window instance is the one the history
    writer decided for this reading in the same transaction (SPEC §14's rule,
-   :mod:`probe.instances`; stored as its reference reset, e.g. ``2030-01-01T05:00:00Z``),
+   :mod:`probe.monitor.instances`; stored as its reference reset, e.g. ``2030-01-01T05:00:00Z``),
    so a reset that jitters from read to read is still one instance and one key. A second
    reading above the threshold inserts nothing; a new window instance is a new key, so it
    re-arms by itself. Nothing is sent here: a probe never waits for a notification.
@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from probe.history import History, connect
-from probe.instances import Instance
+from probe.monitor.history import History, connect
+from probe.monitor.instances import Instance
 from probe.pace import parse_instant
 from probe.snapshot import Snapshot
 

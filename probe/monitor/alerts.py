@@ -38,11 +38,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from probe.monitor.history import History, connect
 from probe.monitor.instances import Instance
 from probe.pace import parse_instant
+from probe.redact import mask
 from probe.snapshot import Snapshot
 
 log = logging.getLogger("quota_probe.alerts")
@@ -58,19 +59,6 @@ RUNS_OUT = 0
 
 class NotifyUrlError(ValueError):
     pass
-
-
-def mask(url: str) -> str:
-    """``url`` with any password replaced by ``****`` (for error messages and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:****@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def check_notify_urls(urls: Iterable[str]) -> list[str]:

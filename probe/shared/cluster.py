@@ -45,6 +45,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from probe.redact import mask
 from probe.shared import Fetch
 from probe.snapshot import Snapshot
 
@@ -374,6 +375,4 @@ class RedisCluster:
 
 
 def _safe_url(url: str) -> str:
-    from probe.monitor.alerts import mask
-
     return mask(url)

@@ -116,6 +116,11 @@ class HomeLists:
         finally:
             home_lock.release()
 
+    def fresh(self, home: Path, fingerprint: tuple) -> HomeProviders | None:
+        """The cached list while it is settled and read for these very files, else None
+        (no request is made: the caller asks a worker it has claimed anyway)."""
+        return self._fresh(str(home), fingerprint)
+
     def known(self, home: Path, fingerprint: tuple) -> HomeProviders | None:
         """The last list read for these very files, settled or not (the gate that lets a
         pool-only id be fetched: one read per home-wide call is enough for that)."""

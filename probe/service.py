@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from probe.backoff import Backoff, Blocked
 from probe.cache import SnapshotCache
-from probe.coalesce import InFlight
+from probe.coalesce import Call, InFlight
 from probe.pool.cold import ColdLimiter
 from probe.config import ProbeConfig
 from probe.shared import Fetch, SharedCache
@@ -37,6 +37,7 @@ from probe.shared.disk import DiskCache
 from probe.env import child_env
 from probe.errors import UnknownProviderError, check_provider, check_timeout
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
+from probe.home_read import HomePart, HomeRead
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
 from probe.pool.pool import RecycleLimits
 from probe.pool.registry import PoolRegistry
@@ -53,6 +54,8 @@ HomeArg = str | PathLike[str] | None
 #: failures that say nothing about the account: the last good snapshot stays worth showing
 TRANSIENT_ERRORS = frozenset({"rate_limited", "timeout", "provider_error", "bad_response",
                               "worker_crashed", "saturated"})
+
+SATURATED = "Every probe slot is busy; try again shortly."
 
 #: threads that run ``afetch`` calls; each blocks on a pipe, not the CPU
 AFETCH_THREADS = 64
@@ -169,6 +172,57 @@ class ProbeService:
             if provider not in listing.pool_only:
                 raise unknown
         return self._fetch(provider, home_dir, refresh, started, deadline)
+
+    def fetch_home(self, *, home: HomeArg = None, refresh: bool = False,
+                   timeout: float | None = None) -> list[Snapshot]:
+        """Every provider ``home`` has a credential for (SPEC §17), one snapshot each, in
+        the list's order (:meth:`home_providers`). The providers that need a probe are read
+        by **one** worker of the home in **one** request, concurrently inside it, so a
+        cold home costs one process start, not one per provider; every per-(home,
+        provider) rule of :meth:`fetch` holds for each (cache, back-off, coalescing, the
+        rotation guard, the shared cache and its lock). Each snapshot has its own
+        ``latency_ms``, up to that provider's answer. ``timeout`` covers the whole call.
+
+        A home with no credential: ``[]``. A home that does not exist, or whose list could
+        not be read: exactly one snapshot with ``"provider": null`` and the error
+        (``home_not_found``, ``timeout``, ...), never one per provider."""
+        started = time.monotonic()
+        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
+        if not isinstance(refresh, bool):
+            raise ValueError("refresh must be a bool")
+        if self._closed:
+            raise RuntimeError("this ProbeService is closed")
+        try:
+            home_dir = resolve_home(home)
+        except HomeNotFound as exc:
+            return [self._record(_list_failed(exc.path, "home_not_found", str(exc), "cold", None, started).snapshot)]
+        listed_after_ns = time.time_ns()
+        fingerprint = credential_fingerprint(home_dir)
+        self._notice_rotation(home_dir, fingerprint)
+        read = HomeRead(home_dir, fingerprint, refresh, started, started + timeout_s, listed_after_ns)
+        try:
+            with read.locks:
+                listing = self._home_lists.fresh(home_dir, fingerprint)
+                if listing is not None:
+                    self._plan_home(read, listing)
+                if read.listing is None or read.batch():
+                    self._read_home(read)
+                if read.batch():   # the worker that listed was a one-shot: the batch needs another
+                    self._read_home(read)
+        except HomeListFailed as exc:
+            return [self._record(exc.snapshot)]
+        finally:
+            for part in read.parts:   # a leader interrupted before its answer: followers probe alone
+                if part.leads and part.answer is None and part.call is not None and not part.waits_for_lock:
+                    self._inflight.done(part.flight, part.call, None)
+        self._finish_alone([part for part in read.parts if part.answer is None])
+        return self.settle_home_list(home_dir, read.listing, read.answers())
+
+    async def afetch_home(self, *, home: HomeArg = None, refresh: bool = False,
+                          timeout: float | None = None) -> list[Snapshot]:
+        """:meth:`fetch_home` on the service's own thread pool (see :meth:`afetch`)."""
+        call = functools.partial(self.fetch_home, home=home, refresh=refresh, timeout=timeout)
+        return await asyncio.get_running_loop().run_in_executor(self._afetch_executor(), call)
 
     def home_providers(self, home: HomeArg = None, *, timeout: float | None = None) -> HomeProviders:
         """Which providers ``home`` has a credential for (SPEC §17): names only, in the
@@ -331,6 +385,27 @@ class ProbeService:
         """The fetch path after the caller's input was checked and the home found."""
         fingerprint = credential_fingerprint(home_dir)
         self._notice_rotation(home_dir, fingerprint)
+        fetch, answer = self._begin(provider, home_dir, fingerprint, refresh, started, deadline)
+        if answer is not None:
+            return answer
+        if not self._config.coalesce:
+            return self._probe_shared(fetch)
+        flight = (*fetch.key, fetch.generation)
+        call, leader = self._inflight.join(flight)
+        if not leader:
+            return self._follow(fetch, call)
+        result = None
+        try:
+            result = self._probe_shared(fetch)
+            return result
+        finally:
+            self._inflight.done(flight, call, result)
+
+    def _begin(self, provider: str, home_dir: Path, fingerprint: tuple, refresh: bool, started: float,
+               deadline: float) -> tuple[Fetch, Snapshot | None]:
+        """The steps before a probe, for one (home, provider): the fetch, and the answer
+        when none is needed -- a fresh cached snapshot (unless ``refresh``) or the
+        provider's rate-limit back-off (``refresh`` does not bypass that)."""
         shared_backoff = self._sync_cluster(home_dir, provider)
         key = (str(home_dir), provider, fingerprint)
         generation = self._cache.generation(home_dir)
@@ -338,34 +413,141 @@ class ProbeService:
         if not refresh:
             cached = self._cache.get(key) or self._read_shared(fetch)
             if cached is not None:
-                return self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
-                                                                cached.probe.worker_pid)))
+                return fetch, self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
+                                                                       cached.probe.worker_pid)))
         blocked = self._backoff.blocked(key) or shared_backoff
-        if blocked is not None:  # refresh=True does not bypass a rate-limit back-off
+        if blocked is not None:
             snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
                                    probe=ProbeInfo("cache", monotonic_ms_since(started)))
-            return self._record(self._stale_if_possible(snap, key, generation))
-        if not self._config.coalesce:
-            return self._probe_shared(fetch)
-        flight = (*key, generation)
-        call, leader = self._inflight.join(flight)
-        if leader:
-            result = None
-            try:
-                result = self._probe_shared(fetch)
-                return result
-            finally:
-                self._inflight.done(flight, call, result)
-        shared = call.wait(deadline - time.monotonic())
+            return fetch, self._record(self._stale_if_possible(snap, key, generation))
+        return fetch, None
+
+    def _follow(self, fetch: Fetch, call: Call) -> Snapshot:
+        """Wait for the identical probe another caller is running and answer with its
+        snapshot (``coalesced``); probe on our own if it ended without one."""
+        shared = call.wait(fetch.deadline - time.monotonic())
         if shared is not None:
-            return self._record(shared.with_probe(ProbeInfo("coalesced", monotonic_ms_since(started),
+            return self._record(shared.with_probe(ProbeInfo("coalesced", monotonic_ms_since(fetch.started),
                                                             shared.probe.worker_pid)))
-        if time.monotonic() >= deadline:
-            return self._record(Snapshot.failed(provider, str(home_dir), "timeout",
+        if time.monotonic() >= fetch.deadline:
+            return self._record(Snapshot.failed(fetch.provider, str(fetch.home), "timeout",
                                                 "The probe did not finish before its deadline.",
-                                                probe=ProbeInfo("coalesced", monotonic_ms_since(started))))
+                                                probe=ProbeInfo("coalesced", monotonic_ms_since(fetch.started))))
         # The leader ended without a snapshot (it was interrupted): probe on our own.
         return self._probe_shared(fetch)
+
+    # -- a home read (SPEC §17; the state is probe.home_read's) ----------------------------
+    def _read_home(self, read: HomeRead) -> None:
+        """One claim of a worker of the home: the home's list first if it is not known (on
+        this very worker, so a cold home starts one process), then the batch."""
+        def failed(exc: WorkerFailed, path: str, pid: int | None) -> None:
+            self._batch_failed(read, exc.code, str(exc), path, pid)
+
+        def saturated() -> None:
+            self._batch_failed(read, "saturated", SATURATED, "cold", None)
+
+        self._on_worker(read.home, read.deadline, use=lambda worker, path: self._read_home_on(read, worker, path),
+                        failed=failed, saturated=saturated)
+
+    def _read_home_on(self, read: HomeRead, worker: Worker, path: str) -> None:
+        if read.listing is None:
+            listing = self._home_lists.get(
+                read.home, read.fingerprint, read.listed_after_ns, read.deadline - time.monotonic(),
+                lambda: self._listing_on(worker, path, read.home, read.deadline, read.started))
+            if listing is None:
+                raise _list_failed(read.home, "timeout", "The home's provider list was not read before the deadline.",
+                                   "cache", None, read.started)
+            self._plan_home(read, listing)
+            if worker.once or worker.closed:
+                return
+        batch = {part.provider: part for part in read.batch()}
+        if not batch:
+            return
+        def on_line(reply: dict[str, Any]) -> None:
+            snap = self._child_snapshot(reply, read.home, path, read.started, worker.pid)
+            part = batch.pop(snap.provider, None)
+            if part is None:
+                raise WorkerProtocolError("The worker answered for a provider it was not asked for.")
+            self._settle(part, snap)
+
+        message = {"op": "probe_home", "providers": list(batch), "timeout_s": child_timeout_s(read.deadline)}
+        try:
+            self._stats.count("home_reads")
+            reply = worker.request(message, read.deadline, on_line)
+            if not reply.get("ok") or batch:
+                raise WorkerProtocolError("The worker sent a malformed reply.")
+        except WorkerFailed as exc:
+            worker.kill()
+            self._stats.count("kills")
+            self._batch_failed(read, exc.code, str(exc), path, worker.pid)
+
+    def _batch_failed(self, read: HomeRead, code: str, message: str, path: str, pid: int | None) -> None:
+        """No worker answered: before the list is known, the home's one failure snapshot
+        (HomeListFailed); after, each provider still unanswered gets the failure, stored
+        and handed to its followers as a single fetch's would be."""
+        if read.listing is None:
+            raise _list_failed(read.home, code, message, path, pid, read.started)
+        for part in read.batch():
+            self._settle(part, Snapshot.failed(part.provider, str(read.home), code, message,
+                                               probe=ProbeInfo(path, monotonic_ms_since(read.started), pid)))
+
+    def _plan_home(self, read: HomeRead, listing: HomeProviders) -> None:
+        """Decide each listed provider's part by the single-fetch rules (see
+        ``probe.home_read``): answered now, followed, or ours -- and for ours, with a
+        shared cache, its cross-process probe lock taken without waiting (held on
+        ``read.locks`` until the batch is answered)."""
+        read.listing = listing
+        for name in listing.names:
+            fetch, answer = self._begin(name, read.home, read.fingerprint, read.refresh, read.started, read.deadline)
+            part = HomePart(fetch, answer)
+            read.parts.append(part)
+            if answer is not None:
+                continue
+            if self._config.coalesce:
+                part.flight = (*fetch.key, fetch.generation)
+                part.call, part.leads = self._inflight.join(part.flight)
+            else:
+                part.leads = True
+            if part.leads and self._shared is not None:
+                waiting_since = time.time()
+                if not read.locks.enter_context(self._shared.probe_lock(fetch, 0.0)):
+                    part.waits_for_lock = True
+                else:
+                    stored = self._stored_meanwhile(fetch, waiting_since)
+                    if stored is not None:
+                        self._settled(part, stored)
+
+    def _settle(self, part: HomePart, snap: Snapshot) -> None:
+        """A probe's result for one part: stored as a single fetch's, then answered."""
+        self._settled(part, self._store(part.fetch, snap))
+
+    def _settled(self, part: HomePart, answer: Snapshot) -> None:
+        part.answer = answer
+        if part.call is not None and part.leads:
+            self._inflight.done(part.flight, part.call, answer)
+
+    def _finish_alone(self, parts: list[HomePart]) -> None:
+        """The parts the batch did not answer: those coalesced on another caller's probe
+        (waiting for it) and those whose shared lock another process held (waiting for
+        that lock, then probing unless it stored an answer) -- side by side, each within
+        the call's deadline."""
+        def finish(part: HomePart) -> None:
+            if part.leads:   # waits_for_lock: ours to probe, once the lock is free
+                result = None
+                try:
+                    result = self._probe_shared(part.fetch)
+                finally:
+                    part.answer = result
+                    if part.call is not None:
+                        self._inflight.done(part.flight, part.call, result)
+            else:
+                part.answer = self._follow(part.fetch, part.call)
+
+        if len(parts) == 1:
+            finish(parts[0])
+        elif parts:
+            with ThreadPoolExecutor(len(parts), thread_name_prefix="probe-home") as pool:
+                list(pool.map(finish, parts))
 
     def _start_cluster(self, config: ProbeConfig) -> RedisCluster | None:
         """Cluster mode's Redis side, or None. A wrong password is a ValueError here (the
@@ -443,18 +625,35 @@ class ProbeService:
         waiting_since = time.time()
         with shared.probe_lock(fetch, fetch.deadline - time.monotonic()) as locked:
             if not locked:
-                snap = Snapshot.failed(fetch.provider, str(fetch.home), "timeout",
-                                       "Another process is probing this account; it did not finish in time.",
-                                       probe=ProbeInfo("cache", monotonic_ms_since(fetch.started)))
-                return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))
-            stored = self._read_shared(fetch, written_after=waiting_since if fetch.refresh else None)
+                return self._lock_timed_out(fetch)
+            stored = self._stored_meanwhile(fetch, waiting_since)
             if stored is not None:
-                return self._record(stored.with_probe(ProbeInfo("cache", monotonic_ms_since(fetch.started),
-                                                                stored.probe.worker_pid)))
+                return stored
             return self._probe_and_store(fetch)
 
+    def _lock_timed_out(self, fetch: Fetch) -> Snapshot:
+        snap = Snapshot.failed(fetch.provider, str(fetch.home), "timeout",
+                               "Another process is probing this account; it did not finish in time.",
+                               probe=ProbeInfo("cache", monotonic_ms_since(fetch.started)))
+        return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))
+
+    def _stored_meanwhile(self, fetch: Fetch, waiting_since: float) -> Snapshot | None:
+        """Once the shared probe lock is ours: the snapshot its last holder stored (for a
+        refresh, only one stored after we began to wait), answered from the cache."""
+        stored = self._read_shared(fetch, written_after=waiting_since if fetch.refresh else None)
+        if stored is None:
+            return None
+        return self._record(stored.with_probe(ProbeInfo("cache", monotonic_ms_since(fetch.started),
+                                                        stored.probe.worker_pid)))
+
     def _probe_and_store(self, fetch: Fetch) -> Snapshot:
-        snap = self._probe(fetch.provider, fetch.home, fetch.deadline, fetch.started)
+        return self._store(fetch, self._probe(fetch.provider, fetch.home, fetch.deadline, fetch.started))
+
+    def _store(self, fetch: Fetch, snap: Snapshot) -> Snapshot:
+        """What every probe's result goes through, a single fetch's or one of a home
+        read's: the back-off learns from it, the caches keep it unless the home was
+        rotated since ``fetch`` began, and the caller gets it (or, for a transient
+        failure, the last good snapshot marked stale)."""
         if snap.error is None:
             self._backoff.succeeded(fetch.key)
         elif snap.error.code == "rate_limited":
@@ -495,8 +694,7 @@ class ProbeService:
             home, deadline,
             use=lambda worker, path: self._ask(worker, provider, home, deadline, started, path),
             failed=lambda exc, path, pid: self._failed(provider, home, exc, started, path, pid),
-            saturated=lambda: Snapshot.failed(provider, str(home), "saturated",
-                                              "Every probe slot is busy; try again shortly.",
+            saturated=lambda: Snapshot.failed(provider, str(home), "saturated", SATURATED,
                                               probe=ProbeInfo("cold", monotonic_ms_since(started))))
 
     def _on_worker(self, home: Path, deadline: float, *, use: Callable[[Worker, str], T],
@@ -550,52 +748,61 @@ class ProbeService:
     def _ask_listing(self, home: Path, deadline: float, started: float) -> HomeProviders:
         """One ``providers`` request to a worker of ``home``; HomeListFailed when none
         answered usably (a confused worker is killed, as after a probe)."""
-        def failure(code: str, message: str, path: str, pid: int | None) -> HomeListFailed:
-            return HomeListFailed(Snapshot.failed(None, str(home), code, message,
-                                                  probe=ProbeInfo(path, monotonic_ms_since(started), pid)))
-
-        def use(worker: Worker, path: str) -> HomeProviders:
-            try:
-                self._stats.count("provider_lists")
-                reply = worker.request({"op": "providers"}, deadline)
-                error = reply.get("error")
-                if not reply.get("ok") and isinstance(error, dict) and error.get("code") == "home_not_found":
-                    raise failure("home_not_found", f"Home directory {home} does not exist.", path, worker.pid)
-                if not reply.get("ok"):
-                    raise WorkerProtocolError("The worker sent a malformed reply.")
-                return parse_listing(reply)
-            except WorkerFailed as exc:
-                worker.kill()
-                self._stats.count("kills")
-                raise failure(exc.code, str(exc), path, worker.pid) from None
-
         def failed(exc: WorkerFailed, path: str, pid: int | None) -> HomeProviders:
-            raise failure(exc.code, str(exc), path, pid)
+            raise _list_failed(home, exc.code, str(exc), path, pid, started)
 
         def saturated() -> HomeProviders:
-            raise failure("saturated", "Every probe slot is busy; try again shortly.", "cold", None)
+            raise _list_failed(home, "saturated", SATURATED, "cold", None, started)
 
-        return self._on_worker(home, deadline, use=use, failed=failed, saturated=saturated)
+        return self._on_worker(home, deadline, failed=failed, saturated=saturated,
+                               use=lambda worker, path: self._listing_on(worker, path, home, deadline, started))
+
+    def _listing_on(self, worker: Worker, path: str, home: Path, deadline: float, started: float) -> HomeProviders:
+        """The ``providers`` request itself, on a worker the caller owns."""
+        try:
+            self._stats.count("provider_lists")
+            reply = worker.request({"op": "providers"}, deadline)
+            error = reply.get("error")
+            if not reply.get("ok") and isinstance(error, dict) and error.get("code") == "home_not_found":
+                raise _list_failed(home, "home_not_found", f"Home directory {home} does not exist.", path,
+                                   worker.pid, started)
+            if not reply.get("ok"):
+                raise WorkerProtocolError("The worker sent a malformed reply.")
+            return parse_listing(reply)
+        except WorkerFailed as exc:
+            worker.kill()
+            self._stats.count("kills")
+            raise _list_failed(home, exc.code, str(exc), path, worker.pid, started) from None
 
     def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
              path: str) -> Snapshot:
         """One probe request to a worker the caller owns; always a Snapshot."""
         message = {"op": "probe", "provider": provider, "timeout_s": child_timeout_s(deadline)}
         try:
-            reply = worker.request(message, deadline)
-            if not reply.get("ok") or not isinstance(reply.get("snapshot"), dict):
-                raise WorkerProtocolError("The worker sent a malformed reply.")
-            try:
-                return Snapshot.from_child(reply["snapshot"], home=str(home), probe=ProbeInfo(
-                    path, monotonic_ms_since(started), worker.pid))
-            except ValueError:
-                raise WorkerProtocolError("The worker sent a malformed snapshot.") from None
+            return self._child_snapshot(worker.request(message, deadline), home, path, started, worker.pid)
         except WorkerFailed as exc:
             worker.kill()
             self._stats.count("kills")
             return self._failed(provider, home, exc, started, path, worker.pid)
 
+    @staticmethod
+    def _child_snapshot(reply: dict[str, Any], home: Path, path: str, started: float, pid: int | None) -> Snapshot:
+        """A worker's snapshot line as a Snapshot (latency: from ``started`` until now);
+        WorkerProtocolError for anything else."""
+        if not reply.get("ok") or not isinstance(reply.get("snapshot"), dict):
+            raise WorkerProtocolError("The worker sent a malformed reply.")
+        try:
+            return Snapshot.from_child(reply["snapshot"], home=str(home),
+                                       probe=ProbeInfo(path, monotonic_ms_since(started), pid))
+        except ValueError:
+            raise WorkerProtocolError("The worker sent a malformed snapshot.") from None
+
     def _failed(self, provider: str, home: Path, exc: WorkerFailed, started: float, path: str,
                 pid: int | None) -> Snapshot:
         return Snapshot.failed(provider, str(home), exc.code, str(exc),
                                probe=ProbeInfo(path, monotonic_ms_since(started), pid))
+
+
+def _list_failed(home: Path, code: str, message: str, path: str, pid: int | None, started: float) -> HomeListFailed:
+    return HomeListFailed(Snapshot.failed(None, str(home), code, message,
+                                          probe=ProbeInfo(path, monotonic_ms_since(started), pid)))

@@ -6,10 +6,21 @@ echoes, so the parent can never hand a caller somebody else's answer::
 
     {"id": "7", "op": "probe", "provider": "anthropic", "timeout_s": 20}
     {"id": "7", "ok": true, "snapshot": {...}}
+    {"id": "7", "op": "probe_home", "providers": ["anthropic", "zai"], "timeout_s": 20}
+    {"id": "7", "ok": true, "partial": true, "snapshot": {...zai...}}
+    {"id": "7", "ok": true, "partial": true, "snapshot": {...anthropic...}}
+    {"id": "7", "ok": true, "done": 2}
     {"id": "8", "op": "providers"} -> {"id": "8", "ok": true, "providers": ["anthropic", "xai"],
                                        "pool_only": ["xai"], "undeclared": []}
     {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
     {"id": "9", "op": "shutdown"}  -> {"id": "9", "ok": true}, then exit
+
+``probe_home`` reads several providers of the home in one request (SPEC §17): they are
+probed concurrently -- one thread each over the worker's one kept-alive client, every one
+with the request's ``timeout_s`` -- and each snapshot goes out as its own ``partial`` line
+the moment it is ready, in whatever order they finish, so the parent can hand a fast
+provider's answer on while a slow one is still out; the ``done`` line (with the count)
+ends the request. Every partial line carries the request's id like any reply.
 
 ``providers`` answers which providers the home has a credential for (SPEC §17,
 ``workers.listing``): names only, never a value; ``pool_only`` are the ids read from
@@ -35,13 +46,17 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 #: a request is a few hundred bytes; anything longer is garbage, not worth buffering
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_S = 20.0
+#: a home lists at most the registered providers plus 64 pool-only ids (``probe.home_list``)
+MAX_HOME_PROVIDERS = 1024
 
 
 class BadRequest(Exception):
@@ -83,11 +98,16 @@ def _decode(line: bytes) -> tuple[Any, dict]:
     if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
         raise BadRequest(None, "request has no string or integer id")
     op = request.get("op")
-    if op not in ("probe", "providers", "ping", "shutdown"):
+    if op not in ("probe", "probe_home", "providers", "ping", "shutdown"):
         raise BadRequest(request_id, "unknown op")
-    if op == "probe":
-        if not isinstance(request.get("provider"), str):
-            raise BadRequest(request_id, "probe needs a provider name")
+    if op == "probe" and not isinstance(request.get("provider"), str):
+        raise BadRequest(request_id, "probe needs a provider name")
+    if op == "probe_home":
+        names = request.get("providers")
+        if not isinstance(names, list) or not 0 < len(names) <= MAX_HOME_PROVIDERS \
+                or not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+            raise BadRequest(request_id, "probe_home needs a list of distinct provider names")
+    if op in ("probe", "probe_home"):
         timeout_s = request.get("timeout_s", DEFAULT_TIMEOUT_S)
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
             raise BadRequest(request_id, "timeout_s must be a number of seconds in (0, 3600]")
@@ -117,14 +137,15 @@ class Loop:
         if self._http is not None:
             self._http.close()
 
-    def handle(self, line: bytes) -> tuple[dict, bool]:
-        """Return (reply, keep_going)."""
-        reply, keep_going = self._dispatch(line)
+    def handle(self, line: bytes, emit: Callable[[dict], None] | None = None) -> tuple[dict, bool]:
+        """Return (reply, keep_going). ``emit`` writes a ``partial`` line of a
+        ``probe_home`` request (from any of its threads); without it, none is expected."""
+        reply, keep_going = self._dispatch(line, emit)
         if self.ready_at is not None:
             reply["ready_at"], self.ready_at = self.ready_at, None
         return reply, keep_going
 
-    def _dispatch(self, line: bytes) -> tuple[dict, bool]:
+    def _dispatch(self, line: bytes, emit: Callable[[dict], None] | None) -> tuple[dict, bool]:
         try:
             request_id, request = _decode(line)
         except BadRequest as exc:
@@ -137,7 +158,13 @@ class Loop:
             return {"id": request_id, "ok": True}, False
         if op == "providers":
             return {"id": request_id, **self.providers()}, True
-        return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], float(request.get("timeout_s", DEFAULT_TIMEOUT_S)))}, True
+        timeout_s = float(request.get("timeout_s", DEFAULT_TIMEOUT_S))
+        if op == "probe_home":
+            def partial(snapshot: dict) -> None:
+                if emit is not None:
+                    emit({"id": request_id, "ok": True, "partial": True, "snapshot": snapshot})
+            return {"id": request_id, "ok": True, "done": self.probe_home(request["providers"], timeout_s, partial)}, True
+        return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], timeout_s)}, True
 
     def credentials(self):
         """The home's credentials, re-read whenever a credential file's stat data changed
@@ -166,12 +193,49 @@ class Loop:
         return {"ok": True, **home_listing(self.credentials())}
 
     def probe(self, provider: str, timeout_s: float) -> dict:
+        return self._probe_in(self._present_home(), provider, timeout_s)
+
+    def _present_home(self):
+        """The home's credentials, or None when the home directory is gone."""
+        return self.credentials() if self.home and os.path.isdir(self.home) else None
+
+    def _probe_in(self, home, provider: str, timeout_s: float) -> dict:
         from workers.providers import run_probe
         from workers.result import failure
 
-        if not self.home or not os.path.isdir(self.home):
+        if home is None:
             return failure(provider, "home_not_found", "The worker's home directory does not exist.")
-        return run_probe(provider, self.credentials(), self.http(), timeout_s)
+        return run_probe(provider, home, self.http(), timeout_s)
+
+    def probe_home(self, providers: list[str], timeout_s: float, partial: Callable[[dict], None]) -> int:
+        """Probe ``providers`` side by side and hand each snapshot to ``partial`` as soon
+        as it is ready; the count once all are in. One thread per provider but the first,
+        which this thread probes itself (a home of one costs no thread). The home's files
+        are read once, before the threads start: every provider of one request sees the
+        same credentials, and no two threads re-read them at once. A provider that
+        outlives its ``timeout_s`` (a plugin stuck outside ``ctx``) holds the request
+        open: the parent answers it ``timeout`` at its own deadline and kills this
+        process -- the others' lines have gone out already."""
+        home = self._present_home()
+        self.http()   # built here, not raced for by the threads
+
+        def one(name: str) -> None:
+            partial(self._probe_in(home, name, timeout_s))
+
+        def in_thread(name: str) -> None:
+            try:
+                one(name)
+            except OSError:   # the parent hung up: the main thread's write ends the loop
+                pass
+
+        threads = [threading.Thread(target=in_thread, args=(name,), name=f"probe-{name}", daemon=True)
+                   for name in providers[1:]]
+        for thread in threads:
+            thread.start()
+        one(providers[0])
+        for thread in threads:
+            thread.join()
+        return len(providers)
 
 
 def preload(plugins: bool = False) -> None:
@@ -195,6 +259,16 @@ def preload(plugins: bool = False) -> None:
 
 def _write(out: BinaryIO, reply: dict) -> None:
     out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+
+
+_write_lock = threading.Lock()
+
+
+def _write_locked(out: BinaryIO, reply: dict) -> None:
+    """One whole line at a time: a ``probe_home`` request's threads write their partial
+    lines concurrently, and two interleaved writes would be garbage to the parent."""
+    with _write_lock:
+        _write(out, reply)
 
 
 def prepare() -> Loop:
@@ -226,9 +300,9 @@ def serve(once: bool, loop: Loop | None = None) -> int:
             line = _read_request_line(stdin)
             if line is None:
                 return 0
-            reply, keep_going = loop.handle(line)
             try:
-                _write(out, reply)
+                reply, keep_going = loop.handle(line, lambda partial: _write_locked(out, partial))
+                _write_locked(out, reply)
             except BrokenPipeError:
                 return 0
             if once or not keep_going:

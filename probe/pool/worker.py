@@ -15,6 +15,7 @@ import select
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +214,13 @@ class Worker:
                     pass
 
     # -- talking -------------------------------------------------------------------------
-    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def request(self, message: dict[str, Any], deadline: float,
+                partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Send one request and return the reply carrying its id.
+
+        ``partial``: the request is answered in several lines (``probe_home``); each line
+        marked ``"partial": true`` is handed to it as it arrives, on this thread, and the
+        final line is returned. Without it a partial line is a protocol error.
 
         ``deadline`` is a ``time.monotonic()`` value. On timeout, EOF, a broken pipe, garbage
         or a reply with another id the worker is killed (with its tree) and marked closed
@@ -235,7 +241,10 @@ class Worker:
             raise WorkerFailed("The worker process exited before it took the request.") from None
         try:
             reply = self._read_reply(deadline)
-            if reply.get("id") != request_id:
+            while reply.get("id") == request_id and reply.get("partial") is True and partial is not None:
+                partial(reply)
+                reply = self._read_reply(deadline)
+            if reply.get("id") != request_id or "partial" in reply:
                 raise WorkerProtocolError("The worker answered with a reply to another request.")
             ready_at = reply.pop("ready_at", None)
             if isinstance(ready_at, float) and self._asked_at is not None:

@@ -57,6 +57,8 @@ class HomeRead:
     deadline: float
     #: wall clock before the fingerprint was taken (``probe.home_list``'s racy rule)
     listed_after_ns: int
+    #: only these of the list (None: all of it)
+    only: frozenset[str] | None = None
     listing: HomeProviders | None = None
     parts: list[HomePart] = field(default_factory=list)
     #: the shared probe locks of the batch's parts, held until the batch is answered

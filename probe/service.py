@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
@@ -173,8 +173,8 @@ class ProbeService:
                 raise unknown
         return self._fetch(provider, home_dir, refresh, started, deadline)
 
-    def fetch_home(self, *, home: HomeArg = None, refresh: bool = False,
-                   timeout: float | None = None) -> list[Snapshot]:
+    def fetch_home(self, *, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
+                   providers: Collection[str] | None = None) -> list[Snapshot]:
         """Every provider ``home`` has a credential for (SPEC §17), one snapshot each, in
         the list's order (:meth:`home_providers`). The providers that need a probe are read
         by **one** worker of the home in **one** request, concurrently inside it, so a
@@ -185,7 +185,11 @@ class ProbeService:
 
         A home with no credential: ``[]``. A home that does not exist, or whose list could
         not be read: exactly one snapshot with ``"provider": null`` and the error
-        (``home_not_found``, ``timeout``, ...), never one per provider."""
+        (``home_not_found``, ``timeout``, ...), never one per provider.
+
+        ``providers`` (an addition to SPEC §17): read only those of the home's list -- the
+        backend's panel asks for the ones its latest readings lack. A name the list does
+        not hold is left out, never probed."""
         started = time.monotonic()
         timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
         if not isinstance(refresh, bool):
@@ -199,7 +203,8 @@ class ProbeService:
         listed_after_ns = time.time_ns()
         fingerprint = credential_fingerprint(home_dir)
         self._notice_rotation(home_dir, fingerprint)
-        read = HomeRead(home_dir, fingerprint, refresh, started, started + timeout_s, listed_after_ns)
+        read = HomeRead(home_dir, fingerprint, refresh, started, started + timeout_s, listed_after_ns,
+                        None if providers is None else frozenset(providers))
         try:
             with read.locks:
                 listing = self._home_lists.fresh(home_dir, fingerprint)
@@ -218,10 +223,10 @@ class ProbeService:
         self._finish_alone([part for part in read.parts if part.answer is None])
         return self.settle_home_list(home_dir, read.listing, read.answers())
 
-    async def afetch_home(self, *, home: HomeArg = None, refresh: bool = False,
-                          timeout: float | None = None) -> list[Snapshot]:
+    async def afetch_home(self, *, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
+                          providers: Collection[str] | None = None) -> list[Snapshot]:
         """:meth:`fetch_home` on the service's own thread pool (see :meth:`afetch`)."""
-        call = functools.partial(self.fetch_home, home=home, refresh=refresh, timeout=timeout)
+        call = functools.partial(self.fetch_home, home=home, refresh=refresh, timeout=timeout, providers=providers)
         return await asyncio.get_running_loop().run_in_executor(self._afetch_executor(), call)
 
     def home_providers(self, home: HomeArg = None, *, timeout: float | None = None) -> HomeProviders:
@@ -498,6 +503,8 @@ class ProbeService:
         ``read.locks`` until the batch is answered)."""
         read.listing = listing
         for name in listing.names:
+            if read.only is not None and name not in read.only:
+                continue
             fetch, answer = self._begin(name, read.home, read.fingerprint, read.refresh, read.started, read.deadline)
             part = HomePart(fetch, answer)
             read.parts.append(part)

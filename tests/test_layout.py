@@ -9,7 +9,7 @@ server     ``probe.server``, ``probe.server.*``                        5
 tools      ``probe.tools.*``                                           4
 monitor    ``probe.monitor.*``                                         4
 service    ``probe`` (``__init__``), ``probe.service``,                3
-           ``probe.home_list``
+           ``probe.home_list``, ``probe.home_read``
 pool       ``probe.pool.*``                                            2
 shared     ``probe.shared.*``                                          2
 leaf       every other module directly in ``probe/``                   1
@@ -25,6 +25,8 @@ both driven by the service. Where the real graph put a module:
   service and stay leaves.
 * ``probe.home_list`` is the service's own helper (``probe fetch --home H``'s list), and it
   uses the pool's ``WorkerProtocolError``: it belongs to the service layer, not the leaves.
+  So does ``probe.home_read``, the state of one ``fetch_home`` (it holds the service's
+  ``Fetch`` records and the home's list).
 * The server sits above the tools: ``probe serve --demo`` starts the emulator and the demo
   homes (``probe.server.run``). No tool imports the server.
 
@@ -50,6 +52,7 @@ RANK = {"front": 6, "server": 5, "tools": 4, "monitor": 4, "service": 3, "pool":
 PACKAGES = {"server": "server", "tools": "tools", "monitor": "monitor", "pool": "pool", "shared": "shared"}
 #: modules directly in probe/ that are not leaves
 TOP_LEVEL = {"probe": "service", "probe.service": "service", "probe.home_list": "service",
+             "probe.home_read": "service",
              "probe.cli": "front", "probe.doctor": "front"}
 
 

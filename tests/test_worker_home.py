@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from probe.demo import write_home
+from probe.tools.demo import write_home
 from probe.env import child_env
 
 pytestmark = pytest.mark.timeout(30)

@@ -114,11 +114,11 @@ def providers(as_json: bool) -> None:
 def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
     """Every provider the home has a credential for (SPEC §17: built-ins, plugins, then
     the ids only auth.json's credential_pool holds), the same list as ``GET /api/quota``
-    without a provider; a home with none says so; a missing home is one snapshot."""
-    from probe.home_list import read_home_each
-
-    with ProbeService(ProbeConfig(pool_size=0)) as service:
-        snaps = read_home_each(service, home, refresh=refresh, timeout=timeout)
+    without a provider; a home with none says so; a missing home is one snapshot. One
+    worker reads the home (``fetch_home``): one pool slot, so the list and the probes are
+    two requests to one process, not two one-shots."""
+    with ProbeService(ProbeConfig(pool_size=1)) as service:
+        snaps = service.fetch_home(home=home, refresh=refresh, timeout=timeout)
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in snaps], indent=2))
     elif snaps:
@@ -292,6 +292,8 @@ def status(server: str | None, as_json: bool) -> None:
               help="How often the panel polls.")
 @click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
               help="Shared cache directory: backends on one host given the same one share results (SPEC §7).")
+@click.option("--cache-ttl-s", type=click.FloatRange(min=0), default=None,
+              help="How long a provider's answer is served from the cache [default: 45; 5 with --demo].")
 @click.option("--refresh-s", type=click.FloatRange(min=0), default=None,
               help="Re-read every home's providers in the background about this often "
                    "[default: 300; 10 with --demo; 0 = off].")
@@ -309,8 +311,8 @@ def status(server: str | None, as_json: bool) -> None:
                    "(redis://, rediss://; a password goes in the URL).")
 @click.option("--redis-prefix", default="quota-probe:", show_default=True, help="Key prefix in Redis.")
 def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float,
-          cache_dir: str | None, refresh_s: float | None, history_path: str | None, no_history: bool,
-          history_days: float, notify: tuple[str, ...], alert_at: str, redis_url: str | None,
+          cache_dir: str | None, cache_ttl_s: float | None, refresh_s: float | None, history_path: str | None,
+          no_history: bool, history_days: float, notify: tuple[str, ...], alert_at: str, redis_url: str | None,
           redis_prefix: str) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
     (or uses $PROBE_TOKEN)."""
@@ -325,7 +327,8 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
                              thresholds=thresholds)
     try:
         run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
-                   poll_s=poll_s, cache_dir=cache_dir, refresh_s=refresh_s, history_options=options,
+                   poll_s=poll_s, cache_dir=cache_dir, cache_ttl_s=cache_ttl_s, refresh_s=refresh_s,
+                   history_options=options,
                    redis_url=redis_url, redis_prefix=redis_prefix, echo=lambda line: click.echo(line))
     except ServeError as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -151,32 +151,3 @@ class HomeLists:
         if entry is not None and entry.settled and entry.fingerprint == fingerprint:
             return entry.listing
         return None
-
-
-def read_home_each(service: "ProbeService", home: "HomeArg", *, refresh: bool = False,
-                   timeout: float | None = None) -> list[Snapshot]:
-    """A home-wide read the way ``probe fetch --home H`` does it: the home's list, then
-    every listed provider through ``service.fetch_listed``, side by side (one thread each:
-    a hung provider costs the list its own deadline, not the sum), in the list's order.
-    ``timeout`` covers the whole read. A home with no credential is ``[]``; a missing home
-    (or a list that could not be read) the one snapshot of :class:`HomeListFailed`.
-
-    Issue #21's ``fetch_home`` reads the listed providers in one worker request instead;
-    the list, its cache and the pool-only ids stay as they are here."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from probe.errors import check_timeout
-
-    started = time.monotonic()
-    timeout_s = check_timeout(timeout, service.config.probe_timeout_s)
-    try:
-        listing = service.home_providers(home, timeout=timeout_s)
-    except HomeListFailed as exc:
-        return [exc.snapshot]
-    if not listing.names:
-        return []
-    left_s = max(0.001, timeout_s - (time.monotonic() - started))
-    with ThreadPoolExecutor(len(listing.names), thread_name_prefix="probe-home") as pool:
-        snaps = list(pool.map(lambda name: service.fetch_listed(name, home=home, refresh=refresh, timeout=left_s),
-                              listing.names))
-    return service.settle_home_list(home, listing, snaps)

@@ -7,9 +7,10 @@ Each of those boxes owns its own state and lock; this module holds none across a
 
 A home's provider list (SPEC §17, :meth:`ProbeService.home_providers`) is one more request
 to one of the home's workers over the same claim path (``probe.home_list`` caches it with
-the home's credential fingerprint). :meth:`ProbeService.fetch_listed` is how a home-wide
-read fetches each listed provider: the same path as :meth:`ProbeService.fetch`, except that
-it also accepts a pool-only id -- one that the home's current list names, and no other.
+the home's credential fingerprint). :meth:`ProbeService.fetch_home` reads the listed
+providers (pool-only ids included: only a listed name is ever asked for) with the same
+steps as :meth:`ProbeService.fetch` for each, the probes in one request to one worker
+(``probe.home_read`` holds one such read's state).
 """
 from __future__ import annotations
 
@@ -134,44 +135,6 @@ class ProbeService:
             return self._record(Snapshot.failed(provider, str(exc.path), "home_not_found", str(exc),
                                                 probe=ProbeInfo("cold", monotonic_ms_since(started))))
         return self._fetch(provider, home_dir, refresh, started, started + timeout_s)
-
-    def fetch_listed(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
-                     timeout: float | None = None) -> Snapshot:
-        """:meth:`fetch` for a name taken from :meth:`home_providers`: a registered
-        provider exactly as ``fetch`` reads it, or a pool-only id (Hermes' own records,
-        read by the worker, no request) -- accepted only while the home's current list
-        names it, so no caller can make the service ask a worker for an arbitrary name.
-        Anything else raises UnknownProviderError, as ``fetch`` does (a missing home is
-        its ``home_not_found`` snapshot, as ever). ``timeout`` covers the whole call, a
-        list read included."""
-        started = time.monotonic()
-        unknown: UnknownProviderError | None = None
-        try:
-            provider = check_provider(provider)
-        except UnknownProviderError as exc:
-            if not NAME_PATTERN.fullmatch(provider):
-                raise
-            unknown = exc
-        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
-        if not isinstance(refresh, bool):
-            raise ValueError("refresh must be a bool")
-        if self._closed:
-            raise RuntimeError("this ProbeService is closed")
-        deadline = started + timeout_s
-        try:
-            home_dir = resolve_home(home)
-        except HomeNotFound as exc:
-            return self._record(Snapshot.failed(provider, str(exc.path), "home_not_found", str(exc),
-                                                probe=ProbeInfo("cold", monotonic_ms_since(started))))
-        if unknown is not None:
-            try:
-                listing = self._home_lists.known(home_dir, credential_fingerprint(home_dir)) or \
-                    self.home_providers(home_dir, timeout=max(0.001, deadline - time.monotonic()))
-            except HomeListFailed as exc:
-                return self._record(dataclasses.replace(exc.snapshot, provider=provider))
-            if provider not in listing.pool_only:
-                raise unknown
-        return self._fetch(provider, home_dir, refresh, started, deadline)
 
     def fetch_home(self, *, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
                    providers: Collection[str] | None = None) -> list[Snapshot]:

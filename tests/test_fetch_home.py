@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 
-from support import wait_until, worker_pids
+from support import settled, wait_until, worker_pids
 
 ORDER = ["anthropic", "openai-codex", "openrouter", "deepseek"]
 
@@ -19,14 +19,6 @@ def four(tag: str, **changes: str) -> dict[str, str]:
                   deepseek=f"sk-ds-{tag}")
     tokens.update(changes)
     return tokens
-
-
-def settled(home):
-    """Files older than the racy window (``workers.credentials.stat_is_settled``), so the
-    home's list is kept from the first read on rather than asked again once."""
-    for name in (".env", "auth.json"):
-        os.utime(home / name, (1_700_000_000, 1_700_000_000))
-    return home
 
 
 def test_a_cold_home_of_four_is_one_start_and_one_request_per_provider(make_service, make_home, emulator):

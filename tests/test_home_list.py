@@ -21,7 +21,7 @@ import pytest
 
 from probe import ProbeConfig, ProbeService, UnknownProviderError
 from probe.env import child_env
-from probe.home_list import HomeListFailed, HomeLists, HomeProviders, read_home_each
+from probe.home_list import HomeListFailed, HomeLists, HomeProviders
 from probe.server import create_app
 from support import SNAPSHOT_KEYS, RunningApp, run_cli, run_threads
 
@@ -202,7 +202,7 @@ def test_a_missing_home_is_one_provider_null_snapshot(make_service, tmp_path):
         service.home_providers(tmp_path / "nope")
     snap = caught.value.snapshot
     assert snap.provider is None and snap.error.code == "home_not_found" and snap.to_dict()["provider"] is None
-    listed = read_home_each(service, tmp_path / "nope")
+    listed = service.fetch_home(home=tmp_path / "nope")
     assert [(s.provider, s.error.code) for s in listed] == [(None, "home_not_found")]
 
 
@@ -269,6 +269,13 @@ def test_settling_a_home_read_drops_an_undeclared_plugin_that_found_no_credentia
 
 
 # -- pool-only providers: Hermes' records, no request -----------------------------------------
+def listed(service, name: str, **kwargs):
+    """One listed provider read the home-wide way (``fetch_home(providers=[name])``)."""
+    snaps = service.fetch_home(providers=[name], **kwargs)
+    assert [s.provider for s in snaps] == [name]
+    return snaps[0]
+
+
 def test_a_pool_only_provider_reads_hermes_records_without_a_request(make_service, make_home, emulator):
     service = make_service(pool_size=1)
     home = make_home("records")
@@ -278,12 +285,12 @@ def test_a_pool_only_provider_reads_hermes_records_without_a_request(make_servic
     before = emulator.count()
     with pytest.raises(UnknownProviderError):
         service.fetch("xai", home=home)                        # a pool-only id is home-wide only
-    snap = service.fetch_listed("xai", home=home)
+    snap = listed(service, "xai", home=home)
     assert snap.available and snap.error is None
     assert (snap.provider, snap.source, snap.title) == ("xai", "credential_pool", "Hermes credential pool")
     assert list(snap.details) == [f"work key: exhausted until {shown(reset)} (429)", "personal: ok", "old: revoked"]
     assert snap.probe.path in ("warm", "slot_start")
-    again = service.fetch_listed("xai", home=home)
+    again = listed(service, "xai", home=home)
     assert again.probe.path == "cache" and again.details == snap.details   # the same cache as any provider
     assert emulator.count() == before
     assert_no_secret(json.dumps(snap.to_dict()), json.dumps(service.stats()))
@@ -298,12 +305,12 @@ def test_every_entry_exhausted_is_rate_limited_until_the_first_recovers(make_ser
         pool_entry("a", "exhausted", SECRETS["xai-work"], last_error_code=429, last_error_reset_at=later),
         pool_entry("b", "exhausted", SECRETS["xai-personal"], last_error_code=429, last_error_reset_at=first)]})
     before = emulator.count()
-    snap = service.fetch_listed("xai", home=home)
+    snap = listed(service, "xai", home=home)
     assert not snap.available and snap.error.code == "rate_limited"
     assert shown(first) in snap.error.message and shown(later) not in snap.error.message
     assert snap.source == "credential_pool"
     # the parent backs off until the first recovery, as after any provider's 429
-    backed_off = service.fetch_listed("xai", home=home, refresh=True)
+    backed_off = listed(service, "xai", home=home, refresh=True)
     assert backed_off.error.code == "rate_limited" and backed_off.probe.path == "cache"
     assert emulator.count() == before
 
@@ -313,17 +320,18 @@ def test_every_entry_revoked_is_unauthorized(make_service, make_home):
     home = make_home("revoked")
     write_pool(home, {"gemini": [pool_entry("one", "dead", SECRETS["gemini"]),
                                  pool_entry("two", "dead", SECRETS["xai-old"])]})
-    snap = service.fetch_listed("gemini", home=home)
+    snap = listed(service, "gemini", home=home)
     assert snap.error.code == "unauthorized" and "revoked" in snap.error.message
     assert_no_secret(json.dumps(snap.to_dict()))
 
 
-def test_fetch_listed_accepts_no_name_the_home_does_not_list(make_service, full_home):
+def test_a_home_read_asks_for_no_name_the_home_does_not_list(make_service, full_home, emulator):
     service = make_service(pool_size=1)
+    before = emulator.count()
     for name in ("cohere", "Bad_ID", "has space", "openai-api", ""):
-        with pytest.raises(ValueError):   # UnknownProviderError is a ValueError
-            service.fetch_listed(name, home=full_home)
-    assert service.fetch_listed("gemini", home=full_home).available
+        assert service.fetch_home(home=full_home, providers=[name]) == []
+    assert service.stats()["home_reads"] == 0 and emulator.count() == before
+    assert listed(service, "gemini", home=full_home).available
 
 
 # -- the home-wide call sites ----------------------------------------------------------------

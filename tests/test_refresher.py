@@ -17,7 +17,7 @@ from probe import ProbeConfig, ProbeService
 from probe.monitor.readings import Reader
 from probe.monitor.refresher import Refresher
 from probe.server import create_app
-from support import RunningApp, free_port, still_running, wait_until
+from support import RunningApp, free_port, settled, still_running, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 TOKEN = "refresher-test-token-0123456789"
@@ -75,11 +75,40 @@ def test_a_rate_limited_provider_is_not_requested_again_during_its_back_off(emul
     emulator.script(token, {"error": "slow down"}, status=429, headers={"Retry-After": "30"})
     home = make_home("rf-429", openrouter=token)
     with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
-        refresher = Refresher(Reader(service, {"h": home}), 0.1, providers=["openrouter"])
+        refresher = Refresher(Reader(service, {"h": home}), 0.1)
         with refresher:
             assert emulator.wait_for(1, token=token, timeout=10)
             assert wait_until(lambda: refresher.runs >= 10, 10)   # ten intervals went by
         assert emulator.count(token=token, path="/api/v1/credits") == 1
+
+
+def test_a_home_is_read_in_one_request_per_run_and_providers_without_a_credential_never(emulator, make_home):
+    """SPEC §17: the refresher schedules homes. A home with one credential of four, a cache
+    TTL far shorter than the interval: every run is one home read of that one provider --
+    no fetch, no stats entry, no request for the three it has no credential for -- and
+    one worker start in all (a warm worker for every later run)."""
+    home = settled(make_home("rf-one", deepseek="sk-rf-one"))
+    emulator.clear()
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls(), cache_ttl_s=0.01)) as service:
+        refresher = Refresher(Reader(service, {"h": home}), 0.05)
+        with refresher:
+            assert wait_until(lambda: refresher.runs >= 10)
+        stats = service.stats()
+    runs = refresher.runs
+    assert stats["home_reads"] == runs and emulator.count(token="sk-rf-one") == runs
+    assert sum(stats["fetches"].values()) == runs and stats["errors"] == {}
+    assert stats["spawns"] == 1 and stats["provider_lists"] == 1
+    assert {r.token for r in emulator.requests()} == {"sk-rf-one"}
+
+
+def test_a_credential_added_later_is_refreshed_from_the_next_run(emulator, make_home):
+    home = make_home("rf-grow", deepseek="sk-rf-grow")
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        refresher = Refresher(Reader(service, {"h": home}), 0.05)
+        with refresher:
+            assert emulator.wait_for(1, token="sk-rf-grow")
+            make_home("rf-grow", deepseek="sk-rf-grow", anthropic="sk-ant-oat01-rf-grow")
+            assert emulator.wait_for(1, token="sk-ant-oat01-rf-grow")
 
 
 def test_refresher_threads_end_after_stop_and_service_close(emulator, make_home):
@@ -96,8 +125,8 @@ def test_refresher_threads_end_after_stop_and_service_close(emulator, make_home)
 
 
 def test_load_is_spread_over_the_interval(emulator, make_home):
-    """First pass: entry i of n is due at (i + 1/2) / n intervals -- never all at once. With
-    20 entries over 2 s the first is due at 0.05 s and the last at 1.95 s.
+    """First pass: home i of n is due at (i + 1/2) / n intervals -- never all at once. With
+    20 homes over 2 s the first is due at 0.05 s and the last at 1.95 s.
 
     Asserted as "never early": the k-th request to arrive comes no sooner than the k-th due
     time (requests all at once would put the last one a few ms after the start, not 1.95 s).
@@ -107,7 +136,7 @@ def test_load_is_spread_over_the_interval(emulator, make_home):
     homes = {f"h{i}": make_home(f"rf-spread-{i}", deepseek=f"sk-rf-spread-{i}") for i in range(20)}
     tokens = {f"sk-rf-spread-{i}" for i in range(20)}
     with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
-        refresher = Refresher(Reader(service, homes), 2.0, providers=["deepseek"])
+        refresher = Refresher(Reader(service, homes), 2.0)
         started = time.monotonic()      # the refresher schedules from a moment after this one
         with refresher:
             for token in tokens:
@@ -183,3 +212,25 @@ def test_a_reading_finished_after_a_rotation_is_not_kept_as_current(emulator, ma
         service.invalidate(home=home)            # rotation while the probe is in flight
         worker.join()
         assert reader.latest("h", "deepseek") is None
+
+
+@pytest.mark.parametrize("ttl_s, second_path", [("600", "cache"), ("0", "warm")])
+def test_probe_serve_cache_ttl_s_sets_how_long_an_answer_is_served_from_the_cache(emulator, make_home, ttl_s,
+                                                                                   second_path):
+    home = make_home(f"rf-ttl-{ttl_s}", deepseek=f"sk-rf-ttl-{ttl_s}")
+    port = free_port()
+    env = {**os.environ, **emulator.env(), "PROBE_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--port", str(port), "--refresh-s", "0",
+                             "--no-history", "--cache-ttl-s", ttl_s, "--home", f"h={home}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "quota-probe backend on" in proc.stdout.readline()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            paths = [client.get("/api/quota", params={"home": "h"}).json()[0]["probe"]["path"] for _ in range(2)]
+        assert paths == ["slot_start", second_path]
+        assert emulator.count(token=f"sk-rf-ttl-{ttl_s}") == (1 if second_path == "cache" else 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        proc.stdout.close()
+        proc.stderr.close()

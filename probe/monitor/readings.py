@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from probe.home_list import HomeListFailed
 from probe.snapshot import Snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from probe.monitor.history import History
     from probe.service import ProbeService
 
@@ -71,16 +74,47 @@ class Reader:
         self.readings = readings or Readings()
         self.history = history
 
-    def fetch(self, home_id: str, provider: str, *, refresh: bool, listed: bool = False) -> Snapshot:
+    def fetch(self, home_id: str, provider: str, *, refresh: bool) -> Snapshot:
         """A fetch through the service (cache, coalescing and back-off rules apply). With
         history, the pace is projected from recent points and the reading is queued for the
-        history writer (a queue put: the fetch never waits for the disk). ``listed``: the
-        name comes from the home's provider list (``ProbeService.fetch_listed``), so a
-        pool-only id is accepted too."""
+        history writer (a queue put: the fetch never waits for the disk)."""
         home = self.homes[home_id]
         generation = self.service.generation(home)
-        fetch = self.service.fetch_listed if listed else self.service.fetch
-        snap = fetch(provider, home=home, refresh=refresh)
+        return self._recorded(home_id, home, self.service.fetch(provider, home=home, refresh=refresh), generation)
+
+    def fetch_home(self, home_id: str, *, refresh: bool, providers: "Collection[str] | None" = None) -> list[Snapshot]:
+        """A home read through the service (``ProbeService.fetch_home``: one worker
+        request for whatever needs a probe), each provider's answer recorded exactly as
+        :meth:`fetch` records one. The one snapshot of a home that could not be listed
+        (``"provider": null``) is answered, not recorded: it is no provider's reading."""
+        home = self.homes[home_id]
+        generation = self.service.generation(home)
+        snaps = self.service.fetch_home(home=home, refresh=refresh, providers=providers)
+        return [self._recorded(home_id, home, snap, generation) if snap.provider is not None else snap
+                for snap in snaps]
+
+    def read_home(self, home_id: str, *, refresh: bool, from_readings: bool) -> list[Snapshot]:
+        """What the panel shows for a home: with ``from_readings`` (a background refresher
+        keeps them) the latest reading of each listed provider, and one home read for the
+        ones that have none -- a pool-only id always among them: the refresher's reading of
+        Hermes' records may be an interval old, while the service's cache (one worker
+        request per ``cache_ttl_s``, no provider request) keeps its exhaustion times
+        current. Without ``from_readings``, or with ``refresh``, a home read of all."""
+        if refresh or not from_readings:
+            return self.fetch_home(home_id, refresh=refresh)
+        try:
+            listing = self.service.home_providers(self.homes[home_id])
+        except HomeListFailed as exc:
+            return [exc.snapshot]
+        latest = {name: self.latest(home_id, name) for name in listing.names if name not in listing.pool_only}
+        missing = [name for name in listing.names if latest.get(name) is None]
+        fetched = {snap.provider: snap for snap in self.fetch_home(home_id, refresh=False, providers=missing)} \
+            if missing else {}
+        if None in fetched:   # the home went away between the list and the read
+            return [fetched[None]]
+        return [snap for snap in (latest.get(name) or fetched.get(name) for name in listing.names) if snap is not None]
+
+    def _recorded(self, home_id: str, home: Path, snap: Snapshot, generation: int) -> Snapshot:
         if self.history is not None:
             snap = self.history.with_recent_pace(home_id, snap)
             self.history.submit(home_id, home, snap)

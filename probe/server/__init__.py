@@ -41,7 +41,6 @@ from probe.errors import UnknownProviderError, check_provider
 from probe.pace import parse_instant
 from probe.monitor.alerts import list_alerts
 from probe.monitor.history import History, HistoryError
-from probe.home_list import HomeListFailed, HomeProviders
 from probe.monitor.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
@@ -159,42 +158,28 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
             return None, error(404, "home_not_found", f"No configured home {shown!r}.")
         return homes[home_id], None
 
-    def read_one(provider: str, home_id: str, refresh: bool, listing: HomeProviders | None = None) -> Snapshot:
-        """``listing``: the home's provider list, for a home-wide read (a pool-only id is
-        then accepted). A pool-only id is never answered from the latest reading: the
-        background refresher does not read those, and the service's cache (one worker
-        request per ``cache_ttl_s``, no provider request) keeps its exhaustion times current."""
+    def read_one(provider: str, home_id: str, refresh: bool) -> Snapshot:
         started = time.monotonic()
-        from_reading = not refresh and refresh_s > 0 and not (listing is not None and provider in listing.pool_only)
-        snap = reader.latest(home_id, provider) if from_reading else None
+        snap = None if refresh or refresh_s <= 0 else reader.latest(home_id, provider)
         if snap is None:
-            snap = reader.fetch(home_id, provider, refresh=refresh, listed=listing is not None)
+            snap = reader.fetch(home_id, provider, refresh=refresh)
         metrics.observe(time.monotonic() - started)
         return snap
 
     def fetch_one(provider: str, home_id: str, refresh: bool) -> dict[str, Any]:
         return public_dict(read_one(provider, home_id, refresh), home_id)
 
-    async def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
-        """Every provider the home has a credential for (SPEC §17: the service's cached
-        list -- built-ins, plugins, then pool-only ids), probed side by side: one hung
-        provider costs the list its own deadline, not the sum of everyone's. A missing
-        home is one snapshot with ``"provider": null``; a home with no credential ``[]``."""
-        home = homes[home_id]
-        try:
-            listing = await in_thread(lambda: service.home_providers(home))
-        except HomeListFailed as exc:
-            return [public_dict(exc.snapshot, home_id)]
-        snaps: list[Snapshot | None] = [None] * len(listing.names)
-
-        async def one(index: int, provider: str) -> None:
-            snaps[index] = await in_thread(read_one, provider, home_id, refresh, listing)
-
-        async with anyio.create_task_group() as group:
-            for index, provider in enumerate(listing.names):
-                group.start_soon(one, index, provider)
-        kept = await in_thread(service.settle_home_list, home, listing, [s for s in snaps if s is not None])
-        return [public_dict(s, home_id) for s in kept]
+    def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
+        """Every provider the home has a credential for (SPEC §17), in the list's order:
+        one home read through the service -- one worker request for whatever needs a
+        probe, a hung provider costing its own deadline, not the sum -- or, with the
+        background refresher on, the latest readings and a home read of only the providers
+        that have none (``Reader.read_home``). A missing home is one snapshot with
+        ``"provider": null``; a home with no credential ``[]``."""
+        started = time.monotonic()
+        snaps = reader.read_home(home_id, refresh=refresh, from_readings=refresh_s > 0)
+        metrics.observe(time.monotonic() - started)
+        return [public_dict(s, home_id) for s in snaps]
 
     async def quota(request: Request) -> Response:
         params = request.query_params
@@ -215,7 +200,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
                 return error(400, exc.code, str(exc))
             payload: Any = await in_thread(fetch_one, provider, home_id, refresh)
         else:
-            payload = await fetch_all(home_id, refresh)
+            payload = await in_thread(fetch_all, home_id, refresh)
         etag = etag_of(payload)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if _matches(request.headers.get("if-none-match"), etag):

@@ -106,7 +106,8 @@ def homes_root(homes: dict[str, Path]) -> Path:
 
 
 def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool,
-          poll_s: float, cache_dir: str | None = None, refresh_s: float | None = None,
+          poll_s: float, cache_dir: str | None = None, cache_ttl_s: float | None = None,
+          refresh_s: float | None = None,
           history_options: HistoryOptions = HistoryOptions(), redis_url: str | None = None,
           redis_prefix: str = "quota-probe:", echo=print) -> None:
     """Run the backend until SIGINT/SIGTERM. Shutdown order: uvicorn stops serving, the
@@ -133,6 +134,8 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             homes, config = {}, ProbeConfig()
         if cache_dir is not None:
             config = dataclasses.replace(config, cache_dir=cache_dir)
+        if cache_ttl_s is not None:
+            config = dataclasses.replace(config, cache_ttl_s=cache_ttl_s)
         homes.update(parse_homes(home_specs))
         if not homes:
             homes = {"default": Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().resolve()}

@@ -69,8 +69,9 @@ def test_each_provider_is_a_partial_line_then_done(tmp_path):
 
 
 def test_providers_are_probed_side_by_side_and_answered_as_they_finish(tmp_path, emulator):
-    """Anthropic is held at the emulator: DeepSeek's line comes while Anthropic's request
-    is still out (probed one after the other, DeepSeek would never have been asked)."""
+    """Anthropic is held at the emulator: DeepSeek's line comes while Anthropic is still
+    unanswered (probed one after the other, in the request's order, DeepSeek would not be
+    asked until the gate opened)."""
     home = write_home(tmp_path, "side", anthropic="sk-ant-oat-side", deepseek="sk-ds-side")
     gate = emulator.hold("sk-ant-oat-side")
     proc = start(home, emulator)
@@ -78,7 +79,7 @@ def test_providers_are_probed_side_by_side_and_answered_as_they_finish(tmp_path,
         send(proc, {"id": "s", "op": "probe_home", "providers": ["anthropic", "deepseek"], "timeout_s": 20})
         first = read(proc)
         assert first["snapshot"]["provider"] == "deepseek" and first["snapshot"]["available"] is True
-        assert emulator.count(token="sk-ant-oat-side") == 1   # out, and held
+        assert emulator.wait_for(token="sk-ant-oat-side")   # asked too, and held till the gate opens
         gate.set()
         second = read(proc)
         assert second["snapshot"]["provider"] == "anthropic" and second["snapshot"]["available"] is True

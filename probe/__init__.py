@@ -15,7 +15,7 @@ from probe.service import HomeArg, ProbeService
 from probe.snapshot import Snapshot
 
 __all__ = ["ProbeService", "ProbeConfig", "Snapshot", "UnknownProviderError",
-           "fetch", "afetch", "invalidate", "stats"]
+           "fetch", "afetch", "fetch_home", "afetch_home", "invalidate", "stats"]
 
 _default_service: ProbeService | None = None
 _default_lock = threading.Lock()
@@ -42,6 +42,16 @@ def fetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
 async def afetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
                  timeout: float | None = None) -> Snapshot:
     return await _service().afetch(provider, home=home, refresh=refresh, timeout=timeout)
+
+
+def fetch_home(*, home: HomeArg = None, refresh: bool = False, timeout: float | None = None) -> list[Snapshot]:
+    """Every provider ``home`` has a credential for, read in one worker request (SPEC §17)."""
+    return _service().fetch_home(home=home, refresh=refresh, timeout=timeout)
+
+
+async def afetch_home(*, home: HomeArg = None, refresh: bool = False,
+                      timeout: float | None = None) -> list[Snapshot]:
+    return await _service().afetch_home(home=home, refresh=refresh, timeout=timeout)
 
 
 def invalidate(*, home: HomeArg = None, provider: str | None = None) -> None:

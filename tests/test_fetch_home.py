@@ -4,6 +4,7 @@ worker, with every per-(home, provider) rule of a single fetch intact."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -232,3 +233,44 @@ def test_a_provider_another_process_is_probing_waits_for_its_result(make_service
     by_name = {s.provider: s for s in snaps}
     assert by_name["deepseek"].available and by_name["deepseek"].probe.path == "cache"
     assert emulator.count(token="sk-ds-lk") == 1
+
+
+def test_files_changed_during_a_read_give_the_next_read_the_new_list(make_service, make_home, emulator):
+    home = make_home("midway", deepseek="sk-ds-midway")
+    service = make_service(pool_size=1)
+    held = emulator.hold("sk-ds-midway")
+    first: list = []
+    reader = threading.Thread(target=lambda: first.extend(service.fetch_home(home=home)))
+    reader.start()
+    assert emulator.wait_for(token="sk-ds-midway")
+    make_home("midway", deepseek="sk-ds-midway", anthropic="sk-ant-oat-midway")
+    held.set()
+    reader.join(10)
+    assert [s.provider for s in first] == ["deepseek"]   # the list it was asked with
+    assert [s.provider for s in service.fetch_home(home=home)] == ["anthropic", "deepseek"]
+
+
+def test_cancelling_afetch_home_leaves_the_worker_usable(make_service, make_home, emulator):
+    """Cancellation is not swallowed and leaks nothing: the awaiting task gets
+    CancelledError, the read in its thread finishes and releases the home's worker, and
+    the next read uses that worker warm."""
+    home = make_home("cancel", deepseek="sk-ds-cancel")
+    service = make_service(pool_size=1)
+    held = emulator.hold("sk-ds-cancel")
+
+    async def main():
+        task = asyncio.ensure_future(service.afetch_home(home=home))
+        arrived = functools.partial(emulator.wait_for, token="sk-ds-cancel")
+        assert await asyncio.get_running_loop().run_in_executor(None, arrived)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(main())
+    held.set()
+    assert wait_until(lambda: service.stats()["homes"][str(home.resolve())]["busy"] == 0)
+    again = service.fetch_home(home=home, refresh=True)
+    assert again[0].available and again[0].probe.path == "warm"

@@ -426,11 +426,12 @@ class ProbeService:
                 raise _list_failed(read.home, "timeout", "The home's provider list was not read before the deadline.",
                                    "cache", None, read.started)
             self._plan_home(read, listing)
-            if worker.once or worker.closed:
+            if worker.once:   # it has answered its one request; fetch_home claims another
                 return
         batch = {part.provider: part for part in read.batch()}
         if not batch:
             return
+
         def on_line(reply: dict[str, Any]) -> None:
             snap = self._child_snapshot(reply, read.home, path, read.started, worker.pid)
             part = batch.pop(snap.provider, None)

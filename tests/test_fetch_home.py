@@ -4,11 +4,13 @@ worker, with every per-(home, provider) rule of a single fetch intact."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 from support import settled, wait_until, worker_pids
 
@@ -87,45 +89,61 @@ def test_a_fast_providers_answer_reaches_its_followers_before_a_slow_one_ends(ma
     emulator (were the answers kept until the whole read ended, it would wait)."""
     home = make_home("lines", **four("f"))
     service = make_service(pool_size=1)
-    gate = emulator.hold("sk-ant-oat-f")
-    held = emulator.hold("sk-ds-f")
-    result: list = []
-    reader = threading.Thread(target=lambda: result.extend(service.fetch_home(home=home)))
-    reader.start()
-    try:
-        assert emulator.wait_for(token="sk-ds-f") and emulator.wait_for(token="sk-ant-oat-f")
+    with reading_while_held(emulator, service, home, "sk-ant-oat-f") as result:
+        held = emulator.hold("sk-ds-f")   # its request may be out already: then it was answered
         follower: list = []
         joined = threading.Thread(target=lambda: follower.append(service.fetch("deepseek", home=home)))
         joined.start()
         held.set()
         joined.join(10)
-        assert not joined.is_alive() and reader.is_alive()   # the follower is answered; anthropic still held
+        assert not joined.is_alive() and not result   # the follower is answered; anthropic still held
         # joined to the home read's probe, or (had it come a moment later) its stored answer
         assert follower[0].available and follower[0].probe.path in ("coalesced", "cache")
-    finally:
-        gate.set()
-        held.set()
-        reader.join(10)
     assert [s.provider for s in result] == ORDER and all(s.available for s in result)
     assert emulator.count(token="sk-ds-f") == 1
+
+
+@contextlib.contextmanager
+def reading_while_held(emulator, service, home, token: str) -> Iterator[list]:
+    """``service.fetch_home(home)`` in a thread while requests carrying ``token`` are held
+    at the emulator; the body runs once the held request has arrived. Yields the list the
+    read's snapshots land in: filled once the block ends (the request let go, the read
+    joined)."""
+    held = emulator.hold(token)
+    snaps: list = []
+    reader = threading.Thread(target=lambda: snaps.extend(service.fetch_home(home=home)))
+    reader.start()
+    try:
+        assert emulator.wait_for(token=token)
+        yield snaps
+    finally:
+        held.set()
+        reader.join(10)
+    assert not reader.is_alive()
+
+
+def home_read_beside_a_single_fetch(emulator, single, reader, home, tag: str) -> dict:
+    """``single`` fetches DeepSeek and is held at the emulator; meanwhile ``reader`` reads
+    the whole home (its batch is out once Anthropic's request arrives); then DeepSeek is
+    let go. The home read's snapshots by provider."""
+    held = emulator.hold(f"sk-ds-{tag}")
+    first = threading.Thread(target=lambda: single.fetch("deepseek", home=home))
+    first.start()
+    assert emulator.wait_for(token=f"sk-ds-{tag}")
+    snaps: list = []
+    home_read = threading.Thread(target=lambda: snaps.extend(reader.fetch_home(home=home)))
+    home_read.start()
+    assert emulator.wait_for(token=f"sk-ant-oat-{tag}")
+    held.set()
+    first.join(10)
+    home_read.join(10)
+    return {s.provider: s for s in snaps}
 
 
 def test_a_home_read_joins_a_single_fetch_in_flight_instead_of_probing_twice(make_service, make_home, emulator):
     home = make_home("join", **four("j"))
     service = make_service(pool_size=2)
-    held = emulator.hold("sk-ds-j")
-    single: list = []
-    first = threading.Thread(target=lambda: single.append(service.fetch("deepseek", home=home)))
-    first.start()
-    assert emulator.wait_for(token="sk-ds-j")
-    snaps: list = []
-    home_read = threading.Thread(target=lambda: snaps.extend(service.fetch_home(home=home)))
-    home_read.start()
-    assert emulator.wait_for(token="sk-ant-oat-j")   # the home read's batch is out
-    held.set()
-    first.join(10)
-    home_read.join(10)
-    by_name = {s.provider: s for s in snaps}
+    by_name = home_read_beside_a_single_fetch(emulator, service, service, home, "j")
     assert by_name["deepseek"].probe.path == "coalesced" and by_name["deepseek"].available
     assert emulator.count(token="sk-ds-j") == 1
 
@@ -135,14 +153,8 @@ def test_a_result_that_lands_after_a_rotation_is_not_kept(make_service, make_hom
     while the read is in flight means its results are not cached for the new files."""
     home = make_home("rot", **four("r"))
     service = make_service(pool_size=1)
-    held = emulator.hold("sk-ds-r")
-    snaps: list = []
-    reader = threading.Thread(target=lambda: snaps.extend(service.fetch_home(home=home)))
-    reader.start()
-    assert emulator.wait_for(token="sk-ds-r")
-    service.invalidate(home=home)
-    held.set()
-    reader.join(10)
+    with reading_while_held(emulator, service, home, "sk-ds-r"):
+        service.invalidate(home=home)
     after = {s.provider: s for s in service.fetch_home(home=home)}
     assert all(s.probe.path in ("slot_start", "warm") for s in after.values()), after
     assert emulator.count(token="sk-ds-r") == 2
@@ -160,16 +172,10 @@ def test_a_worker_killed_mid_read_is_worker_crashed_for_the_unanswered_and_the_p
         make_service, make_home, emulator):
     home = make_home("crash", **four("k"))
     service = make_service(pool_size=1)
-    held = emulator.hold("sk-ds-k")
-    snaps: list = []
-    reader = threading.Thread(target=lambda: snaps.extend(service.fetch_home(home=home)))
-    reader.start()
-    assert emulator.wait_for(token="sk-ds-k")
-    assert wait_until(lambda: emulator.count(token="sk-ant-oat-k") and emulator.count(token="codex-k")
-                      and emulator.count(token="sk-or-k") >= 2)
-    os.kill(next(iter(worker_pids(service, home))), signal.SIGKILL)
-    reader.join(10)
-    held.set()
+    with reading_while_held(emulator, service, home, "sk-ds-k") as snaps:
+        assert wait_until(lambda: emulator.count(token="sk-ant-oat-k") and emulator.count(token="codex-k")
+                          and emulator.count(token="sk-or-k") >= 2)
+        os.kill(next(iter(worker_pids(service, home))), signal.SIGKILL)
     by_name = {s.provider: s for s in snaps}
     assert by_name["deepseek"].error.code == "worker_crashed"
     assert "sk-ds-k" not in json.dumps([s.to_dict() for s in snaps])
@@ -218,19 +224,7 @@ def test_a_provider_another_process_is_probing_waits_for_its_result(make_service
     home = make_home("locked", **four("lk"))
     one = make_service(pool_size=1, cache_dir=str(tmp_path / "cache"))
     two = make_service(pool_size=1, cache_dir=str(tmp_path / "cache"))
-    held = emulator.hold("sk-ds-lk")
-    single: list = []
-    first = threading.Thread(target=lambda: single.append(one.fetch("deepseek", home=home)))
-    first.start()
-    assert emulator.wait_for(token="sk-ds-lk")
-    snaps: list = []
-    home_read = threading.Thread(target=lambda: snaps.extend(two.fetch_home(home=home)))
-    home_read.start()
-    assert emulator.wait_for(token="sk-ant-oat-lk")
-    held.set()
-    first.join(10)
-    home_read.join(10)
-    by_name = {s.provider: s for s in snaps}
+    by_name = home_read_beside_a_single_fetch(emulator, one, two, home, "lk")
     assert by_name["deepseek"].available and by_name["deepseek"].probe.path == "cache"
     assert emulator.count(token="sk-ds-lk") == 1
 
@@ -238,14 +232,8 @@ def test_a_provider_another_process_is_probing_waits_for_its_result(make_service
 def test_files_changed_during_a_read_give_the_next_read_the_new_list(make_service, make_home, emulator):
     home = make_home("midway", deepseek="sk-ds-midway")
     service = make_service(pool_size=1)
-    held = emulator.hold("sk-ds-midway")
-    first: list = []
-    reader = threading.Thread(target=lambda: first.extend(service.fetch_home(home=home)))
-    reader.start()
-    assert emulator.wait_for(token="sk-ds-midway")
-    make_home("midway", deepseek="sk-ds-midway", anthropic="sk-ant-oat-midway")
-    held.set()
-    reader.join(10)
+    with reading_while_held(emulator, service, home, "sk-ds-midway") as first:
+        make_home("midway", deepseek="sk-ds-midway", anthropic="sk-ant-oat-midway")
     assert [s.provider for s in first] == ["deepseek"]   # the list it was asked with
     assert [s.provider for s in service.fetch_home(home=home)] == ["anthropic", "deepseek"]
 

@@ -43,6 +43,18 @@ def test_quota_one_provider_and_the_list(backend):
     assert client.get("/api/quota", params={"home": "empty"}).json() == []
 
 
+def test_a_cold_home_over_http_is_one_worker_start(backend):
+    """SPEC §17: ``GET /api/quota?home=ID`` reads the home in one worker request, so a cold
+    home of two providers starts one process, and both answers name that one worker."""
+    client, service, _ = backend
+    before = service.stats()["spawns"]
+    listing = client.get("/api/quota", params={"home": "alice"}).json()
+    assert [(s["provider"], s["probe"]["path"]) for s in listing] == [("anthropic", "slot_start"),
+                                                                       ("deepseek", "slot_start")]
+    assert len({s["probe"]["worker_pid"] for s in listing}) == 1
+    assert service.stats()["spawns"] - before == 1 and service.stats()["home_reads"] == 1
+
+
 def test_etag_and_if_none_match(backend):
     client, _, _ = backend
     first = client.get("/api/quota", params={"home": "alice", "provider": "deepseek"})

@@ -187,6 +187,28 @@ def test_global_budget_closes_least_recently_used_idle_worker(make_service, make
     assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
 
 
+def test_global_budget_counts_a_home_again_after_its_pool_emptied(make_service, make_home):
+    """The budget counts only pools that may hold a worker (``PoolRegistry._active``) and
+    forgets a pool a count finds empty; a home whose workers were all closed and that
+    starts one again must be counted again, or a third worker would start under a cap of 2."""
+    a, b, c, d = (make_home(f"budget-again-{n}", deepseek=f"sk-budget-again-{n}") for n in "abcd")
+    service = make_service(pool_size=1, max_total_workers=2)
+
+    def alive() -> dict[str, int]:
+        return {home: state["alive"] for home, state in service.stats()["homes"].items() if state["alive"]}
+
+    service.fetch("deepseek", home=a)
+    service.fetch("deepseek", home=b)
+    service.invalidate(home=a)                  # a's pool is empty now
+    service.fetch("deepseek", home=c)           # a count finds a empty (forgotten); b + c run
+    assert set(alive()) == {str(b.resolve()), str(c.resolve())}
+    service.fetch("deepseek", home=a)           # evicts b (least recently used); a runs again
+    assert set(alive()) == {str(a.resolve()), str(c.resolve())}
+    service.fetch("deepseek", home=d)           # a must be counted: c goes, never a third worker
+    assert alive() == {str(a.resolve()): 1, str(d.resolve()): 1}
+    assert sum(alive().values()) == len(live_workers()) == 2
+
+
 def test_idle_workers_are_reaped_without_any_fetch(make_service, make_home):
     home = make_home("idle", deepseek="sk-idle")
     service = make_service(idle_s=0.2)

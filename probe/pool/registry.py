@@ -3,6 +3,17 @@
 Lock order, to rule out deadlocks: ``_budget_lock`` may be held while taking a pool's
 condition; no code holds a pool's condition while taking a registry lock. No registry
 lock is ever held while a process is being closed.
+
+**The budget looks only at pools that may hold a process.** With 1,000 homes and
+``max_total_workers=64`` nearly every slot start first counts the running workers and
+then looks for the least recently used idle one. Asking every pool (a condition each)
+cost ~2 ms of CPU per start, more than the parent's whole share of the fork floor. So
+the registry keeps ``_active``: every pool a slot worker was started in, dropped again by
+a count that finds it empty. A pool can only gain a running worker through
+:meth:`PoolRegistry.start`, which puts it (back) in ``_active`` under the budget lock once
+its worker started; until then that start is counted as pending. So every pool with a
+running worker is in ``_active`` whenever the budget lock is free, and a count over
+``_active`` is the count over all pools.
 """
 from __future__ import annotations
 
@@ -34,6 +45,8 @@ class PoolRegistry:
         self._pools_lock = threading.Lock()
         self._budget_lock = threading.Lock()
         self._pending_starts = 0
+        #: pools that may hold a started worker (a superset); under ``_budget_lock``
+        self._active: dict[HomePool, None] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
 
@@ -78,7 +91,7 @@ class PoolRegistry:
         of any home first. False when every running worker is busy (caller goes cold)."""
         victim = None
         with self._budget_lock:
-            running = sum(pool.started_count() for pool in self.pools().values()) + self._pending_starts
+            running = self._running_locked() + self._pending_starts
             if running >= self._max_total:
                 victim = self._detach_least_recently_used()
                 if victim is None:
@@ -93,9 +106,24 @@ class PoolRegistry:
         finally:
             with self._budget_lock:
                 self._pending_starts -= 1
+                pool = self._pools.get(worker.home)
+                if worker.started and pool is not None:
+                    self._active[pool] = None
+
+    def _running_locked(self) -> int:
+        """Started, not closed slot workers over every pool (see the module docstring),
+        forgetting the pools that have none. Under ``_budget_lock``."""
+        running = 0
+        for pool in list(self._active):
+            count = pool.started_count()
+            if count:
+                running += count
+            else:
+                del self._active[pool]
+        return running
 
     def _detach_least_recently_used(self) -> Worker | None:
-        candidates = [(w.idle_since, pool, w) for pool in self.pools().values() for w in pool.idle_started()]
+        candidates = [(w.idle_since, pool, w) for pool in self._active for w in pool.idle_started()]
         for _, pool, worker in sorted(candidates, key=lambda c: c[0]):
             if pool.detach_idle(worker):
                 return worker

@@ -33,6 +33,10 @@ class SnapshotCache:
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._entries: dict[CacheKey, tuple[float, Snapshot]] = {}
+        #: (home, provider) -> the one key of ``_entries`` for it: ``put`` finds the entry a
+        #: credential change made unreachable in O(1) (a scan of every entry cost ~0.1 ms
+        #: per put with 1,000 homes, once per probe)
+        self._current: dict[tuple[str, str], CacheKey] = {}
         #: per-home invalidation counts; a flush of everything bumps ``_epoch`` instead, so
         #: it also covers homes this cache has never seen (a probe in flight for one of them
         #: must not store its result either). A home's generation is the sum of the two.
@@ -75,8 +79,10 @@ class SnapshotCache:
                 return False
             # Entries are kept past their TTL (for last_good), so forget the ones a
             # credential change made unreachable: same home and provider, old fingerprint.
-            for old in [k for k in self._entries if k[:2] == key[:2] and k != key]:
+            old = self._current.get(key[:2])
+            if old is not None and old != key:
                 del self._entries[old]
+            self._current[key[:2]] = key
             self._entries[key] = (time.monotonic() + self.ttl_s, snap)
             return True
 
@@ -91,3 +97,4 @@ class SnapshotCache:
             for key in [k for k in self._entries
                         if (home is None or k[0] == str(home)) and (provider is None or k[1] == provider)]:
                 del self._entries[key]
+                del self._current[key[:2]]

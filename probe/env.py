@@ -7,6 +7,7 @@ overrides, and ``HERMES_HOME``; it reads its credentials from that home's files 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -28,9 +29,12 @@ def base_url_env_name(provider: str) -> str:
     return f"PROBE_{provider.upper().replace('-', '_')}_BASE_URL"
 
 
+@functools.cache
 def _workers_import_root() -> str:
     """The directory holding the ``workers`` package, so ``python -m workers`` finds it
-    whether quota-probe is installed, editable, or run from a source tree."""
+    whether quota-probe is installed, editable, or run from a source tree. Cached: where
+    an imported package lies does not change, and resolving it (a ``realpath``, a stat
+    per path component) was half the cost of a new home's worker environment."""
     import workers
 
     return str(Path(workers.__file__).resolve().parent.parent)

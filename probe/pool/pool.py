@@ -229,13 +229,18 @@ class HomePool:
         with self._cond:
             return list(self._slots)
 
-    def started_count(self) -> int:
+    def census(self) -> tuple[int, list[Worker]]:
+        """(started, not closed workers; the idle ones among them), read in one pass under
+        the pool lock: what the global budget needs of each pool, for every slot start."""
+        running = 0
+        idle = []
         with self._cond:
-            return sum(1 for w in self._slots if w.started and not w.closed)
-
-    def idle_started(self) -> list[Worker]:
-        with self._cond:
-            return [w for w in self._slots if w.started and not w.closed and not w.lock.locked()]
+            for w in self._slots:
+                if w.proc is not None and not w.closed:
+                    running += 1
+                    if not w.lock.locked():
+                        idle.append(w)
+        return running, idle
 
     def rows(self) -> list[tuple[Worker, bool, bool]]:
         """(worker, busy, started) per slot, read under the pool lock. ``started`` is read

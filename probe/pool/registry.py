@@ -91,9 +91,9 @@ class PoolRegistry:
         of any home first. False when every running worker is busy (caller goes cold)."""
         victim = None
         with self._budget_lock:
-            running = self._running_locked() + self._pending_starts
-            if running >= self._max_total:
-                victim = self._detach_least_recently_used()
+            running, idle = self._census_locked()
+            if running + self._pending_starts >= self._max_total:
+                victim = self._detach_least_recently_used(idle)
                 if victim is None:
                     return False
             self._pending_starts += 1
@@ -110,21 +110,23 @@ class PoolRegistry:
                 if worker.started and pool is not None:
                     self._active[pool] = None
 
-    def _running_locked(self) -> int:
-        """Started, not closed slot workers over every pool (see the module docstring),
-        forgetting the pools that have none. Under ``_budget_lock``."""
+    def _census_locked(self) -> tuple[int, list[tuple[HomePool, Worker]]]:
+        """Started, not closed slot workers over every pool (see the module docstring) and
+        the idle ones among them with their pools, forgetting the pools that have none.
+        Under ``_budget_lock``."""
         running = 0
+        idle: list[tuple[HomePool, Worker]] = []
         for pool in list(self._active):
-            count = pool.started_count()
+            count, free = pool.census()
             if count:
                 running += count
+                idle += [(pool, w) for w in free]
             else:
                 del self._active[pool]
-        return running
+        return running, idle
 
-    def _detach_least_recently_used(self) -> Worker | None:
-        candidates = [(w.idle_since, pool, w) for pool in self._active for w in pool.idle_started()]
-        for _, pool, worker in sorted(candidates, key=lambda c: c[0]):
+    def _detach_least_recently_used(self, idle: list[tuple[HomePool, Worker]]) -> Worker | None:
+        for pool, worker in sorted(idle, key=lambda c: c[1].idle_since):
             if pool.detach_idle(worker):
                 return worker
         return None

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     exit_code = main()
     # Skip interpreter teardown (freeing every module, httpx, ssl): it took ~14 ms and
-    # serves nobody -- the HTTP client is closed, replies went out unbuffered -- while the
+    # serves nobody -- replies went out unbuffered, the kernel closes the sockets -- while the
     # parent waits for this exit whenever it retires a worker.
     sys.stderr.flush()
     os._exit(exit_code)

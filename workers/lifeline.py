@@ -32,12 +32,13 @@ def _prctl():
     return _libc.prctl
 
 
-def die_with_parent() -> bool:
+def die_with_parent(parent_pid: int | None = None) -> bool:
     """Arm PR_SET_PDEATHSIG; return whether it is armed.
 
     Race defended: the parent can die between our fork and the prctl call, in which case
-    the signal would never come (we were already re-parented). The parent tells us its pid,
-    so after arming we compare it with getppid() and leave at once on a mismatch.
+    the signal would never come (we were already re-parented). The parent tells us its pid
+    (``parent_pid``, else ``PROBE_PARENT_PID`` in the environment), so after arming we
+    compare it with getppid() and leave at once on a mismatch.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -46,7 +47,7 @@ def die_with_parent() -> bool:
             return False
     except (OSError, AttributeError):
         return False
-    expected = os.environ.get(PARENT_PID_ENV, "")
+    expected = str(parent_pid) if parent_pid is not None else os.environ.get(PARENT_PID_ENV, "")
     if expected.isdigit() and os.getppid() != int(expected):
         os._exit(0)
     return True

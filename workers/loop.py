@@ -286,7 +286,11 @@ def serve(once: bool, loop: Loop | None = None) -> int:
     Before the first read the worker is made ready: ``loop`` prepared (by a spare process
     before it knew its home) or prepared now, and ``gc.freeze()`` -- every object that
     exists now lives as long as the worker, so the collector need not walk it again, and
-    in a forked worker it leaves the pages shared with the template alone (copy-on-write)."""
+    in a forked worker it leaves the pages shared with the template alone (copy-on-write).
+
+    The HTTP client is not closed on the way out: every caller ends the process with
+    ``os._exit`` right after this returns, and the kernel closes its sockets then (the same
+    FIN a close sends). Closing the pool first cost ~0.15 ms of a forked start's CPU."""
     out = _take_protocol_stdout()
     stdin = sys.stdin.buffer
     if loop is None:
@@ -309,5 +313,3 @@ def serve(once: bool, loop: Loop | None = None) -> int:
                 return 0
     except KeyboardInterrupt:
         return 0
-    finally:
-        loop.close()

@@ -213,8 +213,7 @@ def _enter_child(template_pid: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
     os.setsid()
-    os.environ[PARENT_PID_ENV] = str(template_pid)
-    die_with_parent()
+    die_with_parent(template_pid)   # the environment learns the pid with the request's
     gc.enable()
 
 

@@ -355,6 +355,10 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
               help="Poll every home once per S seconds, spread evenly (0: random homes back to back).")
 @click.option("--max-total-workers", type=click.IntRange(0), default=None,
               help="The service's worker budget (default: ProbeConfig's).")
+@click.option("--providers-per-home", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="Credentials per home, K of deepseek, anthropic, openai-codex, openrouter (rotating; 1: DeepSeek).")
+@click.option("--home-reads", is_flag=True,
+              help="Each poll reads the whole home in one worker request (fetch_home), not a fetch per provider.")
 @click.option("--backends", type=click.IntRange(1, 32), default=None,
               help="Cluster mode: run this many probe serve processes sharing --redis, poll them over HTTP.")
 @click.option("--redis", "redis_url", default=None, envvar="PROBE_REDIS_URL", metavar="URL",
@@ -362,12 +366,15 @@ def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_r
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
            latency_ms: int, fault_rate: float, rotate_every: float, kill_every: float, timeout: float,
-           poll_interval: float, max_total_workers: int | None, backends: int | None, redis_url: str | None,
-           as_json: bool) -> None:
+           poll_interval: float, max_total_workers: int | None, providers_per_home: int, home_reads: bool,
+           backends: int | None, redis_url: str | None, as_json: bool) -> None:
     """Load the service against the built-in emulator and check its invariants.
 
     Exits 1 if any invariant failed (a leaked process, FD or thread; a result carrying another
     home's or a pre-rotation credential's data; a caller answered after its deadline).
+    With --providers-per-home K each home holds K of the four built-ins (DeepSeek, Anthropic,
+    OpenAI Codex, OpenRouter); a poll then fetches each of them in turn, or, with --home-reads,
+    reads the whole home at once (SPEC §17).
     With --backends N --redis URL: N real backends sharing that Redis, polled over HTTP;
     the report adds provider requests per (home, provider) per cache TTL.
     """
@@ -376,6 +383,8 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
     if requests is not None and duration is not None:
         raise click.UsageError("give --requests or --duration, not both")
     if backends is not None:
+        if providers_per_home != 1 or home_reads:
+            raise click.UsageError("--providers-per-home and --home-reads are not available with --backends")
         if not redis_url:
             raise click.UsageError("--backends needs --redis URL (or $PROBE_REDIS_URL)")
         from probe.tools.cluster_stress import run_cluster_stress
@@ -397,13 +406,15 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
                             requests=None if duration is not None else (requests or 300), duration_s=duration,
                             pool_size=pool_size, latency_ms=latency_ms, fault_rate=fault_rate,
                             rotate_every_s=rotate_every, kill_every_s=kill_every, timeout_s=timeout,
-                            poll_interval_s=poll_interval, max_total_workers=max_total_workers)
+                            poll_interval_s=poll_interval, max_total_workers=max_total_workers,
+                            providers_per_home=providers_per_home, home_reads=home_reads)
     if as_json:
         report = run_stress(options)
         click.echo(json.dumps(report, indent=2))
     else:
         length = options.requests if options.requests is not None else None
-        label = f"{concurrency} callers, {homes} homes" + (f" every {poll_interval:g} s" if poll_interval else "")
+        label = f"{concurrency} callers, {homes} homes" + (f" every {poll_interval:g} s" if poll_interval else "") + \
+            (" (home reads)" if home_reads else "")
         with click.progressbar(length=length or 0, label=label, file=sys.stderr,
                                show_pos=length is not None) as bar:
             report = run_stress(options, progress=bar.update)
@@ -414,7 +425,9 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
 def stress_text(report: dict) -> str:
     lat = report["latency_ms"]
     lines = [
-        f"{report['requests']} fetches in {report['duration_s']:.1f} s: {report['throughput_rps']} req/s",
+        f"{report['requests']} polls in {report['duration_s']:.1f} s: {report['throughput_rps']} req/s"
+        + (f" ({sum(report['provider_answers'].values())} provider answers)"
+           if report["options"].get("providers_per_home", 1) > 1 else ""),
         f"latency ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}",
         "paths: " + ", ".join(f"{k} {v}" for k, v in sorted(report["paths"].items())),
         "errors: " + (", ".join(f"{k} {v}" for k, v in sorted(report["errors"].items())) or "none"),
@@ -424,7 +437,8 @@ def stress_text(report: dict) -> str:
         f"worker RSS MB: median {report['worker_rss_mb']['median']}, max {report['worker_rss_mb']['max']}",
         f"service CPU: {report['service_cpu']['seconds']:.1f} s = {report['service_cpu']['percent_of_one_core']}% "
         f"of one core; {report['spawns']} worker starts ({report['spawn']['method']}, "
-        f"median {report['spawn']['median_ms']} ms)",
+        f"median {report['spawn']['median_ms']} ms), {report['starts_per_poll']} per poll; "
+        f"{report['home_reads']} home reads",
         ("parent RSS MB: early {early}, end {end}, max {max} (growth {growth}x)".format(**report["parent_rss_mb"])
          if report["parent_rss_mb"]["growth"] is not None else "parent RSS MB: run too short for a trend"),
     ]

@@ -41,6 +41,41 @@ def emulator_process_env(tls: bool = False) -> Iterator[tuple[str, dict[str, str
         proc.stdout.close()
 
 
+_COUNTING_EMULATOR = """
+import json, sys
+from probe.tools.emulator import Emulator
+with Emulator() as emulator:
+    print(emulator.base_url, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "counts":
+            print(json.dumps([[path, token, n] for (path, token), n in emulator.counts().items()]), flush=True)
+"""
+
+
+@contextlib.contextmanager
+def counting_emulator_process() -> Iterator[tuple[str, Callable[[], dict[tuple[str, str | None], int]]]]:
+    """The emulator in a process of its own (as :func:`emulator_process`: its CPU is not the
+    service's), yielding (base URL, a function returning its request counts so far by
+    (path, token) -- ``Emulator.counts`` asked over a pipe)."""
+    proc = subprocess.Popen([sys.executable, "-c", _COUNTING_EMULATOR], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+    def counts() -> dict[tuple[str, str | None], int]:
+        import json
+
+        proc.stdin.write("counts\n")
+        proc.stdin.flush()
+        return {(path, token): n for path, token, n in json.loads(proc.stdout.readline())}
+
+    try:
+        yield proc.stdout.readline().strip(), counts
+    finally:
+        proc.stdin.close()     # its loop ends, the emulator stops, the process exits
+        if proc.wait(10) is None:
+            proc.kill()
+        proc.stdout.close()
+
+
 def settled_home(root, name: str, **tokens: str):
     """A home as production has them: credentials written long ago. The files' mtime is
     set an hour back, so the child trusts its parsed copy from the first probe on (within

@@ -1017,6 +1017,12 @@ class Emulator:
         with self._lock:
             return self._count_locked(path, token)
 
+    def counts(self) -> dict[tuple[str, str | None], int]:
+        """Every (path, token) seen and how often (token None: the request carried none),
+        over the emulator's whole life (or since clear()): a load run's per-provider tally."""
+        with self._lock:
+            return dict(self._counts)
+
     def wait_for(self, n: int = 1, *, path: str | None = None, token: str | None = None,
                  timeout: float = 10.0) -> bool:
         """Block until at least ``n`` matching requests have arrived (counted like

@@ -1,7 +1,11 @@
 """``probe stress``: a load run against the built-in emulator that checks invariants.
 
-Each throw-away home gets a DeepSeek token whose emulator answer encodes (home, generation)
-in its balance, so every snapshot says whose credential produced it. The run checks:
+Each throw-away home gets credentials whose scripted emulator answers encode (home,
+generation) in a dollar amount, so every snapshot says whose credential produced it: a
+DeepSeek token (its balance) by default, or ``providers_per_home`` K of the four built-ins
+DeepSeek, Anthropic (extra usage), OpenAI Codex (credits) and OpenRouter (credits), home i
+holding K consecutive ones of that order starting at i mod 4 -- so with K=2 each provider
+is in half the homes and each home lacks two. The run checks:
 
 * ``no_cross_home`` — a result for home i never carries another home's data;
 * ``no_stale_after_rotation`` — a fetch that began after rotation g of its home returned
@@ -12,11 +16,19 @@ in its balance, so every snapshot says whose credential produced it. The run che
   had before the run;
 * ``no_zombies`` — once the callers are done, no exited worker is left unreaped: no
   descendant stays a zombie for ``ZOMBIE_GRACE_S`` (the report's ``zombies`` names any
-  that did, and whose child each was).
+  that did, and whose child each was);
+* with ``home_reads``, ``home_reads_list_the_home`` — every home read (SPEC §17) answers
+  exactly the providers the home has a credential for: none missing, none it lacks (the
+  one ``"provider": null`` snapshot of a read that failed as a whole is an error, counted).
 
 Two shapes of load: callers that fetch random homes back to back (the default), or, with
 ``poll_interval_s``, every home polled on a fixed schedule (first polls spread evenly over
-one interval), as a settings backend with many accounts is. The report's ``service_cpu``
+one interval), as a settings backend with many accounts is. What one poll is: a fetch of
+the home's provider (K=1); with ``home_reads``, one ``fetch_home`` of the whole home (one
+worker request, SPEC §17 -- the panel's read); with K>1 and no ``home_reads``, a fetch of
+each of the home's providers in turn (what a panel did before §17, for comparison).
+``requests`` counts polls, ``provider_answers`` the snapshots they returned, and
+``starts_per_poll`` is worker starts over polls. The report's ``service_cpu``
 is the CPU the service used (this process minus the in-process emulator's threads, plus
 every worker and template process), as a share of one core over the run.
 
@@ -27,6 +39,7 @@ from __future__ import annotations
 import array
 import contextlib
 import heapq
+import json
 import math
 import os
 import random
@@ -53,6 +66,8 @@ DEADLINE_GRACE_S = 1.0
 #: a descendant still a zombie this long after it was first seen = a violated invariant
 ZOMBIE_GRACE_S = 2.0
 STRESS_PROVIDER = "deepseek"
+#: the built-ins a home may hold with ``providers_per_home`` > 1, in the order homes take them
+HOME_PROVIDERS = ("deepseek", "anthropic", "openai-codex", "openrouter")
 
 
 @dataclass
@@ -72,11 +87,29 @@ class StressOptions:
     poll_interval_s: float = 0.0
     #: the service's ``max_total_workers`` (None: the ProbeConfig default)
     max_total_workers: int | None = None
+    #: how many of HOME_PROVIDERS each home holds (1: DeepSeek only, as before)
+    providers_per_home: int = 1
+    #: each poll is one ``fetch_home`` (SPEC §17) instead of a fetch per provider
+    home_reads: bool = False
 
 
-def token_for(home: int, generation: int, latency_ms: int) -> str:
+def home_providers(index: int, count: int) -> tuple[str, ...]:
+    """The providers home ``index`` has a credential for when homes hold ``count`` of
+    HOME_PROVIDERS: DeepSeek alone for 1, else ``count`` consecutive ones from ``index``
+    mod 4 (so the pairs rotate and each provider is missing from some homes)."""
+    if not 1 <= count <= len(HOME_PROVIDERS):
+        raise ValueError(f"providers_per_home must be 1..{len(HOME_PROVIDERS)}")
+    if count == 1:
+        return (STRESS_PROVIDER,)
+    return tuple(HOME_PROVIDERS[(index + j) % len(HOME_PROVIDERS)] for j in range(count))
+
+
+def token_for(home: int, generation: int, latency_ms: int, provider: str = STRESS_PROVIDER) -> str:
+    """The stress token of (provider, home, generation); DeepSeek's keeps its old form."""
     slow = f"-slow{latency_ms}-" if latency_ms else ""
-    return f"sk-stress-h{home}-g{generation}{slow}"
+    kind = "" if provider == STRESS_PROVIDER else f"{provider}-"
+    prefix = "sk-ant-oat01-stress-" if provider == "anthropic" else "sk-stress-"
+    return f"{prefix}{kind}h{home}-g{generation}{slow}"
 
 
 GENERATIONS_PER_HOME = 1_000_000
@@ -86,6 +119,25 @@ def balance_for(home: int, generation: int) -> str:
     """The emulator's answer for (home, generation): a whole-dollar balance that encodes
     both (the adapter shows two decimals, so the cents cannot carry anything)."""
     return f"{home * GENERATIONS_PER_HOME + generation}.00"
+
+
+def scripted_body(provider: str, home: int, generation: int) -> dict[str, Any]:
+    """What the emulator answers ``provider``'s stress token: a body whose one dollar
+    amount (DeepSeek's balance, Codex's and OpenRouter's credits, Anthropic's extra usage)
+    is :func:`balance_for` -- a line of the snapshot's details :func:`identify` reads."""
+    amount = balance_for(home, generation)
+    if provider == "deepseek":
+        return {"is_available": True, "balance_infos": [{
+            "currency": "USD", "total_balance": amount, "granted_balance": "0", "topped_up_balance": "0"}]}
+    if provider == "anthropic":
+        return {"five_hour": {"utilization": 10.0, "resets_at": "2099-01-01T00:00:00.000001+00:00"},
+                "extra_usage": {"is_enabled": True, "used_credits": int(float(amount)) * 100,
+                                "monthly_limit": None, "currency": "USD"}}
+    if provider == "openai-codex":
+        return {"plan_type": "plus", "credits": {"has_credits": True, "unlimited": False, "balance": float(amount)}}
+    if provider == "openrouter":   # the same body for /credits and /key (which finds no key fields in it)
+        return {"data": {"total_credits": float(amount), "total_usage": 0}}
+    raise ValueError(f"no stress body for {provider}")
 
 
 def process_footprint() -> dict[str, int]:
@@ -167,9 +219,10 @@ class LatencyHistogram:
 class _Homes:
     """The throw-away homes, their token generations and the rotation timeline."""
 
-    def __init__(self, root: Path, count: int, emulator: Emulator, latency_ms: int) -> None:
+    def __init__(self, root: Path, count: int, emulator: Emulator, latency_ms: int, providers_per_home: int = 1) -> None:
         self.root, self.emulator, self.latency_ms = root, emulator, latency_ms
         self.paths = [root / f"home{i}" for i in range(count)]
+        self.providers = [home_providers(i, providers_per_home) for i in range(count)]
         self.generation = [0] * count
         self.rotated_at: list[list[tuple[float, int]]] = [[(0.0, 0)] for _ in range(count)]
         self.lock = threading.Lock()
@@ -178,13 +231,23 @@ class _Homes:
             self._write(index, 0)
 
     def _write(self, index: int, generation: int) -> None:
-        token = token_for(index, generation, self.latency_ms)
-        self.emulator.script(token, {"is_available": True, "balance_infos": [{
-            "currency": "USD", "total_balance": balance_for(index, generation),
-            "granted_balance": "0", "topped_up_balance": "0"}]})
-        tmp = self.paths[index] / ".env.tmp"
-        tmp.write_text(f"DEEPSEEK_API_KEY={token}\n")
-        os.replace(tmp, self.paths[index] / ".env")
+        """Script the emulator for the generation's tokens, then replace the home's files
+        (each atomically: a reader sees the old file or the new one)."""
+        from probe.tools.demo import ENV_NAMES
+
+        env, auth = [], {}
+        for provider in self.providers[index]:
+            token = token_for(index, generation, self.latency_ms, provider)
+            self.emulator.script(token, scripted_body(provider, index, generation))
+            if provider == "openai-codex":
+                auth = {"providers": {"openai-codex": {"tokens": {"access_token": token}}}}
+            else:
+                env.append(f"{ENV_NAMES[provider]}={token}\n")
+        files = [(".env", "".join(env))] + ([("auth.json", json.dumps(auth))] if auth else [])
+        for name, text in files:
+            tmp = self.paths[index] / f"{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.paths[index] / name)
 
     def rotate(self, index: int, service: ProbeService) -> None:
         with self.lock:
@@ -231,15 +294,25 @@ def service_cpu_s(exclude: set[int] = frozenset()) -> float:
     """CPU seconds of this process (all threads), of its reaped children, and of every
     live descendant (and what those reaped: a template's exited workers), leaving out the
     processes in ``exclude`` (an emulator running as a child)."""
+    return sum(service_cpu_split(exclude))
+
+
+def service_cpu_split(exclude: set[int] = frozenset()) -> tuple[float, float]:
+    """:func:`service_cpu_s` in two: (this process's own threads, every other process --
+    the template, the workers, exited ones included), so a report can say where it goes."""
     me = psutil.Process()
-    total = 0.0
+    own = descendants = 0.0
     for proc in [me, *me.children(recursive=True)]:
         if proc.pid in exclude:
             continue
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
+            if proc.pid == me.pid:
+                own += times.user + times.system
+                descendants += times.children_user + times.children_system
+            else:
+                descendants += times.user + times.system + times.children_user + times.children_system
+    return own, descendants
 
 
 def _zombie_pids() -> dict[int, str]:
@@ -285,10 +358,14 @@ def lingering_zombies(grace_s: float = ZOMBIE_GRACE_S, *, read: Callable[[], dic
         pause()
 
 
+#: the detail lines that carry a stress body's amount (DeepSeek, Codex and OpenRouter, Anthropic)
+_IDENTITY_LINES = ("Balance: $", "Credits balance: $", "Extra usage: $")
+
+
 def identify(snap_details: tuple[str, ...]) -> tuple[int, int] | None:
-    """(home, generation) from a stress snapshot's balance line, or None."""
+    """(home, generation) from a stress snapshot's amount line, or None."""
     for line in snap_details:
-        if line.startswith("Balance: $"):
+        if line.startswith(_IDENTITY_LINES):
             amount = line.split("$", 1)[1].split()[0].replace(",", "")
             with contextlib.suppress(ValueError):
                 return divmod(int(float(amount)), GENERATIONS_PER_HOME)
@@ -302,6 +379,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     latencies = LatencyHistogram()
     lags = LatencyHistogram()
     paths: Counter[str] = Counter()
+    answers: Counter[str | None] = Counter()
     errors: Counter[str] = Counter()
     violations: Counter[str] = Counter()
     injected: Counter[str] = Counter()
@@ -313,7 +391,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     try:
         with Emulator() as emulator:
             emulator.set_fault_rate(options.fault_rate, seed=1)
-            homes = _Homes(root, options.homes, emulator, options.latency_ms)
+            homes = _Homes(root, options.homes, emulator, options.latency_ms, options.providers_per_home)
             limits = {} if options.max_total_workers is None else {"max_total_workers": options.max_total_workers}
             config = ProbeConfig(pool_size=options.pool_size, provider_urls=emulator.provider_urls(),
                                  probe_timeout_s=options.timeout_s, **limits)
@@ -321,7 +399,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
             end = None if options.duration_s is None else started_at + options.duration_s
             schedule = (_PollSchedule(options.homes, options.poll_interval_s, started_at)
                         if options.poll_interval_s > 0 else None)
-            cpu_before = service_cpu_s()
+            cpu_before = service_cpu_split()
             with ProbeService(config) as service:
                 def take_ticket() -> bool:
                     nonlocal issued
@@ -339,6 +417,16 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                         issued += 1
                         return True
 
+                def poll(index: int) -> list:
+                    """One poll of home ``index``: a home read, or a fetch of each of its providers."""
+                    home = homes.paths[index]
+                    if options.home_reads:
+                        return service.fetch_home(home=home, refresh=options.refresh, timeout=options.timeout_s)
+                    deadline = time.monotonic() + options.timeout_s
+                    return [service.fetch(provider, home=home, refresh=options.refresh,
+                                          timeout=max(0.1, deadline - time.monotonic()))
+                            for provider in homes.providers[index]]
+
                 def caller(seed: int) -> None:
                     rng = random.Random(seed)
                     while take_ticket():
@@ -353,22 +441,26 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                                 lags.add(max(0.0, time.monotonic() - due[1]) * 1000)
                         start = time.monotonic()
                         floor = homes.floor(index, start)
-                        snap = service.fetch(STRESS_PROVIDER, home=homes.paths[index], refresh=options.refresh,
-                                             timeout=options.timeout_s)
+                        snaps = poll(index)
                         elapsed = time.monotonic() - start
-                        identity = identify(snap.details)
                         with lock:
                             latencies.add(elapsed * 1000)
-                            paths[snap.probe.path] += 1
-                            if snap.error:
-                                errors[snap.error.code] += 1
                             if elapsed > options.timeout_s + DEADLINE_GRACE_S:
                                 violations["all_answered_in_deadline"] += 1
-                            if identity is not None:
-                                if identity[0] != index:
-                                    violations["no_cross_home"] += 1
-                                elif identity[1] < floor:
-                                    violations["no_stale_after_rotation"] += 1
+                            if options.home_reads and not (len(snaps) == 1 and snaps[0].provider is None) \
+                                    and sorted(snap.provider for snap in snaps) != sorted(homes.providers[index]):
+                                violations["home_reads_list_the_home"] += 1
+                            for snap in snaps:
+                                answers[snap.provider] += 1
+                                paths[snap.probe.path] += 1
+                                if snap.error:
+                                    errors[snap.error.code] += 1
+                                identity = identify(snap.details)
+                                if identity is not None:
+                                    if identity[0] != index:
+                                        violations["no_cross_home"] += 1
+                                    elif identity[1] < floor:
+                                        violations["no_stale_after_rotation"] += 1
                         progress(1)
 
                 def rotator() -> None:
@@ -423,7 +515,11 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                 # one when the pool sees it exited (its next claim or reap pass, stats())
                 zombies = lingering_zombies()
                 stats = service.stats()
-        service_cpu = service_cpu_s() - cpu_before - emulator.cpu_s
+            emulator_counts = emulator.counts()
+        cpu_after = service_cpu_split()
+        parent_cpu = cpu_after[0] - cpu_before[0] - emulator.cpu_s
+        workers_cpu = cpu_after[1] - cpu_before[1]
+        service_cpu = parent_cpu + workers_cpu
     finally:
         shutil.rmtree(root, ignore_errors=True)
     after = _settled_footprint(before)
@@ -436,7 +532,9 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "no_stale_after_rotation": violations["no_stale_after_rotation"] == 0,
         "all_answered_in_deadline": violations["all_answered_in_deadline"] == 0,
     }
-    total = sum(paths.values())
+    if options.home_reads:
+        invariants["home_reads_list_the_home"] = violations["home_reads_list_the_home"] == 0
+    total = latencies.total
     return {
         "ok": all(invariants.values()),
         "requests": total,
@@ -452,9 +550,15 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "worker_rss_mb": {"median": round(statistics.median(rss_samples), 1) if rss_samples else None,
                           "max": round(max(rss_samples), 1) if rss_samples else None},
         "parent_rss_mb": _rss_trend(parent_rss),
-        "service_cpu": {"seconds": round(service_cpu, 3),
+        "service_cpu": {"seconds": round(service_cpu, 3), "parent_seconds": round(parent_cpu, 3),
+                        "workers_seconds": round(workers_cpu, 3),
                         "percent_of_one_core": round(100 * service_cpu / duration_s, 2) if duration_s else None},
         "spawns": stats["spawns"],
+        "starts_per_poll": round(stats["spawns"] / total, 4) if total else None,
+        "home_reads": stats["home_reads"],
+        "provider_answers": {str(name): n for name, n in sorted(answers.items(), key=lambda kv: str(kv[0]))},
+        "service_errors": stats["errors"],
+        "emulator_requests": _requests_by_provider(emulator_counts),
         "spawn": stats["spawn"],
         "schedule_lag_ms": ({"p50": round(lags.percentile(50), 3), "p99": round(lags.percentile(99), 3),
                              "max": round(lags.max_ms, 3)} if lags.total else None),
@@ -464,8 +568,24 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
         "options": {"homes": options.homes, "concurrency": options.concurrency, "pool_size": options.pool_size,
                     "latency_ms": options.latency_ms, "fault_rate": options.fault_rate,
                     "rotate_every_s": options.rotate_every_s, "kill_every_s": options.kill_every_s,
-                    "poll_interval_s": options.poll_interval_s, "max_total_workers": config.max_total_workers},
+                    "poll_interval_s": options.poll_interval_s, "max_total_workers": config.max_total_workers,
+                    "providers_per_home": options.providers_per_home, "home_reads": options.home_reads},
     }
+
+
+def _requests_by_provider(counts: dict[tuple[str, str | None], int]) -> dict[str, int]:
+    """The emulator's request counts by the provider whose stress token asked (OpenRouter
+    makes two requests a probe: ``/credits`` and ``/key``); ``without_token`` counts requests
+    that carried none -- a probe of a provider the home has no credential for would."""
+    out: Counter[str] = Counter()
+    for (_, token), n in counts.items():
+        if token is None:
+            out["without_token"] += n
+            continue
+        kind = next((p for p in HOME_PROVIDERS[1:] if f"-{p}-h" in token), STRESS_PROVIDER)
+        out[kind] += n
+    out.setdefault("without_token", 0)
+    return dict(sorted(out.items()))
 
 
 def _rss_trend(samples: list[float]) -> dict[str, float | None]:

@@ -180,3 +180,53 @@ def test_a_zombie_is_blamed_only_once_it_outlived_its_own_grace():
     # 6 is still there 2 s after it was first seen: blamed, 5 (still young) is not
     assert lingering_zombies(2.0, **scripted((0.0, {6: "b"}), (1.0, {5: "a", 6: "b"}),
                                              (2.0, {5: "a", 6: "b"}))) == ["b"]
+
+
+def test_home_reads_of_homes_with_two_of_four_providers_hold_every_invariant():
+    """``--providers-per-home 2 --home-reads``: each poll is one fetch_home answering exactly
+    the home's two providers, each answer its own home's and generation's (every one of the
+    four providers carries the identity, rotations included), and no provider a home lacks
+    is ever asked for -- not at the emulator, not in the service's stats."""
+    code, report = stress_cli("--requests", "120", "--homes", "8", "--concurrency", "4", "--providers-per-home", "2",
+                              "--home-reads", "--rotate-every", "0.1")
+    assert report["ok"] and code == 0, why(report)
+    assert set(report["invariants"]) == INVARIANTS | {"home_reads_list_the_home"}
+    assert report["requests"] == 120 and sum(report["provider_answers"].values()) == 240
+    assert set(report["provider_answers"]) == {"deepseek", "anthropic", "openai-codex", "openrouter"}
+    assert 0 < report["home_reads"] and report["starts_per_poll"] is not None
+    assert report["emulator_requests"]["without_token"] == 0 and "no_credentials" not in report["service_errors"]
+    assert report["options"]["providers_per_home"] == 2 and report["options"]["home_reads"] is True
+
+
+def test_without_home_reads_each_provider_of_a_home_is_fetched_on_its_own():
+    """K > 1 without ``--home-reads``: the panel before SPEC §17, a fetch per provider --
+    the comparison the home-read shape is measured against; no home read is made."""
+    report = run_stress(StressOptions(homes=4, concurrency=2, requests=30, providers_per_home=3))
+    assert report["ok"], why(report)
+    assert sum(report["provider_answers"].values()) == 90 and report["home_reads"] == 0
+    assert "home_reads_list_the_home" not in report["invariants"]
+
+
+def test_each_home_holds_k_of_the_four_providers_rotating():
+    from probe.tools.stress import HOME_PROVIDERS, home_providers
+
+    assert {home_providers(i, 1) for i in range(8)} == {("deepseek",)}, "K=1 keeps the DeepSeek-only homes"
+    pairs = [home_providers(i, 2) for i in range(8)]
+    assert all(len(set(p)) == 2 for p in pairs)
+    assert all(sum(name in p for p in pairs) == 4 for name in HOME_PROVIDERS), "each provider in half the homes"
+    assert home_providers(5, 4) and set(home_providers(5, 4)) == set(HOME_PROVIDERS)
+    with pytest.raises(ValueError):
+        home_providers(0, 5)
+
+
+def test_stress_detects_a_cross_home_result_from_a_provider_other_than_deepseek(monkeypatch):
+    """The identity check covers every provider of a home read: make every non-DeepSeek
+    token answer with home 0's data and the run must say so."""
+    import probe.tools.stress as stress
+
+    original = stress.scripted_body
+    monkeypatch.setattr(stress, "scripted_body", lambda provider, home, generation: original(
+        provider, 0 if provider != "deepseek" else home, generation))
+    report = run_stress(StressOptions(homes=4, concurrency=2, requests=20, providers_per_home=4, home_reads=True))
+    assert report["invariants"]["no_cross_home"] is False and report["ok"] is False
+    assert report["violations"]["no_cross_home"] >= 15   # homes 1-3: three foreign answers a read

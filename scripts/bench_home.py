@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import re
@@ -48,15 +47,16 @@ from benchlib import (REPORT, counting_emulator_process, emulator_process_env, m
 from probe import ProbeConfig, ProbeService
 from probe.tools.emulator import provider_urls_for
 from probe.tools.stress import (HOME_PROVIDERS, LatencyHistogram, StressOptions, _PollSchedule, _requests_by_provider,
-                                home_providers, percentile, run_stress, service_cpu_s, service_cpu_split, token_for)
+                                home_providers, percentile, run_stress, service_cpu_split, token_for)
 
 SECTION = "bench_home"
 #: the slowest provider's added latency in the cold-home part
 SLOW_MS = 50
 #: ``write_home``'s keyword for each provider
 WRITE_HOME_KEY = {"deepseek": "deepseek", "anthropic": "anthropic", "openai-codex": "codex", "openrouter": "openrouter"}
-#: "fork + HTTP client + two probes", the row the scale ratio divides by (see fork_floor_rows)
-FLOOR_ROW = "fork + HTTP client + 2 probes side by side (the run's four pairs in turn) + exit"
+#: the fork floor's rows (see fork_floor_rows); the scale ratio divides by the 2-probe one
+FLOOR_ONE = "fork + HTTP client + one probe + exit"
+FLOOR_TWO = "fork + HTTP client + two probes + exit"
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -81,20 +81,6 @@ def serving(app) -> Iterator[str]:
         thread.join(20)
 
 
-@contextlib.contextmanager
-def exported(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def stress_home(root: Path, index: int, count: int, latency_ms: int = 0) -> Path:
     """Home ``index`` as ``probe stress`` shapes it (``count`` of the four built-ins,
     rotating), written long ago (``settled_home``), with stress tokens."""
@@ -102,60 +88,15 @@ def stress_home(root: Path, index: int, count: int, latency_ms: int = 0) -> Path
     return settled_home(root, f"home{index}", **tokens)
 
 
-def base_url_env(base_url: str) -> dict[str, str]:
-    return {f"PROBE_{name.upper().replace('-', '_')}_BASE_URL": url for name, url in provider_urls_for(base_url).items()}
-
-
 # -- the fork floor -----------------------------------------------------------------------
 def fork_floor_rows(n: int) -> dict[str, dict]:
-    """The CPU of one forked start that probes N providers (N = 1, 2), measured in a fresh
-    process set up like the template (``bench_fork_floor``'s way), against an emulator
-    process of its own. Returns rows name -> {child_ms, parent_ms, faults, total_ms}.
+    """The CPU floor of one forked start that probes 1 and 2 providers
+    (``bench_fork_floor.fork_floor_ms``: a fresh template-like process of its own, its own
+    emulator; the 2-probe start probes DeepSeek then OpenRouter on one client -- three
+    requests, where this run's pairs average 2.5, side by side). name -> {total_ms, ...}."""
+    from bench_fork_floor import fork_floor_ms
 
-    TODO(cpu): when scripts/bench_fork_floor.py gains its N-probe function, call it here
-    instead of ``_fork_floor_child`` (one line: the subprocess command below)."""
-    with emulator_process_env() as (base_url, _):
-        result = subprocess.run([sys.executable, __file__, "--fork-floor-child", base_url, "-n", str(n)],
-                                capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(result.stdout)
-
-
-def _fork_floor_child(base_url: str, n: int) -> dict[str, dict]:
-    """Runs in a process of its own (the floor depends on the forking process's size):
-    ``bench_fork_floor.measure`` over children that do what a worker of a home read must --
-    build the HTTP client and answer one ``probe_home`` request of N providers (probed side
-    by side, as ``workers.loop.Loop.probe_home`` does) -- and exit."""
-    from bench_fork_floor import measure
-
-    os.environ.update(base_url_env(base_url))
-    tmp = tempfile.mkdtemp(prefix="quota-probe-floor-")
-    home = settled_home(Path(tmp), "floor", **{WRITE_HOME_KEY[p]: token_for(0, 0, 0, p) for p in HOME_PROVIDERS})
-    from workers.loop import prepare
-    from workers.template import _warm_up
-
-    _warm_up()
-    gc.disable()
-    gc.freeze()
-
-    def probes(names: tuple[str, ...]):
-        def body() -> None:
-            gc.enable()
-            loop = prepare()
-            loop.home = str(home)
-            answers: list[dict] = []
-            loop.probe_home(list(names), 5.0, answers.append)
-            if any(a.get("error") for a in answers):
-                os._exit(3)
-        return body
-
-    rows = {"fork + exit": measure(lambda: None, n),
-            "fork + HTTP client + exit": measure(lambda: (gc.enable(), prepare()), n),
-            "fork + HTTP client + 1 probe (deepseek) + exit": measure(probes(("deepseek",)), n),
-            "fork + HTTP client + 2 probes side by side (deepseek, anthropic) + exit":
-                measure(probes(("deepseek", "anthropic")), n)}
-    pairs = [measure(probes(home_providers(i, 2)), max(1, n // 4)) for i in range(4)]
-    rows[FLOOR_ROW] = {key: statistics.mean(p[key] for p in pairs) for key in pairs[0]}
-    return rows
+    return {FLOOR_ONE: fork_floor_ms(1, n), FLOOR_TWO: fork_floor_ms(2, n)}
 
 
 # -- part: a cold home over HTTP -------------------------------------------------------------
@@ -243,8 +184,7 @@ def part_scale(seconds: float, homes: int, floor_n: int) -> dict:
              for name in floor_before}
     spawns = report["spawns"]
     cpu_s = report["service_cpu"]["seconds"]
-    one = floor["fork + HTTP client + 1 probe (deepseek) + exit"]["total_ms"]
-    two = floor[FLOOR_ROW]["total_ms"]
+    one, two = floor[FLOOR_ONE]["total_ms"], floor[FLOOR_TWO]["total_ms"]
     return {"measured": measured_on(), "command": " ".join(["probe", *command[3:]]), "stress": report,
             "floor_before": floor_before, "floor_after": floor_after, "floor": floor,
             "starts_per_poll": spawns / report["requests"] if report["requests"] else None,
@@ -383,7 +323,7 @@ def rows_of(results: dict) -> list[tuple[str, str, str]]:
         s = results["scale"]
         r = s["stress"]
         lat = r["latency_ms"]
-        two, one = s["floor"][FLOOR_ROW]["total_ms"], s["floor"]["fork + HTTP client + 1 probe (deepseek) + exit"]["total_ms"]
+        two, one = s["floor"][FLOOR_TWO]["total_ms"], s["floor"][FLOOR_ONE]["total_ms"]
         cpu = r["service_cpu"]
         rows += [
             (f"{r['options']['homes']:,} homes, 2 of 4 providers, a home read every 45 s for "
@@ -459,12 +399,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and short runs (a smoke run)")
     parser.add_argument("--parts", default="cold,scale,deploy,regress")
     parser.add_argument("--output", default=REPORT)
-    parser.add_argument("--fork-floor-child", metavar="BASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, default=200, help="forks per fork-floor row")
     args = parser.parse_args()
-    if args.fork_floor_child:
-        print(json.dumps(_fork_floor_child(args.fork_floor_child, args.n)))
-        return 0
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - {"cold", "scale", "deploy", "regress"}
     if unknown:

@@ -333,7 +333,9 @@ def rows_of(results: dict) -> list[tuple[str, str, str]]:
             ("... service CPU / (starts x fork floor, 2 probes) [the ratio]",
              f"{cpu['seconds']:.1f} s / ({r['spawns']} x {two:.2f} ms = {s['floor_cpu_s_two_probes']:.1f} s) = "
              f"**{s['cpu_over_floor_two_probes']:.2f}x**; {cpu['percent_of_one_core']} % of one core "
-             f"(parent {cpu['parent_seconds']:.1f} s, template + workers {cpu['workers_seconds']:.1f} s)", "<= 1.25x"),
+             f"(the service process {cpu['parent_seconds']:.1f} s = {1000 * cpu['parent_seconds'] / r['spawns']:.1f} ms "
+             f"a start; the template and workers {cpu['children_seconds']:.1f} s = "
+             f"{1000 * cpu['children_seconds'] / r['spawns']:.1f} ms a start)", "<= 1.25x"),
             ("... the same over the 1-probe floor",
              f"{r['spawns']} x {one:.2f} ms = {s['floor_cpu_s_one_probe']:.1f} s: {s['cpu_over_floor_one_probe']:.2f}x",
              "(for reference)"),
@@ -376,13 +378,39 @@ def rows_of(results: dict) -> list[tuple[str, str, str]]:
              f"{c['peak_workers']} (bound {c['bound']})", "p50 <= 65 ms, p99 <= 100 ms, >= 72 req/s"),
             ("warm fetch(refresh=True) / direct GET, median",
              f"{w['warm_median_ms']:.3f} / {w['direct_median_ms']:.3f} ms = {w['warm_over_direct']:.2f}x "
-             f"(p99 {w['warm_p99_ms']:.3f} ms)", "as bench_pool (2.20x there)"),
+             f"(p99 {w['warm_p99_ms']:.3f} ms)", "no slower than before #21"),
             ("isolation: 200 homes, 2 of 4 providers, home reads while credentials rotate every 0.2 s",
              f"{i['requests']} reads, {sum(i['provider_answers'].values())} answers, "
              + ("every result its own home's, all invariants true" if i["ok"] else json.dumps(i["invariants"])),
              "each result matches its home"),
         ]
     return rows
+
+
+def notes_of(results: dict) -> list[str]:
+    """What the figures mean, from the figures (a part not measured yet says nothing)."""
+    notes = []
+    if "scale" in results:
+        s, r = results["scale"], results["scale"]["stress"]
+        two = s["floor"][FLOOR_TWO]["total_ms"]
+        children = 1000 * r["service_cpu"]["children_seconds"] / r["spawns"]
+        parent = 1000 * r["service_cpu"]["parent_seconds"] / r["spawns"]
+        notes.append(
+            f"- *scale*: the ratio divides by the 2-probe floor (`bench_fork_floor.fork_floor_ms(2)`: DeepSeek then "
+            f"OpenRouter on one client, three requests; this run's pairs average 2.5 requests, probed side by side), "
+            f"the mean of the floor measured just before and just after the stress run. Per start, the template and "
+            f"workers spent {children:.1f} ms ({children / two:.2f}x the floor on their own) and the service process "
+            f"{parent:.1f} ms (the stress callers included); README's \"What a start costs beyond the fork floor\" "
+            f"says where a start's CPU goes beyond the floor. The provider latency is 0 (no `--latency-ms`), so the "
+            f"p99 row is the service's own. `probe stress` runs the emulator as threads of its own process and subtracts their CPU.")
+    if "deploy" in results:
+        d = results["deploy"]
+        notes.append(
+            f"- *deploy*: the first {d['refresh_s']:g} s are the refresher's first pass, during which the panel's "
+            f"first poll of a home that has no reading yet reads it ({d['home_reads'] - d['refresher_runs']} home reads "
+            f"beyond the refresher's {d['refresher_runs']}); the next {d['refresh_s']:g} s are the steady state. The "
+            f"emulator runs in a process of its own; the service's CPU includes the 16 panel caller threads.")
+    return notes
 
 
 def previous_results(path: str) -> dict:
@@ -433,7 +461,7 @@ def main() -> int:
           f"One run per part of `python scripts/bench_home.py --parts <part>` (issue #21, SPEC §17); ratios are "
           f"within a part's run. Measured: {when} (1-minute load average before -> after; 2 cores).", "",
           "| measurement | result | target |", "| --- | --- | --- |",
-          *[f"| {name} | {value} | {target} |" for name, value, target in rows], "",
+          *[f"| {name} | {value} | {target} |" for name, value, target in rows], "", *notes_of(results), "",
           "<details><summary>Raw figures</summary>", "", "```json", json.dumps(results, indent=2, default=str), "```",
           "", "</details>"]
     write_section(args.output, SECTION, "\n".join(md))

@@ -551,7 +551,7 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                           "max": round(max(rss_samples), 1) if rss_samples else None},
         "parent_rss_mb": _rss_trend(parent_rss),
         "service_cpu": {"seconds": round(service_cpu, 3), "parent_seconds": round(parent_cpu, 3),
-                        "workers_seconds": round(workers_cpu, 3),
+                        "children_seconds": round(workers_cpu, 3),
                         "percent_of_one_core": round(100 * service_cpu / duration_s, 2) if duration_s else None},
         "spawns": stats["spawns"],
         "starts_per_poll": round(stats["spawns"] / total, 4) if total else None,

@@ -244,8 +244,10 @@ class Worker:
             while reply.get("id") == request_id and reply.get("partial") is True and partial is not None:
                 partial(reply)
                 reply = self._read_reply(deadline)
-            if reply.get("id") != request_id or "partial" in reply:
+            if reply.get("id") != request_id:
                 raise WorkerProtocolError("The worker answered with a reply to another request.")
+            if "partial" in reply:
+                raise WorkerProtocolError("The worker answered in parts where one reply was due.")
             ready_at = reply.pop("ready_at", None)
             if isinstance(ready_at, float) and self._asked_at is not None:
                 self._spawner.record_ready(ready_at - self._asked_at)

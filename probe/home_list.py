@@ -10,8 +10,8 @@ worker (``bad_response``), never a list a caller sees.
 Why the racy rule: equal stat data proves equal content only once the files are older
 than their timestamp tick (``workers.credentials.stat_is_settled``, the rule the worker's
 own credential cache follows). A list read sooner than that after a change is used for
-that call (and as the gate of :meth:`HomeLists.known`) but asked again next time, so a
-rewrite within one tick cannot leave a provider missing from a home until its next change.
+that call but asked again next time, so a rewrite within one tick cannot leave a provider
+missing from a home until its next change.
 
 Concurrent callers of one home whose list is not known queue on a per-home lock: the
 first asks, the rest find its (settled) answer instead of asking again.
@@ -19,19 +19,15 @@ first asks, the rest find its (settled) answer instead of asking again.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from probe.snapshot import Snapshot
 from probe.pool.worker import WorkerProtocolError
 from workers.credentials import stat_is_settled
 from workers.plugins import NAME_PATTERN
-
-if TYPE_CHECKING:
-    from probe.service import HomeArg, ProbeService
 
 #: the worker lists the registered providers plus at most 64 pool-only ids
 MAX_LISTED = 1024
@@ -120,13 +116,6 @@ class HomeLists:
         """The cached list while it is settled and read for these very files, else None
         (no request is made: the caller asks a worker it has claimed anyway)."""
         return self._fresh(str(home), fingerprint)
-
-    def known(self, home: Path, fingerprint: tuple) -> HomeProviders | None:
-        """The last list read for these very files, settled or not (the gate that lets a
-        pool-only id be fetched: one read per home-wide call is enough for that)."""
-        with self._lock:
-            entry = self._entries.get(str(home))
-        return entry.listing if entry is not None and entry.fingerprint == fingerprint else None
 
     def drop(self, home: Path, listing: HomeProviders, names: frozenset[str]) -> None:
         """Leave ``names`` out of the home's list until its files change (undeclared

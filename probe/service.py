@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from probe.shared.cluster import RedisCluster
 from probe.shared.disk import DiskCache
 from probe.env import child_env
-from probe.errors import UnknownProviderError, check_provider, check_timeout
+from probe.errors import check_provider, check_timeout
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
 from probe.home_read import HomePart, HomeRead
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
@@ -46,7 +46,6 @@ from probe.snapshot import ProbeInfo, Snapshot, monotonic_ms_since
 from probe.pool.spawner import Spawner
 from probe.stats import Stats
 from probe.pool.worker import Worker, WorkerFailed, WorkerProtocolError
-from workers.plugins import NAME_PATTERN
 
 T = TypeVar("T")
 
@@ -124,11 +123,7 @@ class ProbeService:
         mistakes and RuntimeError once the service is closed."""
         started = time.monotonic()
         provider = check_provider(provider)
-        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
-        if not isinstance(refresh, bool):
-            raise ValueError("refresh must be a bool")
-        if self._closed:
-            raise RuntimeError("this ProbeService is closed")
+        timeout_s = self._checked_call(timeout, refresh)
         try:
             home_dir = resolve_home(home)
         except HomeNotFound as exc:
@@ -154,11 +149,7 @@ class ProbeService:
         backend's panel asks for the ones its latest readings lack. A name the list does
         not hold is left out, never probed."""
         started = time.monotonic()
-        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
-        if not isinstance(refresh, bool):
-            raise ValueError("refresh must be a bool")
-        if self._closed:
-            raise RuntimeError("this ProbeService is closed")
+        timeout_s = self._checked_call(timeout, refresh)
         try:
             home_dir = resolve_home(home)
         except HomeNotFound as exc:
@@ -203,9 +194,7 @@ class ProbeService:
         ``"provider": null`` with ``home_not_found``, or the failure of the worker asked
         (``timeout``, ``worker_crashed``, ``saturated``, ``bad_response``)."""
         started = time.monotonic()
-        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
-        if self._closed:
-            raise RuntimeError("this ProbeService is closed")
+        timeout_s = self._checked_call(timeout)
         deadline = started + timeout_s
         try:
             home_dir = resolve_home(home)
@@ -349,6 +338,16 @@ class ProbeService:
         self.close()
 
     # -- internals -----------------------------------------------------------------------
+    def _checked_call(self, timeout: float | None, refresh: bool = False) -> float:
+        """The checks every public read makes of its caller's arguments, and of the
+        service: the timeout in seconds, or ValueError / RuntimeError (closed)."""
+        timeout_s = check_timeout(timeout, self._config.probe_timeout_s)
+        if not isinstance(refresh, bool):
+            raise ValueError("refresh must be a bool")
+        if self._closed:
+            raise RuntimeError("this ProbeService is closed")
+        return timeout_s
+
     def _fetch(self, provider: str, home_dir: Path, refresh: bool, started: float, deadline: float) -> Snapshot:
         """The fetch path after the caller's input was checked and the home found."""
         fingerprint = credential_fingerprint(home_dir)

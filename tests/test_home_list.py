@@ -224,8 +224,8 @@ def test_unchanged_files_settled_or_not(tmp_path):
     for _ in range(2):                                          # 3 s after: kept
         lists.get(tmp_path, fingerprint, changed_ns + 3 * 10**9, 5.0, ask)
     assert len(asked) == 3
-    assert lists.known(tmp_path, fingerprint) == HomeProviders(("deepseek",))
-    assert lists.known(tmp_path, ((2, 10, changed_ns, changed_ns), None)) is None
+    assert lists.fresh(tmp_path, fingerprint) == HomeProviders(("deepseek",))
+    assert lists.fresh(tmp_path, ((2, 10, changed_ns, changed_ns), None)) is None
 
 
 def test_an_undeclared_plugin_that_has_no_credential_leaves_the_list_until_the_files_change(tmp_path):

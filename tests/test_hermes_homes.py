@@ -1,0 +1,131 @@
+"""A Hermes root as Hermes writes one (``tests/hermes_homes.py``) read through each surface a
+user has -- the CLI, HTTP and the panel -- plus the fixture's own promises (the bookkeeping
+write changes no token; tokens drive the emulator)."""
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+
+from hermes_homes import MESSY_PARTS, NEEDS_DOTENV, bookkeeping_write, build_hermes_root, dotenv_reader
+from probe import ProbeConfig, ProbeService
+from probe.server import create_app
+from support import RunningApp, run_cli
+
+pytestmark = pytest.mark.timeout(90)
+
+#: every messy .env part the 0.3 parser also reads (a classic GitHub token lists Copilot there)
+TIDY = MESSY_PARTS - NEEDS_DOTENV - {"classic_github"}
+needs_dotenv = pytest.mark.skipif(not dotenv_reader(), reason="needs the python-dotenv .env reader (#25, env)")
+
+
+def _root_env(emulator) -> dict[str, str]:
+    return emulator.env()
+
+
+def test_bookkeeping_write_changes_bookkeeping_only(tmp_path):
+    root = build_hermes_root(tmp_path)
+    home = root.home()
+    before = json.loads((home / "auth.json").read_text())
+    inode = (home / "auth.json").stat().st_ino
+    bookkeeping_write(home)
+    after = json.loads((home / "auth.json").read_text())
+    assert (home / "auth.json").stat().st_ino != inode   # an atomic replace, as Hermes writes
+    assert oct((home / "auth.json").stat().st_mode & 0o777) == "0o600"
+
+    def secrets(data: dict) -> dict:
+        return {provider: sorted((row.get("id"), row.get("access_token"), row.get("secret_fingerprint"))
+                                 for row in rows) for provider, rows in data["credential_pool"].items()}
+
+    assert secrets(after) == secrets(before) and after["providers"] == before["providers"]
+    codex = [row["id"] for row in after["credential_pool"]["openai-codex"]]
+    assert codex == [row["id"] for row in before["credential_pool"]["openai-codex"]][::-1]   # round robin
+    assert [row["priority"] for row in after["credential_pool"]["openai-codex"]] == [0, 1]
+    assert all(row["request_count"] == old["request_count"] + 1
+               for old in before["credential_pool"]["xai"] for row in after["credential_pool"]["xai"]
+               if row["id"] == old["id"])
+
+
+def test_the_cli_reads_a_hermes_root_and_its_profiles(emulator, tmp_path):
+    root = build_hermes_root(tmp_path, messy=TIDY)
+    env = _root_env(emulator)
+    done = run_cli("fetch", "--home", str(root.home()), "--json", env=env)
+    snaps = json.loads(done.stdout)
+    assert [s["provider"] for s in snaps] == root.expected_providers(), done.stderr
+    by_name = {s["provider"]: s for s in snaps}
+    for provider in ("anthropic", "openai-codex", "openrouter", "zai", "nous", "xai", "gemini"):
+        assert by_name[provider]["available"], by_name[provider]
+    served = {request.token for request in emulator.requests()}
+    assert set(root.tokens["default"].values()) <= served   # the fixture's tokens drove the emulator
+
+    bookkeeping_write(root.home())
+    text = run_cli("fetch", "--home", str(root.home()), env=env)
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert [line.split(" — ")[0] for line in text.stdout.splitlines() if " — " in line] == root.expected_providers()
+
+    work = run_cli("fetch", "--home", str(root.home("work")), "--json", env=env)
+    assert [s["provider"] for s in json.loads(work.stdout)] == root.expected_providers("work")
+    assert work.returncode == 0, work.stdout
+    scratch = run_cli("fetch", "--home", str(root.home("scratch")), env=env)
+    assert scratch.returncode == 1 and "No provider credentials in this home" in scratch.stdout
+
+
+@needs_dotenv
+def test_the_cli_reads_the_env_as_hermes_writes_it(emulator, tmp_path):
+    """Every messy part at once: a PEM spanning lines, a bare ``export NAME``, ``${VAR}``,
+    an ``op://`` reference, a classic GitHub token. No provider hidden, none added, no
+    reference sent."""
+    root = build_hermes_root(tmp_path)
+    done = run_cli("fetch", "--home", str(root.home()), "--json", env=_root_env(emulator))
+    snaps = json.loads(done.stdout)
+    assert [s["provider"] for s in snaps] == root.expected_providers(), done.stderr
+    assert not any(request.token.startswith("op://") for request in emulator.requests())
+    assert all(s["available"] for s in snaps if s["provider"] != "deepseek")
+
+
+@pytest.fixture
+def hermes_backend(emulator, tmp_path):
+    root = build_hermes_root(tmp_path, messy=TIDY)
+    homes = {"hermes": root.home(), "work": root.home("work"), "scratch": root.home("scratch")}
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        with RunningApp(create_app(service, homes, "hermes-homes-token-0123456789", poll_s=7)) as running:
+            yield running, root
+
+
+def test_http_lists_a_hermes_root_by_profile_id(hermes_backend):
+    running, root = hermes_backend
+    with httpx.Client(base_url=running.url, timeout=60) as client:
+        listing = client.get("/api/quota", params={"home": "hermes"})
+        assert listing.status_code == 200
+        assert [s["provider"] for s in listing.json()] == root.expected_providers()
+        assert {s["home"] for s in listing.json()} == {"hermes"}
+        bookkeeping_write(root.home())
+        again = client.get("/api/quota", params={"home": "hermes"}).json()
+        assert [s["provider"] for s in again] == root.expected_providers()
+        work = client.get("/api/quota", params={"home": "work"}).json()
+        assert [s["provider"] for s in work] == root.expected_providers("work")
+        assert client.get("/api/quota", params={"home": "scratch"}).json() == []
+        metrics = client.get("/metrics").text
+        assert 'home="hermes",provider="xai"' in metrics
+
+
+def test_the_panel_shows_a_card_per_provider_of_a_hermes_root(chromium_path, hermes_backend):
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_panel_browser import CHROMIUM_ARGS
+
+    running, root = hermes_backend
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 360, "height": 900})
+            page.goto(f"{running.url}/?home=hermes")
+            expect(page.locator(".card")).to_have_count(len(root.expected_providers()), timeout=30_000)
+            bookkeeping_write(root.home())
+            page.reload()
+            expect(page.locator(".card")).to_have_count(len(root.expected_providers()), timeout=30_000)
+            assert str(root.root) not in page.content()
+        finally:
+            browser.close()

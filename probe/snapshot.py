@@ -61,6 +61,89 @@ class ProbeError:
         return {"code": self.code, "message": self.message}
 
 
+ACCOUNT_STATUSES = ("available", "unavailable", "exhausted", "dead")
+#: a provider shows at most this many accounts (SPEC §18; the worker enforces it too)
+MAX_ACCOUNTS = 256
+MAX_ACCOUNT_LABEL = 64
+
+
+@dataclass(frozen=True)
+class Account:
+    """One account of a provider in a home (SPEC §18). ``label`` is personal data (often
+    an e-mail address): it is shown to the home's user (JSON, CLI, panel) and never
+    logged nor exported as a metric label -- ``id`` is what those use."""
+    id: str
+    label: str
+    source: str | None
+    status: str
+    plan: str | None = None
+    windows: tuple[Window, ...] = ()
+    balances: tuple[Balance, ...] = ()
+    details: tuple[str, ...] = ()
+    unavailable_reason: str | None = None
+    error: ProbeError | None = None
+    stale: bool = False
+    #: ISO UTC: an ``exhausted`` account is not probed before then (Hermes' cooldown)
+    retry_after: str | None = None
+    #: when this reading was taken (None: the account was not probed, e.g. dead)
+    fetched_at: str | None = None
+    #: probed in the read that produced the snapshot (``pool.queried`` / ``failed``);
+    #: not serialized
+    probed: bool = field(default=False, compare=False)
+
+    @property
+    def available(self) -> bool:
+        return self.status == "available"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "source": self.source, "status": self.status,
+                "plan": self.plan, "windows": [dataclasses.asdict(w) for w in self.windows],
+                "balances": [dataclasses.asdict(b) for b in self.balances], "details": list(self.details),
+                "unavailable_reason": self.unavailable_reason,
+                "error": self.error.to_dict() if self.error else None, "stale": self.stale,
+                "retry_after": self.retry_after, "fetched_at": self.fetched_at}
+
+
+@dataclass(frozen=True)
+class BestWindow:
+    """The available account with the most room in one window (SPEC §18 ``pool.best``)."""
+    window: str
+    account_id: str
+    account_label: str
+    remaining_percent: float | None
+    used_percent: float | None
+    reset_at: str | None
+
+
+@dataclass(frozen=True)
+class NextAccount:
+    id: str
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """SPEC §18 ``pool``: a provider with several accounts, summarized
+    (``probe.pool_view.summarize`` computes it; nothing else may)."""
+    total: int
+    available: int
+    exhausted: int
+    dead: int
+    failed: int
+    queried: int
+    plans: tuple[str, ...] = ()
+    next_reset_at: str | None = None
+    best: tuple[BestWindow, ...] = ()
+    next_account: NextAccount | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "available": self.available, "exhausted": self.exhausted, "dead": self.dead,
+                "failed": self.failed, "queried": self.queried, "plans": list(self.plans),
+                "next_reset_at": self.next_reset_at, "best": [dataclasses.asdict(b) for b in self.best],
+                "next_account": dataclasses.asdict(self.next_account) if self.next_account else None}
+
+
 @dataclass(frozen=True)
 class ProbeInfo:
     path: str
@@ -86,6 +169,14 @@ class Snapshot:
     stale: bool = False
     fetched_at: str = field(default_factory=utc_now_iso)
     probe: ProbeInfo = field(default_factory=lambda: ProbeInfo("cold", 0.0))
+    #: SPEC §18: every account of the provider in the home (one for most homes; empty
+    #: for an answer no account produced, e.g. ``home_not_found``)
+    accounts: tuple[Account, ...] = ()
+    #: SPEC §18: None unless the provider has several accounts
+    pool: PoolView | None = None
+
+    def account(self, account_id: str) -> Account | None:
+        return next((a for a in self.accounts if a.id == account_id), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +195,8 @@ class Snapshot:
             "fetched_at": self.fetched_at,
             "probe": {"path": self.probe.path, "latency_ms": self.probe.latency_ms,
                       "worker_pid": self.probe.worker_pid},
+            "accounts": [a.to_dict() for a in self.accounts],
+            "pool": self.pool.to_dict() if self.pool else None,
         }
 
     @classmethod
@@ -130,8 +223,10 @@ class Snapshot:
                 stale=bool(data.get("stale", False)),
                 fetched_at=_str(data.get("fetched_at") or utc_now_iso()),
                 probe=probe_info or ProbeInfo(_str(probe["path"]), float(probe["latency_ms"]), probe.get("worker_pid")),
+                accounts=_accounts(data.get("accounts"), data.get("fetched_at") if probe_info else None),
+                pool=_pool(data.get("pool")),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a snapshot: {type(exc).__name__}") from None
 
     @classmethod
@@ -142,13 +237,17 @@ class Snapshot:
         if not isinstance(data.get("provider"), str):
             raise ValueError("not a snapshot: a worker's snapshot names its provider")
         now = datetime.now(timezone.utc)
-        snap = cls._parse({**data, "home": home, "stale": False, "fetched_at": pace_rules.iso(now)}, probe)
+        snap = cls._parse({**data, "home": home, "stale": False, "fetched_at": pace_rules.iso(now),
+                           "pool": None}, probe)
         return snap.with_pace(now)
 
     def with_pace(self, now: datetime) -> "Snapshot":
-        windows = tuple(dataclasses.replace(w, pace=pace_rules.compute(w.used_percent, w.reset_at, w.window_s, now))
-                        for w in self.windows)
-        return dataclasses.replace(self, windows=windows)
+        def paced(windows: tuple[Window, ...]) -> tuple[Window, ...]:
+            return tuple(dataclasses.replace(w, pace=pace_rules.compute(w.used_percent, w.reset_at, w.window_s, now))
+                         for w in windows)
+
+        accounts = tuple(dataclasses.replace(a, windows=paced(a.windows)) if a.probed else a for a in self.accounts)
+        return dataclasses.replace(self, windows=paced(self.windows), accounts=accounts)
 
     @classmethod
     def failed(cls, provider: str | None, home: str, code: str, message: str, *, probe: ProbeInfo,
@@ -216,6 +315,63 @@ def _error(data: Any) -> ProbeError | None:
     if code not in ERROR_CODES:
         raise TypeError("unknown error code")  # callers may rely on the SPEC §4 list
     return ProbeError(code, _str(data["message"]), _opt_float(data.get("retry_after_s")))
+
+
+def _accounts(data: Any, probed_at: str | None) -> tuple[Account, ...]:
+    """The ``accounts`` list: from a cache file (as serialized) or, with ``probed_at``,
+    from a worker -- then each account's ``probed`` flag is the child's and a probed
+    account's ``fetched_at`` is the parent's clock (the child's clock is not trusted)."""
+    if data is None:
+        return ()
+    if not isinstance(data, list) or len(data) > MAX_ACCOUNTS:
+        raise TypeError("accounts must be a list of at most 256")
+    accounts = tuple(_account(a, probed_at) for a in data)
+    if len({a.id for a in accounts}) != len(accounts):
+        raise TypeError("account ids must be distinct")
+    return accounts
+
+
+def _account(data: dict[str, Any], probed_at: str | None) -> Account:
+    status = _str(data["status"])
+    if status not in ACCOUNT_STATUSES:
+        raise TypeError("unknown account status")
+    account_id, label = _str(data["id"]), _str(data["label"])
+    if not account_id or len(account_id) > 200 or not label or len(label) > MAX_ACCOUNT_LABEL \
+            or not label.isprintable():
+        raise TypeError("an account needs a short printable id and label")
+    probed = probed_at is not None and data.get("probed") is True
+    return Account(
+        id=account_id, label=label, source=_opt_str(data.get("source")), status=status,
+        plan=_opt_str(data.get("plan")),
+        windows=tuple(_window(w) for w in data.get("windows") or ()),
+        balances=tuple(_balance(b) for b in data.get("balances") or ()),
+        details=tuple(_str(d) for d in data.get("details") or ()),
+        unavailable_reason=_opt_str(data.get("unavailable_reason")),
+        error=_error(data.get("error")),
+        stale=bool(data.get("stale", False)) if probed_at is None else False,
+        retry_after=_opt_str(data.get("retry_after")),
+        fetched_at=(probed_at if probed else None) if probed_at is not None else _opt_str(data.get("fetched_at")),
+        probed=probed)
+
+
+def _pool(data: Any) -> PoolView | None:
+    if data is None:
+        return None
+    nxt = data.get("next_account")
+    return PoolView(
+        **{key: _count(data[key]) for key in ("total", "available", "exhausted", "dead", "failed", "queried")},
+        plans=tuple(_str(p) for p in data.get("plans") or ()),
+        next_reset_at=_opt_str(data.get("next_reset_at")),
+        best=tuple(BestWindow(_str(b["window"]), _str(b["account_id"]), _str(b["account_label"]),
+                              _opt_float(b.get("remaining_percent")), _opt_float(b.get("used_percent")),
+                              _opt_str(b.get("reset_at"))) for b in data.get("best") or ()),
+        next_account=None if nxt is None else NextAccount(_str(nxt["id"]), _str(nxt["label"]), _str(nxt["reason"])))
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError("expected a count")
+    return value
 
 
 def monotonic_ms_since(start: float) -> float:

@@ -144,7 +144,8 @@ def run_threads(count: int, target: Callable[[], object]) -> list:
 
 #: the SPEC §4 snapshot keys (with §13 balances), in order
 SNAPSHOT_KEYS = ["provider", "home", "available", "title", "plan", "source", "windows", "details", "balances",
-                 "unavailable_reason", "error", "stale", "fetched_at", "probe"]
+                 "unavailable_reason", "error", "stale", "fetched_at", "probe",
+                 "accounts", "pool"]   # SPEC §18 (0.4)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 50) -> "subprocess.CompletedProcess":

@@ -20,6 +20,7 @@ SPEC_EXAMPLE = {
     "details": ["Extra usage: $3.20 of $50.00"], "balances": [], "unavailable_reason": None,
     "error": None, "stale": False, "fetched_at": "2026-11-23T01:00:00Z",
     "probe": {"path": "warm", "latency_ms": 1.3, "worker_pid": 4242},
+    "accounts": [], "pool": None,   # SPEC §18 (0.4)
 }
 
 

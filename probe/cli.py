@@ -14,6 +14,7 @@ from probe.render import snapshot_text
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
 from workers.providers import NAMES as BUILTIN_NAMES
+from workers.version import quota_probe_version
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 
@@ -41,7 +42,16 @@ def _print_snapshots(snaps: list[Snapshot], as_json: bool) -> None:
         click.echo("\n\n".join(snapshot_text(s) for s in snaps))
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"probe (quota-probe) {quota_probe_version() or 'unknown: run from a source tree never installed'}")
+    ctx.exit(EXIT_OK)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print quota-probe's version and exit.")
 def main() -> None:
     """quota-probe: how much of each LLM account's quota is left."""
 

@@ -19,15 +19,7 @@ from typing import Any
 
 from workers.loop import _take_protocol_stdout
 from workers.providers import Provider, load_all, refused_specs
-
-
-def _quota_probe_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("quota-probe")
-    except PackageNotFoundError:   # run from a source tree that was never installed
-        return None
+from workers.version import quota_probe_version
 
 
 def describe_error(provider: Provider) -> str | None:
@@ -39,7 +31,7 @@ def describe_error(provider: Provider) -> str | None:
 
 
 def catalogue() -> list[dict[str, Any]]:
-    own_version = _quota_probe_version()
+    own_version = quota_probe_version()
     rows = []
     for provider in load_all():
         spec = provider.spec

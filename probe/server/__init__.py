@@ -46,6 +46,7 @@ from probe.server.metrics import Metrics
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
 from workers.providers import provider_names
+from workers.version import quota_probe_version
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_QUERY_VALUE = 256
@@ -247,7 +248,8 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     async def list_homes(request: Request) -> Response:
         return JSONResponse({"homes": list(homes), "providers": list(provider_names()),
                              "labels": await in_thread(labels.get), "poll_s": poll_s,
-                             "refresh_s": refresh_s, "history": history is not None})
+                             "refresh_s": refresh_s, "history": history is not None,
+                             "version": quota_probe_version()})
 
     def history_off() -> JSONResponse:
         return error(404, "history_off", "This backend keeps no history (started with --no-history).")
@@ -291,7 +293,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         return JSONResponse({"alerts": [a for a in alerts if a["home"] in homes]})
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True, "version": quota_probe_version()})
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = await in_thread(metrics.render)

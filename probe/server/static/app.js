@@ -321,6 +321,7 @@ async function start() {
   state.refreshS = Number(config.refresh_s) || 0;
   state.history = Boolean(config.history);
   state.labels = config.labels || {};
+  $("#version").textContent = config.version || "";
   const select = $("#home");
   for (const id of state.homes) select.append(new Option(id, id));
   state.home = new URLSearchParams(location.search).get("home") || state.homes[0] || null;

@@ -115,6 +115,13 @@ class ProbeService:
     def config(self) -> ProbeConfig:
         return self._config
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` began: every read raises RuntimeError from then on. A
+        caller that loops over reads (the refresher) ends on this, never on the exception
+        type -- a RecursionError or "can't start new thread" is a RuntimeError too."""
+        return self._closed
+
     # -- public API ----------------------------------------------------------------------
     def fetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
               timeout: float | None = None) -> Snapshot:

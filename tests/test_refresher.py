@@ -234,3 +234,39 @@ def test_probe_serve_cache_ttl_s_sets_how_long_an_answer_is_served_from_the_cach
         assert proc.wait(15) == 0
         proc.stdout.close()
         proc.stderr.close()
+
+
+class _FailingOnce(Reader):
+    """A Reader whose first home read raises ``failure`` (what a home read can raise deep
+    inside: a RecursionError, "can't start new thread"), then reads for real; ``again`` is
+    set by the next read of the home."""
+
+    def __init__(self, service, homes, failure: BaseException) -> None:
+        super().__init__(service, homes)
+        self.failure = failure
+        self.calls = 0
+        self.again = threading.Event()
+
+    def fetch_home(self, home_id, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            raise self.failure
+        self.again.set()
+        return super().fetch_home(home_id, **kwargs)
+
+
+@pytest.mark.parametrize("failure", [RecursionError("maximum recursion depth exceeded"),
+                                     RuntimeError("can't start new thread"), ValueError("a bug")],
+                         ids=["recursion", "no-thread", "value-error"])
+def test_refresher_drops_a_home_for_good_on_a_runtime_error(emulator, make_home, failure, caplog):
+    """Issue #26 item 6: a RuntimeError from a home read (RecursionError, "can't start new
+    thread" are RuntimeErrors) ended the runner thread silently and the home left the
+    schedule. Only the service closing may end a runner: the failure is logged and the home
+    is read again at its next turn."""
+    home = make_home("rf-runtime", deepseek="sk-rf-runtime")
+    with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+        reader = _FailingOnce(service, {"h": home}, failure)
+        with Refresher(reader, 0.05, concurrency=1):
+            assert reader.again.wait(10), "the home was never read again after the failure"
+            assert emulator.wait_for(1, token="sk-rf-runtime")
+    assert "refreshing home h failed" in caplog.text

@@ -21,6 +21,10 @@ Every read goes through :class:`probe.monitor.readings.Reader`, that is through 
 the cache), but coalescing, the rate-limit back-off (a provider in back-off is answered
 from its back-off, without a request, until it ends) and the rotation rules all apply.
 
+A failing read -- any exception, RuntimeErrors such as RecursionError or "can't start new
+thread" included -- is logged and the home keeps its place in the schedule: only
+:meth:`stop` or the service closing ends a runner thread.
+
 Stopping: :meth:`stop` only signals; a read in flight finishes (or ends when the service
 closes, which kills its worker); :meth:`join` then waits for every runner thread. ``probe
 serve`` calls stop, closes the service, then joins -- a SIGTERM never waits for a hung
@@ -108,6 +112,14 @@ class Refresher:
                 self._cond.wait(wait_s)
             return None
 
+    def _ending(self) -> bool:
+        """Only this ends a runner: :meth:`stop`, or the service closing under it (a read
+        then raises RuntimeError) -- never the type of an exception a read raised."""
+        with self._cond:
+            if self._stopped:
+                return True
+        return self.reader.service.closed
+
     def _run(self) -> None:
         while True:
             taken = self._take()
@@ -116,9 +128,11 @@ class Refresher:
             due, home_id = taken
             try:
                 self.reader.fetch_home(home_id, refresh=True)
-            except RuntimeError:   # the service closed under us: we are being stopped
-                return
             except Exception:  # noqa: BLE001 -- one bad home must not stop the refresher
+                if self._ending():
+                    return
+                # RecursionError, "can't start new thread" (RuntimeErrors both) or a bug: the
+                # home keeps its place in the schedule and is read again at its next turn
                 log.exception("refreshing home %s failed", home_id)
             with self._cond:
                 self.runs += 1

@@ -21,6 +21,10 @@ class Call:
         self._done.wait(max(0.0, timeout_s))
         return self.result
 
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
     def finish(self, result: Snapshot | None) -> None:
         self.result = result
         self._done.set()

@@ -167,21 +167,29 @@ class ProbeService:
         read = HomeRead(home_dir, fingerprint, refresh, started, started + timeout_s, listed_after_ns,
                         None if providers is None else frozenset(providers))
         try:
-            with read.locks:
-                listing = self._home_lists.fresh(home_dir, fingerprint)
-                if listing is not None:
-                    self._plan_home(read, listing)
-                if read.listing is None or read.batch():
-                    self._read_home(read)
-                if read.batch():   # the worker that listed was a one-shot: the batch needs another
-                    self._read_home(read)
-        except HomeListFailed as exc:
-            return [self._record(exc.snapshot)]
+            try:
+                with read.locks:
+                    listing = self._home_lists.fresh(home_dir, fingerprint)
+                    if listing is not None:
+                        self._plan_home(read, listing)
+                    if read.listing is None or read.batch():
+                        self._read_home(read)
+                    if read.batch():   # the worker that listed was a one-shot: the batch needs another
+                        self._read_home(read)
+            except HomeListFailed as exc:
+                return [self._record(exc.snapshot)]
+            finally:
+                for part in read.parts:   # a leader interrupted before its answer: followers probe alone
+                    if part.leads and part.answer is None and part.call is not None and not part.waits_for_lock:
+                        self._inflight.done(part.flight, part.call, None)
+            self._finish_alone([part for part in read.parts if part.answer is None])
         finally:
-            for part in read.parts:   # a leader interrupted before its answer: followers probe alone
-                if part.leads and part.answer is None and part.call is not None and not part.waits_for_lock:
-                    self._inflight.done(part.flight, part.call, None)
-        self._finish_alone([part for part in read.parts if part.answer is None])
+            # Whatever escaped (an exception from any step, a signal's): no in-flight entry
+            # this read leads outlives it -- the parts waiting for another process's probe
+            # lock included, whose followers would otherwise wait for ever (issue 26 #1).
+            for part in read.parts:
+                if part.leads and part.call is not None and not part.call.finished:
+                    self._inflight.done(part.flight, part.call, part.answer)
         return self.settle_home_list(home_dir, read.listing, read.answers())
 
     async def afetch_home(self, *, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,

@@ -239,6 +239,9 @@ class Worker:
         except (BrokenPipeError, OSError, ValueError):
             self.kill()
             raise WorkerFailed("The worker process exited before it took the request.") from None
+        except BaseException:   # half a line may be in the pipe: nobody may use this worker again
+            self.kill()
+            raise
         try:
             reply = self._read_reply(deadline)
             while reply.get("id") == request_id and reply.get("partial") is True and partial is not None:
@@ -254,7 +257,10 @@ class Worker:
                 self._asked_at = None
             self.requests_served += 1
             return reply
-        except WorkerFailed:
+        except BaseException:
+            # anything, not only WorkerFailed: an exception from ``partial``, a signal's, a
+            # reply the parent could not decode. The request may still be answered later,
+            # and a late reply must never reach the next owner of this worker.
             self.kill()
             raise
 

@@ -317,3 +317,39 @@ def test_a_reset_moved_later_by_more_than_the_tolerance_is_a_new_instance(tmp_pa
     submit(7, 251, None)         # 61 s: new
     assert history.flush() and len(list_alerts(history)) == 3
     stop(history, alerts)
+
+
+def test_history_and_alerts_accept_readings_from_probes_that_began_before_a_rotation(emulator, make_home, tmp_path):
+    """Issue #26 item 8: only the readings store checked the generation the probe began
+    under. A probe of the old account held at the emulator, a rotation, then the release:
+    its reading must reach neither the history series nor the alerts -- while a reading
+    of the new account, begun after the rotation, reaches both."""
+    from probe.monitor.readings import Reader
+
+    old, new = "sk-ant-oat01-gen-old", "sk-ant-oat01-gen-new"
+    history, alerts = start(tmp_path / "h.sqlite3", [], thresholds=(1,))
+    home = make_home("alert-gen", anthropic=old)
+    gate = emulator.hold(old)
+    try:
+        with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
+            reader = Reader(service, {"alice": home}, history=history)
+            answers = []
+            probe = threading.Thread(target=lambda: answers.append(reader.fetch("alice", "anthropic", refresh=True)))
+            probe.start()
+            assert emulator.wait_for(1, token=old)       # the old account's probe is in flight
+            make_home("alert-gen", anthropic=new)
+            service.invalidate(home=home)                 # the rotation
+            gate.set()
+            probe.join(30)
+            assert answers and answers[0].error is None and max(w.used_percent for w in answers[0].windows) >= 1
+            assert history.flush()
+            assert history.query("alice", "anthropic", 0)["series"] == []
+            assert list_alerts(history) == []
+            fresh = reader.fetch("alice", "anthropic", refresh=True)    # the new account: recorded
+            assert fresh.error is None and emulator.count(token=new) == 1
+            assert history.flush()
+            assert history.query("alice", "anthropic", 0)["series"] != []
+            assert list_alerts(history) != []
+    finally:
+        gate.set()
+        stop(history, alerts)

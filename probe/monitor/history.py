@@ -280,7 +280,9 @@ class History:
     # -- writing -------------------------------------------------------------------------
     def submit(self, home_id: str, home_path: Path | str, snap: Snapshot) -> None:
         """Record a reading later, on the writer thread; only good, non-stale readings the
-        service just obtained from a provider count (not cache hits or joiners)."""
+        service just obtained from a provider count (not cache hits or joiners). The caller
+        submits only a reading whose probe saw no rotation of its home (``Reader`` checks
+        the generation the probe began under): a point, and an alert, are kept for good."""
         if not self.available or snap.error is not None or snap.stale or not snap.available \
                 or snap.probe.path not in FRESH_PATHS:
             return

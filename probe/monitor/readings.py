@@ -9,7 +9,8 @@ into a provider request.
 A reading is kept with the home's rotation generation as the service saw it *before* the
 fetch began. :meth:`get` answers only while the home is still in that generation, so a
 reading taken before a credential change -- even one that finished after it -- is never
-shown as the current account's.
+shown as the current account's. History and alerts take the same guard at write time
+(:meth:`Reader._recorded`): what they keep is kept for good.
 """
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ class Reader:
         history writer (a queue put: the fetch never waits for the disk)."""
         home = self.homes[home_id]
         generation = self.service.generation(home)
-        return self._recorded(home_id, home, self.service.fetch(provider, home=home, refresh=refresh), generation)
+        snap = self.service.fetch(provider, home=home, refresh=refresh)
+        return self._recorded(home_id, home, snap, generation, self._unrotated(home, generation))
 
     def fetch_home(self, home_id: str, *, refresh: bool, providers: "Collection[str] | None" = None) -> list[Snapshot]:
         """A home read through the service (``ProbeService.fetch_home``: one worker
@@ -90,7 +92,8 @@ class Reader:
         home = self.homes[home_id]
         generation = self.service.generation(home)
         snaps = self.service.fetch_home(home=home, refresh=refresh, providers=providers)
-        return [self._recorded(home_id, home, snap, generation) if snap.provider is not None else snap
+        unrotated = self._unrotated(home, generation)
+        return [self._recorded(home_id, home, snap, generation, unrotated) if snap.provider is not None else snap
                 for snap in snaps]
 
     def read_home(self, home_id: str, *, refresh: bool, from_readings: bool) -> list[Snapshot]:
@@ -114,10 +117,22 @@ class Reader:
             return [fetched[None]]
         return [snap for snap in (latest.get(name) or fetched.get(name) for name in listing.names) if snap is not None]
 
-    def _recorded(self, home_id: str, home: Path, snap: Snapshot, generation: int) -> Snapshot:
+    def _unrotated(self, home: Path, generation: int) -> bool:
+        """Is the home still in ``generation``, the one seen before the fetch began? Asked
+        after the fetch returned, so True means no rotation happened at any moment of the
+        probe: its reading is the current account's (only then may history keep it)."""
+        return self.history is None or self.service.generation(home) == generation
+
+    def _recorded(self, home_id: str, home: Path, snap: Snapshot, generation: int, unrotated: bool) -> Snapshot:
+        """Keep the reading: in :class:`Readings` under ``generation`` (which serves it only
+        while the home stays in it), and in history -- hence alerts, decided on the history
+        writer -- only when ``unrotated``: a history point is written for good, so a probe
+        that began before a rotation (the old account's reading, finished after it) must
+        never become one, nor fire an alert under the home."""
         if self.history is not None:
             snap = self.history.with_recent_pace(home_id, snap)
-            self.history.submit(home_id, home, snap)
+            if unrotated:
+                self.history.submit(home_id, home, snap)
         self.readings.record(home_id, snap, generation)
         return snap
 

@@ -14,7 +14,10 @@ that call but asked again next time, so a rewrite within one tick cannot leave a
 missing from a home until its next change.
 
 Concurrent callers of one home whose list is not known queue on a per-home lock: the
-first asks, the rest find its (settled) answer instead of asking again.
+first asks, the rest find its (settled) answer instead of asking again. Lock order: that
+lock is taken *before* a worker is claimed (``home_providers``), never while one is held --
+a caller that already holds a worker of the home (a home read) asks on it and ``put``s the
+answer instead of waiting for the lock, or the two would wait for each other (issue 26 #2).
 """
 from __future__ import annotations
 
@@ -105,12 +108,17 @@ class HomeLists:
             cached = self._fresh(name, fingerprint)
             if cached is not None:
                 return cached
-            listing = replace(ask(), fingerprint=fingerprint)
-            with self._lock:
-                self._entries[name] = _Entry(fingerprint, listing, stat_is_settled(fingerprint, now_ns))
-            return listing
+            return self.put(home, fingerprint, now_ns, ask())
         finally:
             home_lock.release()
+
+    def put(self, home: Path, fingerprint: tuple, now_ns: int, listing: HomeProviders) -> HomeProviders:
+        """Store a list a caller asked for on its own (see :meth:`get` on the rule) and
+        return it stamped with ``fingerprint``."""
+        listing = replace(listing, fingerprint=fingerprint)
+        with self._lock:
+            self._entries[str(home)] = _Entry(fingerprint, listing, stat_is_settled(fingerprint, now_ns))
+        return listing
 
     def fresh(self, home: Path, fingerprint: tuple) -> HomeProviders | None:
         """The cached list while it is settled and read for these very files, else None

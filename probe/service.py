@@ -433,12 +433,11 @@ class ProbeService:
 
     def _read_home_on(self, read: HomeRead, worker: Worker, path: str) -> None:
         if read.listing is None:
-            listing = self._home_lists.get(
-                read.home, read.fingerprint, read.listed_after_ns, read.deadline - time.monotonic(),
-                lambda: self._listing_on(worker, path, read.home, read.deadline, read.started))
-            if listing is None:
-                raise _list_failed(read.home, "timeout", "The home's provider list was not read before the deadline.",
-                                   "cache", None, read.started)
+            # never wait for the home-list lock while holding a worker: home_providers holds
+            # that lock while it waits for a worker (probe.home_list on the lock order)
+            listing = self._home_lists.fresh(read.home, read.fingerprint) or self._home_lists.put(
+                read.home, read.fingerprint, read.listed_after_ns,
+                self._listing_on(worker, path, read.home, read.deadline, read.started))
             self._plan_home(read, listing)
             if worker.once:   # it has answered its one request; fetch_home claims another
                 return

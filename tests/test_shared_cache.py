@@ -118,3 +118,62 @@ def test_credential_changes_leave_one_entry_and_sweep_orphaned_temp_files(emulat
             assert len(list(home_dir.glob("*.json"))) == 1
         assert not orphan.exists() and in_progress.exists()
         assert service.fetch("deepseek", home=home).probe.path == "cache"
+
+
+class SteppedClocks:
+    """A host's two clocks for the disk cache, moved by the test: the wall clock (which an
+    operator or NTP may step either way) and the time since boot (which only runs on)."""
+
+    def __init__(self) -> None:
+        self.wall_s = 2_000_000_000.0
+        self.boot_s = 5_000.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def since_boot(self) -> float:
+        return self.boot_s
+
+    def run(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.boot_s += seconds
+
+
+def _disk_entry(tmp_path, clocks, *, since_boot=True):
+    from pathlib import Path
+
+    from probe.shared import Fetch
+    from probe.shared.disk import DiskCache
+    from probe.snapshot import Snapshot
+
+    cache = DiskCache(tmp_path / "cache", wall=clocks.wall, since_boot=clocks.since_boot if since_boot else None)
+    home = str(tmp_path / "home")
+    fetch = Fetch("deepseek", Path(home), (home, "deepseek", ("fingerprint",)), 0, 0.0, 10.0, False)
+    cache.write(fetch, Snapshot(provider="deepseek", home=home, available=True), ttl_s=45)
+    return cache, fetch
+
+
+@pytest.mark.parametrize("step_s", [-3600.0, -40.0, 3600.0])
+def test_a_backward_clock_step_keeps_expired_disk_cache_entries_fresh(tmp_path, step_s):
+    """Issue #26 item 9: freshness was wall clock only, so a backward step kept an expired
+    entry fresh for the length of the step (and a forward one expired good entries). On
+    one host the age comes from the time since boot, which no step moves."""
+    clocks = SteppedClocks()
+    cache, fetch = _disk_entry(tmp_path, clocks)
+    clocks.run(30)
+    clocks.wall_s += step_s
+    fresh = cache.read(fetch)
+    assert fresh is not None, "30 s into a 45 s entry it is fresh, whatever the wall clock did"
+    clocks.run(16)
+    assert cache.read(fetch) is None, "46 s into a 45 s entry it has expired, whatever the wall clock did"
+
+
+def test_a_disk_cache_entry_stamped_in_the_future_is_stale(tmp_path):
+    """Without the time since boot (another boot's file, a platform without CLOCK_BOOTTIME)
+    the wall clock decides -- and an entry stamped after "now" (written before a backward
+    step) is stale, not fresh until its stamp comes round again."""
+    clocks = SteppedClocks()
+    cache, fetch = _disk_entry(tmp_path, clocks, since_boot=False)
+    assert cache.read(fetch) is not None
+    clocks.wall_s -= 3600
+    assert cache.read(fetch) is None

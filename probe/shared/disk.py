@@ -8,7 +8,12 @@ fragment a client chose, never anything derived from a secret beyond a hash of s
   (home, provider) file lock, so a reader sees an old file or a new one, never half of one.
 * The same lock is held for the whole probe: at most one process probes a given (home,
   provider) at a time; the others wait (within their deadline) and then read its result.
-* Freshness is wall-clock (``expires_at``), the only clock processes share.
+* Freshness is the **time since boot** (``CLOCK_BOOTTIME``: one host-wide clock every
+  process shares, which no operator or NTP step moves and which counts a suspend) with the
+  boot's id, so a wall-clock step either way neither keeps an expired entry fresh nor
+  expires a good one. A file from another boot (or a platform without that clock) falls
+  back to the wall clock, and an entry stamped after "now" -- written before a backward
+  step -- is stale there, never fresh until its stamp comes round again.
 * A credential change of a home (noticed or ``invalidate``d) deletes its files, so entries
   for superseded fingerprints do not pile up; temp files orphaned by a killed writer go then.
 * A corrupt or truncated file is ignored (and replaced by the next write); a read-only or
@@ -23,7 +28,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import filelock
@@ -41,10 +46,31 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+#: this boot's id (Linux); None where unknown: entries then age by the wall clock
+BOOT_ID = _boot_id()
+#: seconds since boot, shared by every process of the host; None where the platform has none
+SINCE_BOOT: Callable[[], float] | None = _since_boot if BOOT_ID and hasattr(time, "CLOCK_BOOTTIME") else None
+
+
 class DiskCache:
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, wall: Callable[[], float] = time.time,
+                 since_boot: Callable[[], float] | None = SINCE_BOOT) -> None:
+        """``wall`` and ``since_boot`` are the clocks (tests step them instead of the host's)."""
         self.directory = Path(directory)
         self._warned = False
+        self._wall = wall
+        self._since_boot = since_boot
 
     def _home_dir(self, home: str) -> Path:
         return self.directory / _digest(home)
@@ -64,7 +90,7 @@ class DiskCache:
         path = self._file(home, provider, fingerprint)
         try:
             data = json.loads(path.read_bytes())
-            if data["expires_at"] <= time.time():
+            if not self._fresh(data):
                 return None
             if written_after is not None and data["written_at"] < written_after:
                 return None
@@ -74,14 +100,26 @@ class DiskCache:
         except OSError as exc:
             self._warn("read", exc)
             return None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None  # corrupt or truncated: ignored, the next write replaces it
         return snap if snap.home == home and snap.provider == provider else None
 
+    def _fresh(self, data: dict) -> bool:
+        """Younger than its time to live: by the time since boot when the entry was written
+        in this boot, else by the wall clock -- and never when stamped in the future."""
+        if self._since_boot is not None and data.get("boot") == BOOT_ID and "boot_at" in data:
+            age_s = self._since_boot() - data["boot_at"]
+            return 0 <= age_s < data["ttl_s"]
+        now = self._wall()
+        return data["written_at"] <= now < data["expires_at"]
+
     def write(self, fetch: Fetch, snap: Snapshot, ttl_s: float) -> None:
         path = self._file(*fetch.key)
-        now = time.time()
-        payload = json.dumps({"written_at": now, "expires_at": now + ttl_s, "snapshot": snap.to_dict()})
+        now = self._wall()
+        entry = {"written_at": now, "expires_at": now + ttl_s, "ttl_s": ttl_s}
+        if self._since_boot is not None:
+            entry.update(boot=BOOT_ID, boot_at=self._since_boot())
+        payload = json.dumps({**entry, "snapshot": snap.to_dict()})
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)

@@ -345,3 +345,39 @@ def test_a_schema_1_file_is_migrated_instances_and_alert_keys_included(tmp_path)
 
 def time_iso(seconds: int) -> str:
     return iso(datetime.fromtimestamp(seconds, timezone.utc))
+
+
+def _stepped(seconds_since_start: float, wall_step_s: float, used: float) -> Snapshot:
+    """A reading taken ``seconds_since_start`` into the run, stamped by a wall clock that
+    was stepped by ``wall_step_s``."""
+    at = NOW + timedelta(seconds=seconds_since_start + wall_step_s)
+    window = Window("Current session", used, 100 - used, iso(NOW + timedelta(hours=4)), None, 18000.0)
+    return Snapshot(provider="anthropic", home="/x", available=True, windows=(window,), fetched_at=iso(at),
+                    probe=ProbeInfo("warm", 1.0))
+
+
+@pytest.mark.parametrize("steps", [(0, -3600, -3600), (0, 3600, 0)], ids=["backward", "forward-then-back"])
+def test_a_backward_clock_step_stops_history_points_for_the_length_of_the_step(tmp_path, steps):
+    """Issue #26 item 9: a point was dropped whenever its wall-clock stamp was not after the
+    series' last one, so after a backward step of an hour no point was written for an hour.
+    The monotonic clock (injected here) says the reading is newer: it is written, after the
+    last point; a forward step and its correction keep the series going too."""
+    elapsed = [0.0]
+    store = History(tmp_path / "h.sqlite3", clock=lambda: elapsed[0])
+    assert store.start()
+    try:
+        for index, (step_s, used) in enumerate(zip(steps, (10.0, 20.0, 30.0))):
+            elapsed[0] = index * 600.0
+            store.submit("alice", "/x", _stepped(elapsed[0], step_s, used))
+        assert store.flush()
+        (series,) = store.query("alice", "anthropic", 0)["series"]
+    finally:
+        store.close()
+    points = series["points"]
+    assert [p["used_percent"] for p in points] == [10.0, 20.0, 30.0]
+    times = [parse_instant_z(p["t"]) for p in points]
+    assert times == sorted(times) and len(set(times)) == 3
+
+
+def parse_instant_z(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")

@@ -189,9 +189,15 @@ class History:
     """The history file of one backend. ``submit`` from any thread; everything else that
     writes runs on the writer thread."""
 
-    def __init__(self, path: Path | str, *, days: float = DEFAULT_DAYS) -> None:
+    def __init__(self, path: Path | str, *, days: float = DEFAULT_DAYS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: the monotonic clock readings are stamped with at :meth:`submit` (tests
+        inject one; see :meth:`_reading_time`)."""
         self.path = Path(path).expanduser()
         self.days = days
+        self._clock = clock
+        #: per (home id, provider): (Unix seconds, clock) of the last reading recorded
+        self._anchors: dict[tuple[str, str], tuple[int, float]] = {}
         #: runs inside a reading's transaction (alerts decide there) with each window's
         #: instance by label (windows of a late reading that would start an instance are
         #: left out), then ``committed`` after it
@@ -286,7 +292,8 @@ class History:
         if not self.available or snap.error is not None or snap.stale or not snap.available \
                 or snap.probe.path not in FRESH_PATHS:
             return
-        self._put(_NORMAL, lambda conn: self._record(conn, home_id, str(home_path), snap))
+        taken = self._clock()
+        self._put(_NORMAL, lambda conn: self._record(conn, home_id, str(home_path), snap, taken))
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         try:
@@ -371,8 +378,27 @@ class History:
         self._last[series] = _Last(t, value, reset_at, instance.reset)
         return instance
 
-    def _record(self, conn: sqlite3.Connection, home_id: str, path: str, snap: Snapshot) -> bool:
-        t = epoch(snap.fetched_at) or int(time.time())
+    def _reading_time(self, home_id: str, provider: str, stamped: int, taken: float) -> int:
+        """The time a reading's points are written at: its wall-clock stamp, but never
+        earlier than the provider's last reading plus the monotonic time elapsed since.
+
+        Why: a point whose time is not after the series' last is dropped (a late reading
+        must not overwrite a newer one), so after a backward wall-clock step of an hour no
+        point would be written for an hour. The monotonic clock knows the reading is newer;
+        its points go after the last ones, the series' times keep increasing, and they
+        rejoin the wall clock once it has caught up. A forward step simply moves the
+        series on (the wall clock is later). In memory only: after a restart the first
+        reading is stamped by the wall clock alone."""
+        key = (home_id, provider)
+        anchor = self._anchors.get(key)
+        if anchor is not None and taken < anchor[1]:
+            return stamped    # submitted earlier than the anchor (cannot happen in order)
+        t = stamped if anchor is None else max(stamped, anchor[0] + int(taken - anchor[1]))
+        self._anchors[key] = (t, taken)
+        return t
+
+    def _record(self, conn: sqlite3.Connection, home_id: str, path: str, snap: Snapshot, taken: float) -> bool:
+        t = self._reading_time(home_id, snap.provider, epoch(snap.fetched_at) or int(time.time()), taken)
         conn.execute("BEGIN")
         home = self._home(conn, home_id, path)
         instances: dict[str, Instance] = {}

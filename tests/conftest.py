@@ -93,6 +93,46 @@ def spawn_method(request, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture(autouse=True)
+def no_server_path_in_http_bodies(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """SPEC §2, §11: no path of the server reaches a client. Every HTTP response a test
+    reads from 127.0.0.1 through httpx -- the app under :class:`support.RunningApp`, a
+    ``probe serve`` subprocess, the emulator -- is checked here, once for the whole suite:
+    its body must not hold the temp directory the tests' homes live in (pytest's
+    ``tmp_path``, ``probe serve --demo``'s homes) or this checkout. A hit fails the call
+    at once and the test at teardown (in case the test swallowed the error)."""
+    from support import server_paths_in
+
+    import httpx
+
+    found: list[str] = []
+
+    def check(response: httpx.Response) -> None:
+        if response.request.url.host not in ("127.0.0.1", "localhost") or not response.is_closed:
+            return
+        leaked = server_paths_in(response.content, [v for _, v in response.request.url.params.multi_items() if v])
+        if leaked:
+            found.append(f"{response.request.method} {response.request.url.path}: {leaked}")
+            raise AssertionError(f"a server path reached a client: {found[-1]}")
+
+    sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+
+    def send(self, request, **kwargs):
+        response = sync_send(self, request, **kwargs)
+        check(response)
+        return response
+
+    async def asend(self, request, **kwargs):
+        response = await async_send(self, request, **kwargs)
+        check(response)
+        return response
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    monkeypatch.setattr(httpx.AsyncClient, "send", asend)
+    yield
+    assert not found, f"server paths reached a client: {found}"
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     before = {p.pid for p in live_children()}
     yield

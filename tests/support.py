@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 _tokens = itertools.count()
@@ -120,6 +120,24 @@ class RunningApp:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def server_paths_in(body: bytes, echoed: Iterable[str] = ()) -> list[str]:
+    """The server paths a response body holds (SPEC §11: none may): the temp directory
+    every test home lives under (resolved and as given) and this checkout, as text and as
+    JSON escapes them. ``echoed``: what the client sent (query values), which a body may
+    quote back (``No configured home '/tmp/x'``) without it being the server's."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    roots = {tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()), str(Path(__file__).resolve().parent.parent)}
+    text = body.decode("utf-8", "replace")
+    for value in sorted(echoed, key=len, reverse=True):
+        text = text.replace(value, "").replace(value[:64], "")
+    return sorted({root for root in roots if root.rstrip("/") + "/" in text
+                   or json.dumps(root.rstrip("/") + "/")[1:-1] in text})
 
 
 def run_threads(count: int, target: Callable[[], object]) -> list:

@@ -111,10 +111,37 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def public_dict(snap: Snapshot, home_id: str) -> dict[str, Any]:
+def public_dict(snap: Snapshot, home_id: str, home_dir: Path | None = None) -> dict[str, Any]:
     """A snapshot as a client sees it: ``home`` is the configured id, never the server's
-    path (SPEC §11), so replicas answer alike and no path reaches a browser."""
-    return {**snap.to_dict(), "home": home_id}
+    path (SPEC §2, §11), so replicas answer alike and no path reaches a browser.
+
+    The texts are cleaned the same way: a missing home's message names its id, and any
+    text that still holds the home's directory (``snap.home``, or the configured
+    ``home_dir`` before symlinks resolve) names files relative to the home (``.env:2``)
+    and the home itself by its id. Workers already write ``.env`` / ``auth.json`` without a
+    directory; this is the parent's guarantee whatever a message says."""
+    data = {**snap.to_dict(), "home": home_id}
+    if snap.error is not None and snap.error.code == "home_not_found":
+        data["error"] = {**data["error"], "message": f"The directory of home {home_id!r} does not exist."}
+    dirs = sorted({d for d in (snap.home, str(home_dir) if home_dir else None) if d and d != "/"},
+                  key=len, reverse=True)
+    return _without_dirs(data, dirs, home_id) if dirs else data
+
+
+def _without_dirs(value: Any, dirs: list[str], home_id: str) -> Any:
+    """``value`` (JSON data) with every ``DIR/`` removed from its strings and every other
+    ``DIR`` replaced by ``home ID``."""
+    if isinstance(value, str):
+        for directory in dirs:
+            if directory in value:
+                value = value.replace(directory.rstrip("/") + "/", "").replace(directory, f"home {home_id}")
+        return value
+    if isinstance(value, dict):
+        return {key: value[key] if key in ("home", "fetched_at") else _without_dirs(value[key], dirs, home_id)
+                for key in value}
+    if isinstance(value, list):
+        return [_without_dirs(item, dirs, home_id) for item in value]
+    return value
 
 
 def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
@@ -168,7 +195,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         return snap
 
     def fetch_one(provider: str, home_id: str, refresh: bool) -> dict[str, Any]:
-        return public_dict(read_one(provider, home_id, refresh), home_id)
+        return public_dict(read_one(provider, home_id, refresh), home_id, homes[home_id])
 
     def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
         """Every provider the home has a credential for (SPEC §17), in the list's order:
@@ -180,7 +207,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         started = time.monotonic()
         snaps = reader.read_home(home_id, refresh=refresh, from_readings=refresh_s > 0)
         metrics.observe(time.monotonic() - started)
-        return [public_dict(s, home_id) for s in snaps]
+        return [public_dict(s, home_id, homes[home_id]) for s in snaps]
 
     async def quota(request: Request) -> Response:
         params = request.query_params

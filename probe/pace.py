@@ -11,12 +11,18 @@ Formula, at instant ``now``::
     expected = elapsed / window_s * 100                      # where usage "should" be
     delta    = used - expected                               # > 0 deficit, < 0 reserve
     rate     = used / elapsed                                # average since the window began
-    runs out = now + (100 - used) / rate                     # if that is before reset_at
+    runs out = now + (100 - used) / rate                     # if that is before reset_at,
+                                                             # and not on track
 
 No pace (None) when the window's length or reset is unknown, when the reset is not in
 ``(now, now + window_s]`` (past, or further away than one window: the numbers describe
 some other window), when less than 3 % of the window has elapsed (too early to tell a
 rate from noise), or when the quota is already used up.
+
+An "on pace" window (|delta| < 2) never has a run-out: at its average rate it can reach
+100 % a little before the reset, and "On pace · Runs out in 3h" reads as a contradiction
+(issue #25). At the average rate only a window in deficit can run out; the recent basis
+(SPEC §14) may also see one in reserve that burns fast now -- but never one on pace.
 """
 from __future__ import annotations
 
@@ -74,7 +80,7 @@ def compute(used_percent: float | None, reset_at: str | None, window_s: float | 
     delta = used_percent - expected
     status = "on_track" if abs(delta) < ON_TRACK_BAND else "deficit" if delta > 0 else "reserve"
     runs_out_at = None
-    if used_percent > 0:
+    if status != "on_track" and used_percent > 0:   # "on pace" never also "runs out" (SPEC §13)
         rate_per_s = used_percent / elapsed_s
         left_s = (100 - used_percent) / rate_per_s
         if left_s < until_reset_s:
@@ -115,7 +121,7 @@ def compute_recent(used_percent: float | None, reset_at: str | None, window_s: f
     rate_per_s = sum((t - mean_t) * (u - mean_u) for t, u in recent) / spread if spread else 0.0
     until_reset_s = (parse_instant(reset_at) - now).total_seconds()
     runs_out_at = None
-    if rate_per_s > 0:
+    if base.status != "on_track" and rate_per_s > 0:
         left_s = (100 - used_percent) / rate_per_s
         if left_s < until_reset_s:
             runs_out_at = iso(now + timedelta(seconds=left_s))

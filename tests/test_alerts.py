@@ -119,6 +119,27 @@ def test_each_threshold_once_per_window_instance_and_not_again_after_a_restart(t
         assert all(a["home"] == "alice" and a["reset_at"] for a in listed)
 
 
+def test_a_runs_out_alert_waits_for_ten_percent_of_the_window(tmp_path):
+    """SPEC §14, issue #25: a few minutes of use extrapolate to noise. 19 minutes into a
+    5-hour window (6 % elapsed) 8 % used is on pace (no run-out at all), and 12 % used is in
+    deficit and would run out -- but no alert before 30 minutes (10 %) have elapsed; the
+    same instance alerts once it has."""
+    history, alerts = start(tmp_path / "h.sqlite3", [])
+    early = {used: reading(used, reset_in_h=(300 - 19) / 60) for used in (8.0, 12.0)}
+    assert early[8.0].windows[0].pace.status == "on_track" and early[8.0].windows[0].pace.runs_out_at is None
+    assert early[12.0].windows[0].pace.status == "deficit" and early[12.0].windows[0].pace.runs_out_at
+    for snap in early.values():
+        history.submit("alice", tmp_path, snap)
+    assert history.flush()
+    assert [a["kind"] for a in list_alerts(history)] == []
+    later = reading(20.0, reset_in_h=(300 - 31) / 60)            # 10.3 % elapsed, still in deficit
+    assert later.windows[0].pace.runs_out_at
+    history.submit("alice", tmp_path, later)
+    assert history.flush()
+    assert [(a["kind"], a["used_percent"]) for a in list_alerts(history)] == [("runs_out", 20.0)]
+    stop(history, alerts)
+
+
 def test_a_failing_target_is_retried_and_never_slows_recording(tmp_path):
     with Receiver(fail=2) as receiver:
         history, alerts = start(tmp_path / "h.sqlite3", [receiver.url], retry_first_s=0.05)

@@ -23,8 +23,11 @@ def at(seconds: float) -> str:
     ("deficit", 42.0, 4 * HOUR, 5 * HOUR, Pace(20.0, 22.0, "deficit", at(58 * HOUR / 42), False)),
     # 7-day window, 3.5 days elapsed (50 %), 17 % used: reserve, lasts
     ("reserve", 17.0, 3.5 * DAY, WEEK, Pace(50.0, -33.0, "reserve", None, True)),
-    # within 2 points either way: on track (and 51 % at 50 % elapsed runs out 2 % before reset)
-    ("on track, runs out", 51.0, 3.5 * DAY, WEEK, Pace(50.0, 1.0, "on_track", at(49 * 3.5 * DAY / 51), False)),
+    # within 2 points either way: on track -- and an on-track window never runs out, though
+    # 51 % at 50 % elapsed would reach 100 % 2 % before the reset at its average rate
+    ("on track, would run out at the average rate", 51.0, 3.5 * DAY, WEEK, Pace(50.0, 1.0, "on_track", None, True)),
+    # issue #25: 8 % used 19 minutes into a 5-hour window said "On pace · Runs out in 3h"
+    ("on pace early in a session", 8.0, 5 * HOUR - 19 * 60, 5 * HOUR, Pace(6.33, 1.67, "on_track", None, True)),
     ("on track, lasts", 49.0, 3.5 * DAY, WEEK, Pace(50.0, -1.0, "on_track", None, True)),
     ("exactly on the band edge", 52.0, 3.5 * DAY, WEEK, Pace(50.0, 2.0, "deficit", at(48 * 3.5 * DAY / 52), False)),
     ("nothing used", 0.0, 3 * DAY, WEEK, Pace(57.14, -57.14, "reserve", None, True)),
@@ -57,7 +60,7 @@ def test_reset_with_an_offset_and_fraction_is_read_as_an_instant():
 @pytest.mark.parametrize("p, line", [
     (Pace(20.0, 7.4, "deficit", at(3 * DAY + 5 * HOUR), False), "7% in deficit · Runs out in 3d"),
     (Pace(50.0, -33.0, "reserve", None, True), "33% in reserve · Lasts until reset"),
-    (Pace(50.0, 1.2, "on_track", at(2 * HOUR + 59), False), "On pace · Runs out in 2h"),
+    (Pace(50.0, 1.2, "on_track", None, True), "On pace · Lasts until reset"),
     (Pace(75.0, 15.0, "deficit", at(300), False), "15% in deficit · Runs out in 5m"),
     (Pace(75.0, 15.0, "deficit", at(-10), False), "15% in deficit · Runs out now"),
 ])

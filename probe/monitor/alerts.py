@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from probe.monitor.history import History, connect
 from probe.monitor.instances import Instance
-from probe.pace import parse_instant
+from probe.pace import Pace, parse_instant
 from probe.redact import mask
 from probe.snapshot import Snapshot
 
@@ -55,6 +55,17 @@ RETRY_MAX_S = 600.0
 SCAN_EVERY_S = 5.0
 #: the ``threshold`` stored for a runs-out alert (NULL would defeat the UNIQUE key)
 RUNS_OUT = 0
+#: a runs-out alert waits until this share of the window has elapsed (SPEC §14): earlier, a
+#: few minutes of use extrapolate to noise (8 % used 19 minutes into 5 hours "runs out")
+RUNS_OUT_MIN_ELAPSED_PERCENT = 10.0
+
+
+def runs_out_due(pace: Pace | None) -> bool:
+    """Whether a reading's pace warrants a runs-out alert: it projects a run-out before the
+    reset and at least 10 % of the window has elapsed (the pace's expected share *is* the
+    elapsed share)."""
+    return pace is not None and pace.runs_out_at is not None and \
+        pace.expected_used_percent >= RUNS_OUT_MIN_ELAPSED_PERCENT
 
 
 class NotifyUrlError(ValueError):
@@ -139,7 +150,7 @@ class Alerts:
                 continue
             instance = instances[window.label].key
             due = [("threshold", t) for t in self.thresholds if window.used_percent >= t]
-            if window.pace is not None and window.pace.runs_out_at is not None:
+            if runs_out_due(window.pace):
                 due.append(("runs_out", RUNS_OUT))
             for kind, threshold in due:
                 cursor = conn.execute(

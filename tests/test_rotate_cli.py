@@ -83,3 +83,51 @@ def test_rotate_in_process_drops_shared_cache_entries(emulator, make_home, tmp_p
     assert not list(cache_dir.rglob("*.json"))
     missing = run_cli("rotate", "--home", str(tmp_path / "missing"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.fixture
+def proxy_listener():
+    """What an ``HTTP_PROXY`` would be: a listener on 127.0.0.1 that records every byte it
+    is sent (and answers nothing useful)."""
+    import socket
+
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2.0)
+                try:
+                    received.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    received.append(b"<connection>")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_rotate_server_sends_its_bearer_token_through_http_proxy(stub_backend, proxy_listener):
+    """Issue #26 item 10: ``probe rotate --server`` honoured HTTP_PROXY, so the bearer token
+    went to whatever proxy the environment named -- even for a loopback backend. The
+    rotate client uses no proxy: the token travels to the backend and nowhere else."""
+    url, received = stub_backend
+    proxy, through_proxy = proxy_listener
+    env = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                    "all_proxy")}
+    env.update(NO_PROXY="", no_proxy="")
+    result = run_cli("rotate", "--server", url, "--home", "main", "--token", "right-token", env=env)
+    assert through_proxy == []
+    assert result.returncode == 0, result.stderr
+    assert received[-1]["auth"] == "Bearer right-token"

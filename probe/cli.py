@@ -207,9 +207,10 @@ def demo(as_json: bool) -> None:
 @click.option("--token", default=None, envvar="PROBE_TOKEN", help="The backend's bearer token (or $PROBE_TOKEN).")
 @click.option("--cache-dir", default=None, envvar="PROBE_CACHE_DIR", type=click.Path(file_okay=False),
               help="Shared cache directory whose entries for this home to drop (in-process mode).")
-@click.option("--redis", "redis_url", default=None, metavar="URL",
+@click.option("--redis", "redis_url", default=None, envvar="PROBE_REDIS_URL", metavar="URL",
               help="Rotate the home id across every backend sharing this Redis (cluster mode; the whole "
-                   "home rotates, whatever --provider says: its generation is per home).")
+                   "home rotates, whatever --provider says: its generation is per home). Default "
+                   "$PROBE_REDIS_URL, as for serve (keeps the password off the command line); --server wins.")
 @click.option("--redis-prefix", default="quota-probe:", show_default=True, help="The cluster's key prefix.")
 def rotate(home: str, provider: str | None, server: str | None, token: str | None, cache_dir: str | None,
            redis_url: str | None, redis_prefix: str) -> None:
@@ -221,6 +222,9 @@ def rotate(home: str, provider: str | None, server: str | None, token: str | Non
     is a cluster home id: every backend of that Redis stops serving the home's cached
     readings and closes its workers (for a machine that runs no backend).
     """
+    if redis_url and server and click.get_current_context().get_parameter_source("redis_url") \
+            is click.core.ParameterSource.ENVIRONMENT:
+        redis_url = None   # --server was asked for; $PROBE_REDIS_URL is only the default
     if redis_url:
         from probe.shared.cluster import ClusterUnavailable, RedisCluster
 

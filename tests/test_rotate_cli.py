@@ -131,3 +131,22 @@ def test_rotate_server_sends_its_bearer_token_through_http_proxy(stub_backend, p
     assert through_proxy == []
     assert result.returncode == 0, result.stderr
     assert received[-1]["auth"] == "Bearer right-token"
+
+
+def test_rotate_redis_takes_the_url_with_its_password_only_on_argv(tmp_path, stub_backend):
+    """Issue #26 item 10: ``probe rotate --redis`` took the URL -- password included -- only
+    on the command line, where every local user's ``ps`` shows it. It reads
+    ``$PROBE_REDIS_URL`` as ``probe serve`` does; an explicit ``--server`` still wins."""
+    from support import RedisServer
+
+    with RedisServer(tmp_path, password="rotate-secret-pass") as server:
+        result = run_cli("rotate", "--home", "alice", env={"PROBE_REDIS_URL": server.url})
+        assert result.returncode == 0, result.stderr
+        assert "across the cluster (generation 1)" in result.stdout
+        assert "rotate-secret-pass" not in result.stdout + result.stderr
+        url, received = stub_backend
+        via_server = run_cli("rotate", "--server", url, "--home", "main", "--token", "right-token",
+                             env={"PROBE_REDIS_URL": server.url})
+        assert via_server.returncode == 0 and received[-1]["body"]["home"] == "main", via_server.stderr
+        again = run_cli("rotate", "--home", "alice", env={"PROBE_REDIS_URL": server.url})
+        assert "(generation 2)" in again.stdout, "the --server run rotated nothing in Redis"

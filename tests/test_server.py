@@ -204,3 +204,40 @@ def test_dns_rebinding_host_header_is_refused(backend):
     client, _, _ = backend
     assert client.get("/api/quota", params={"home": "alice"}, headers={"Host": "evil.example"}).status_code == 400
     assert client.get("/healthz", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["", "   "], ids=["empty", "blank"])
+def test_probe_token_set_but_empty_yields_a_random_token_never_printed(emulator, make_home, value):
+    """Issue #26 item 10: ``PROBE_TOKEN=`` (set, empty) made ``probe serve`` pick a random
+    token and print nothing, since the variable was "set": no one could ever rotate. An
+    empty (or blank) PROBE_TOKEN is treated as unset: a token is made and printed, and it
+    works."""
+    import os
+    import signal
+
+    from support import free_port
+
+    home = make_home("srv-empty-token", deepseek="sk-srv-empty-token")
+    port = free_port()
+    env = {**os.environ, **emulator.env(), "PROBE_TOKEN": value}
+    proc = subprocess.Popen([sys.executable, "-m", "probe.cli", "serve", "--port", str(port), "--no-history",
+                             "--refresh-s", "600", "--home", f"h={home}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("background refresh"):   # the last line serve prints
+            line = proc.stdout.readline()
+            assert line, f"serve exited: {proc.stderr.read()}"
+            lines.append(line.strip())
+        printed = [line.rsplit(" ", 1)[1] for line in lines if line.startswith("rotate token")]
+        assert printed and len(printed[0]) >= 24, lines
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answer = client.post("/api/rotate", json={"home": "h"}, headers={"Authorization": f"Bearer {printed[0]}"})
+            assert answer.status_code == 204
+            assert client.post("/api/rotate", json={"home": "h"},
+                               headers={"Authorization": "Bearer"}).status_code == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        proc.stdout.close()
+        proc.stderr.close()

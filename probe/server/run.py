@@ -124,7 +124,7 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"Refusing to bind {host}: it is not a loopback address. Pass --allow-remote "
                          "if other machines should reach this backend (it will still need the token to rotate).")
-    token = os.environ.get("PROBE_TOKEN") or secrets.token_urlsafe(24)
+    token, token_given = rotate_token(os.environ)
     with contextlib.ExitStack() as stack:
         prime = demo_dir = None
         if demo:
@@ -175,7 +175,7 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
         if demo:
             echo(f"demo homes in {demo_dir}")   # the console only: HTTP clients see ids
-        if "PROBE_TOKEN" not in os.environ:
+        if not token_given:
             echo(f"rotate token (POST /api/rotate): {token}")
         if history is not None:
             echo(f"history: {history.path}" + (f"; alerts at {','.join(map(str, history_options.thresholds))} % "
@@ -187,6 +187,15 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
             echo(f"background refresh every {refresh_s:g} s")
         with _sigterm_exits_cleanly():
             server.run(sockets=[sock])
+
+
+def rotate_token(environ: "os._Environ[str] | dict[str, str]") -> tuple[str, bool]:
+    """(the bearer token for ``POST /api/rotate``, whether the operator gave it). An empty
+    or blank ``PROBE_TOKEN`` -- a systemd ``Environment=PROBE_TOKEN=``, an unset shell
+    variable exported -- counts as unset: a random token is made and printed, never one
+    nobody knows. Surrounding blanks are dropped (the endpoint compares the stripped token)."""
+    given = (environ.get("PROBE_TOKEN") or "").strip()
+    return (given, True) if given else (secrets.token_urlsafe(24), False)
 
 
 def _stop_refresher(refresher: Refresher, service: ProbeService) -> None:

@@ -69,7 +69,9 @@ def parse_listing(reply: dict[str, Any]) -> HomeProviders:
     names, pool_only, undeclared = reply.get("providers"), reply.get("pool_only"), reply.get("undeclared", [])
     if not all(isinstance(part, list) for part in (names, pool_only, undeclared)) or len(names) > MAX_LISTED:
         raise WorkerProtocolError("The worker sent a malformed provider list.")
-    if not all(isinstance(name, str) and NAME_PATTERN.fullmatch(name) for name in names) \
+    if not all(isinstance(name, str) for name in (*names, *pool_only, *undeclared)):   # before any set()
+        raise WorkerProtocolError("The worker sent a malformed provider list.")
+    if not all(NAME_PATTERN.fullmatch(name) for name in names) \
             or len(set(names)) != len(names) or not set(pool_only) | set(undeclared) <= set(names):
         raise WorkerProtocolError("The worker sent a malformed provider list.")
     return HomeProviders(tuple(names), frozenset(pool_only), frozenset(undeclared))

@@ -778,7 +778,9 @@ class ProbeService:
         try:
             return Snapshot.from_child(reply["snapshot"], home=str(home),
                                        probe=ProbeInfo(path, monotonic_ms_since(started), pid))
-        except ValueError:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
+            # the one border for a worker's snapshot: whatever it holds, a confused worker
+            # (killed by the caller), never an exception out of fetch (issue 26 #7)
             raise WorkerProtocolError("The worker sent a malformed snapshot.") from None
 
     def _failed(self, provider: str, home: Path, exc: WorkerFailed, started: float, path: str,

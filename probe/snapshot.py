@@ -7,6 +7,7 @@ at one border instead of leaking half-shaped data to callers.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -222,7 +223,8 @@ class Snapshot:
                 error=_error(data.get("error")),
                 stale=bool(data.get("stale", False)),
                 fetched_at=_str(data.get("fetched_at") or utc_now_iso()),
-                probe=probe_info or ProbeInfo(_str(probe["path"]), float(probe["latency_ms"]), probe.get("worker_pid")),
+                probe=probe_info or ProbeInfo(_str(probe["path"]), float(_opt_float(probe["latency_ms"])),
+                                              _opt_int(probe.get("worker_pid"))),
                 accounts=_accounts(data.get("accounts"), data.get("fetched_at") if probe_info else None),
                 pool=_pool(data.get("pool")),
             )
@@ -274,7 +276,21 @@ def _opt_float(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError("expected a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise TypeError("a number out of range") from None
+    if not math.isfinite(number):   # NaN/Infinity would break every strict JSON encoder later
+        raise TypeError("a number out of range")
+    return number
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("expected an integer")
+    return value
 
 
 def _window(data: dict[str, Any]) -> Window:

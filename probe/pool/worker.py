@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from probe import strict_json
 from probe.pool.spawner import ForkedProcess, Spawner, SpawnerClosed
 
 #: a snapshot is a few KiB; a reply past this is a broken worker, not data
@@ -272,7 +273,7 @@ class Worker:
                 line = bytes(self._buffer[:newline])
                 del self._buffer[: newline + 1]
                 try:
-                    reply = json.loads(line)
+                    reply = strict_json.loads(line)   # NaN, 1e999, a 100,000-deep line: all ValueError
                 except ValueError:
                     raise WorkerProtocolError("The worker sent a malformed reply.") from None
                 if not isinstance(reply, dict):

@@ -241,3 +241,32 @@ def test_probe_token_set_but_empty_yields_a_random_token_never_printed(emulator,
         proc.wait(15)
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},                       # another port of localhost: not this origin
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+], ids=["sec-fetch-cross-site", "sec-fetch-same-site", "foreign-origin", "null-origin"])
+def test_any_web_page_can_make_real_provider_requests_with_refresh(backend, emulator, headers):
+    """Issue #26 item 10: a page in the operator's browser cannot read the answer (no CORS)
+    but could still make the backend call a provider with ``GET /api/quota?...&refresh=1``
+    (an ``<img src>`` would do). A cross-site ``refresh`` is refused with 403 and no
+    provider request; the same read without ``refresh`` is answered (cache rules apply),
+    and the panel's own refresh (same origin), a typed URL and a client that sends neither
+    header (curl, a server) still refresh."""
+    client, _, _ = backend
+    params = {"home": "alice", "provider": "deepseek"}
+    assert client.get("/api/quota", params=params).status_code == 200
+    before = emulator.count(token="sk-srv-alice")
+    refused = client.get("/api/quota", params={**params, "refresh": "1"}, headers=headers)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "cross_site_refresh"
+    assert client.get("/api/quota", params={"home": "alice", "refresh": "1"}, headers=headers).status_code == 403
+    assert emulator.count(token="sk-srv-alice") == before
+    assert client.get("/api/quota", params=params, headers=headers).status_code == 200   # a plain read: cached
+    assert emulator.count(token="sk-srv-alice") == before
+    own = f"http://{client.base_url.host}:{client.base_url.port}"
+    for allowed in ({"Sec-Fetch-Site": "same-origin", "Origin": own}, {"Sec-Fetch-Site": "none"}, {}):
+        assert client.get("/api/quota", params={**params, "refresh": "1"}, headers=allowed).status_code == 200
+    assert emulator.count(token="sk-srv-alice") == before + 3

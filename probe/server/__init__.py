@@ -8,6 +8,8 @@
 * every service call runs in a worker thread, at most ``max_threads`` at once, so the
   event loop stays responsive (``/healthz`` answers while a probe hangs);
 * mutating endpoints need the bearer token, compared in constant time;
+* a ``refresh`` (a real provider request) is refused when another site's page asks
+  (:func:`cross_site`): a page cannot read our answers, and must not spend quota either;
 * errors are JSON ``{"error": {"code", "message"}}`` with fitting status codes.
 
 The ETag of a snapshot covers its quota data, not its ``probe`` field (how this particular
@@ -26,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -109,6 +112,22 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 #: Host headers a loopback-bound backend answers; anything else is a DNS-rebinding attempt
 #: (a web page whose own domain resolves to 127.0.0.1 would otherwise read the API).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def cross_site(request: Request) -> bool:
+    """Did a page of another origin make this request? ``Sec-Fetch-Site`` (sent by every
+    current browser, also on an ``<img src>`` GET that carries no ``Origin``) other than
+    ``same-origin`` or ``none`` (a typed URL, a bookmark) -- ``same-site`` included: a page
+    on another port of localhost is another origin; else an ``Origin`` that is not this
+    server's own (its host and port, as the Host header names them; ``null`` is foreign).
+    A client that sends neither (curl, a server, hermes-webui's backend) is not a page."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin.strip()).netloc.lower() != request.headers.get("host", "").strip().lower()
 
 
 def public_dict(snap: Snapshot, home_id: str, home_dir: Path | None = None) -> dict[str, Any]:
@@ -220,6 +239,10 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         if failure:
             return failure
         refresh = params.get("refresh", "0") in ("1", "true", "yes")
+        if refresh and cross_site(request):
+            # a page cannot read the answer (no CORS), but it could make us call a provider
+            return error(403, "cross_site_refresh", "refresh is refused for a request from another site; "
+                         "read without refresh, or refresh from the panel.")
         provider = params.get("provider")
         if provider:
             try:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 from probe.shared.disk import DiskCache
 from probe.env import child_env
 from probe.errors import check_provider, check_timeout
+from probe.home_config import ActiveProviders, ConfigUnread, parse_reply
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
 from probe.home_read import HomePart, HomeRead
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
@@ -97,6 +98,7 @@ class ProbeService:
         #: last credential fingerprint seen per home, for automatic rotation
         self._fingerprints: dict[str, tuple] = {}
         self._home_lists = HomeLists()
+        self._active_providers = ActiveProviders()
         self._cold = _cold_limiter(config)
         self._registry = PoolRegistry(
             pool_size=config.pool_size, max_total_workers=config.max_total_workers, limits=_limits(config),
@@ -226,6 +228,35 @@ class ProbeService:
                                                  "The home's provider list was not read before the deadline.",
                                                  probe=ProbeInfo("cache", monotonic_ms_since(started))))
         return listing
+
+    def active_provider(self, home: HomeArg = None, *, timeout: float | None = None) -> str | None:
+        """The home's active provider, Hermes' ``config.yaml`` ``model.provider`` (SPEC §19),
+        or None when it names none. Asked of one of the home's workers -- the service never
+        opens a home file -- and cached with the file's stat data (``probe.home_config``).
+        Raises ConfigUnread when the home does not exist or no worker answered."""
+        started = time.monotonic()
+        deadline = started + self._checked_call(timeout)
+        try:
+            home_dir = resolve_home(home)
+        except HomeNotFound as exc:
+            raise ConfigUnread("home_not_found", str(exc)) from None
+
+        def failed(exc: WorkerFailed, path: str, pid: int | None) -> str | None:
+            raise ConfigUnread(exc.code, str(exc))
+
+        def saturated() -> str | None:
+            raise ConfigUnread("saturated", SATURATED)
+
+        def ask(worker: Worker, path: str) -> str | None:
+            try:
+                return parse_reply(worker.request({"op": "active_provider"}, deadline))
+            except WorkerFailed as exc:
+                worker.kill()
+                self._stats.count("kills")
+                raise ConfigUnread(exc.code, str(exc)) from None
+
+        return self._active_providers.get(home_dir, lambda: self._on_worker(
+            home_dir, deadline, use=ask, failed=failed, saturated=saturated))
 
     def settle_home_list(self, home: HomeArg, listing: HomeProviders, snaps: list[Snapshot]) -> list[Snapshot]:
         """A home-wide read's answers as its caller shows them: a plugin that declares no

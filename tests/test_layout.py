@@ -8,6 +8,7 @@ front      ``probe.cli``, ``probe.doctor``                             6
 server     ``probe.server``, ``probe.server.*``                        5
 tools      ``probe.tools.*``                                           4
 monitor    ``probe.monitor.*``                                         4
+caller     ``probe.webui``                                             4
 service    ``probe`` (``__init__``), ``probe.service``,                3
            ``probe.home_list``, ``probe.home_read``
 pool       ``probe.pool.*``                                            2
@@ -27,6 +28,8 @@ both driven by the service. Where the real graph put a module:
   uses the pool's ``WorkerProtocolError``: it belongs to the service layer, not the leaves.
   So does ``probe.home_read``, the state of one ``fetch_home`` (it holds the service's
   ``Fetch`` records and the home's list).
+* ``probe.webui`` (hermes-webui's answers, SPEC §19) is a caller of the service like the
+  monitor, and the server serves it; it lives among the leaves on disk.
 * The server sits above the tools: ``probe serve --demo`` starts the emulator and the demo
   homes (``probe.server.run``). No tool imports the server.
 
@@ -47,12 +50,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RANK = {"front": 6, "server": 5, "tools": 4, "monitor": 4, "service": 3, "pool": 2, "shared": 2, "leaf": 1}
+RANK = {"front": 6, "server": 5, "tools": 4, "monitor": 4, "caller": 4, "service": 3, "pool": 2, "shared": 2, "leaf": 1}
 #: sub-packages of probe/ -> layer (the package's ``__init__`` and every module in it)
 PACKAGES = {"server": "server", "tools": "tools", "monitor": "monitor", "pool": "pool", "shared": "shared"}
 #: modules directly in probe/ that are not leaves
 TOP_LEVEL = {"probe": "service", "probe.service": "service", "probe.home_list": "service",
-             "probe.home_read": "service",
+             "probe.home_read": "service", "probe.webui": "caller",
              "probe.cli": "front", "probe.doctor": "front"}
 
 

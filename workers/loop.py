@@ -12,6 +12,7 @@ echoes, so the parent can never hand a caller somebody else's answer::
     {"id": "7", "ok": true, "done": 2}
     {"id": "8", "op": "providers"} -> {"id": "8", "ok": true, "providers": ["anthropic", "xai"],
                                        "pool_only": ["xai"], "undeclared": []}
+    {"id": "8", "op": "active_provider"} -> {"id": "8", "ok": true, "provider": "openrouter"}
     {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
     {"id": "9", "op": "shutdown"}  -> {"id": "9", "ok": true}, then exit
 
@@ -27,6 +28,10 @@ ends the request. Every partial line carries the request's id like any reply.
 ``auth.json``'s ``credential_pool`` records (a ``probe`` of one answers from those records,
 no request), ``undeclared`` the plugins without ``CREDENTIALS`` (listed until a probe answers
 ``no_credentials``). Its home missing: ``{"ok": false, "error": {"code": "home_not_found"}}``.
+
+``active_provider`` answers the home's ``config.yaml`` ``model.provider`` (``null`` when it
+names none; ``workers.hermes_config``) -- what hermes-webui's quota route reads when no
+provider is named (SPEC §19). Its home missing: the same ``home_not_found`` error.
 
 A line that is not a valid request gets ``{"id": <id or null>, "ok": false, "error":
 {"code": "bad_request", ...}}`` and the loop goes on. EOF on stdin ends the loop.
@@ -98,7 +103,7 @@ def _decode(line: bytes) -> tuple[Any, dict]:
     if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
         raise BadRequest(None, "request has no string or integer id")
     op = request.get("op")
-    if op not in ("probe", "probe_home", "providers", "ping", "shutdown"):
+    if op not in ("probe", "probe_home", "providers", "active_provider", "ping", "shutdown"):
         raise BadRequest(request_id, "unknown op")
     if op == "probe" and not isinstance(request.get("provider"), str):
         raise BadRequest(request_id, "probe needs a provider name")
@@ -158,6 +163,8 @@ class Loop:
             return {"id": request_id, "ok": True}, False
         if op == "providers":
             return {"id": request_id, **self.providers()}, True
+        if op == "active_provider":
+            return {"id": request_id, **self.active_provider()}, True
         timeout_s = float(request.get("timeout_s", DEFAULT_TIMEOUT_S))
         if op == "probe_home":
             def partial(snapshot: dict) -> None:
@@ -191,6 +198,15 @@ class Loop:
             return {"ok": False, "error": {"code": "home_not_found",
                                            "message": "The worker's home directory does not exist."}}
         return {"ok": True, **home_listing(self.credentials())}
+
+    def active_provider(self) -> dict:
+        """The home's ``config.yaml`` ``model.provider`` (``workers.hermes_config``) as reply fields."""
+        from workers.hermes_config import active_provider
+
+        if not self.home or not os.path.isdir(self.home):
+            return {"ok": False, "error": {"code": "home_not_found",
+                                           "message": "The worker's home directory does not exist."}}
+        return {"ok": True, "provider": active_provider(self.home)}
 
     def probe(self, provider: str, timeout_s: float) -> dict:
         return self._probe_in(self._present_home(), provider, timeout_s)

@@ -48,6 +48,7 @@ from probe.monitor.readings import Reader
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
+from probe import webui
 from workers.providers import provider_names
 from workers.version import quota_probe_version
 
@@ -258,6 +259,36 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
             return Response(status_code=304, headers=headers)
         return JSONResponse(payload, headers=headers)
 
+    def webui_answer(provider: str | None, home_id: str, refresh: bool) -> dict[str, Any]:
+        home = homes[home_id]
+        hidden = ((str(home.resolve()), home_id), (str(home), home_id))
+        reads = webui.service_reads(
+            service, home, hidden, fetch=lambda name, fresh: read_one(name, home_id, fresh),
+            fetch_home=lambda names, fresh: reader.fetch_home(home_id, refresh=fresh, providers=names))
+        return webui.answer(provider, reads, refresh=refresh)
+
+    async def provider_quota(request: Request) -> Response:
+        """hermes-webui's ``GET /api/provider/quota`` (SPEC §19, ``probe.webui``): always
+        200 with ``Cache-Control: no-store``, as hermes-webui answers it. ``provider``
+        blank or absent: the home's active provider; ``home`` absent: the first configured
+        home; ``refresh`` is true for ``1``/``true``/``yes``/``on`` only, as hermes-webui
+        reads it (anything else is a plain read)."""
+        params = request.query_params
+        headers = {"Cache-Control": "no-store"}
+        provider = webui.normalized(params.get("provider"))
+        home_id = params.get("home") or next(iter(homes), None)
+        if home_id not in homes:
+            shown = str(home_id or "")[:64]
+            return JSONResponse(webui.unavailable(provider, f"No home {shown!r} is configured on this server."),
+                                headers=headers)
+        refresh = params.get("refresh", "").strip().lower() in ("1", "true", "yes", "on")
+        try:
+            body = await in_thread(webui_answer, provider, home_id, refresh)
+        except Exception as exc:  # noqa: BLE001 -- the route always answers 200 (SPEC §19); the type is logged, never a text
+            logging.getLogger("probe.server").warning("GET /api/provider/quota failed: %s", type(exc).__name__)
+            body = webui.unavailable(provider, "Quota status is temporarily unavailable.")
+        return JSONResponse(body, headers=headers)
+
     async def rotate(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         if not auth:
@@ -361,6 +392,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     routes = [
         Route("/", index),
         Route("/api/quota", quota),
+        Route("/api/provider/quota", provider_quota),
         Route("/api/rotate", rotate, methods=["POST"]),
         Route("/api/pool", pool),
         Route("/api/homes", list_homes),

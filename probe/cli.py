@@ -39,7 +39,28 @@ def _print_snapshots(snaps: list[Snapshot], as_json: bool) -> None:
         payload = snaps[0].to_dict() if len(snaps) == 1 else [s.to_dict() for s in snaps]
         click.echo(json.dumps(payload, indent=2))
     else:
-        click.echo("\n\n".join(snapshot_text(s) for s in snaps))
+        cards = _Cards()
+        for snap in snaps:
+            cards.print(snap)
+
+
+class _Cards:
+    """Prints snapshot cards one at a time, a blank line between them, each flushed as it
+    is printed (``probe fetch --home`` shows a provider the moment its answer is due). A
+    card without a title (an error) is headed by the provider's label, read once from the
+    provider catalogue child when the first such card comes."""
+
+    def __init__(self) -> None:
+        from probe.providers import ProviderLabels
+
+        self.labels = ProviderLabels()
+        self.count = 0
+
+    def print(self, snap: Snapshot) -> None:
+        label = self.labels.get().get(snap.provider or "") if snap.provider and not snap.title else None
+        click.echo(("\n" if self.count else "") + snapshot_text(snap, label=label))
+        sys.stdout.flush()
+        self.count += 1
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -126,14 +147,16 @@ def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | 
     the ids only auth.json's credential_pool holds), the same list as ``GET /api/quota``
     without a provider; a home with none says so; a missing home is one snapshot. One
     worker reads the home (``fetch_home``): one pool slot, so the list and the probes are
-    two requests to one process, not two one-shots."""
+    two requests to one process, not two one-shots. Text cards are printed as the answers
+    come, in the list's order (a slow provider holds back only the cards after it);
+    ``--json`` prints the list once, complete."""
+    cards = None if as_json else _Cards()
     with ProbeService(ProbeConfig(pool_size=1)) as service:
-        snaps = service.fetch_home(home=home, refresh=refresh, timeout=timeout)
+        snaps = service.fetch_home(home=home, refresh=refresh, timeout=timeout,
+                                   on_snapshot=cards.print if cards else None)
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in snaps], indent=2))
-    elif snaps:
-        click.echo("\n\n".join(snapshot_text(s) for s in snaps))
-    else:
+    elif not snaps:
         click.echo("No provider credentials in this home; `probe doctor` shows where quota-probe looked.")
     sys.exit(_exit_code(snaps) if snaps else EXIT_UNAVAILABLE)
 

@@ -59,6 +59,11 @@ class HomeProviders:
     #: the home's credential fingerprint this list was read for
     fingerprint: tuple = field(default=(), compare=False)
 
+    def left_out(self, snap: Snapshot) -> bool:
+        """Whether a home read leaves this answer out (SPEC §16): a plugin that declares no
+        ``CREDENTIALS`` and answered ``no_credentials``."""
+        return snap.provider in self.undeclared and snap.error is not None and snap.error.code == "no_credentials"
+
     def without(self, names: frozenset[str]) -> "HomeProviders":
         return replace(self, names=tuple(n for n in self.names if n not in names),
                        pool_only=self.pool_only - names, undeclared=self.undeclared - names)

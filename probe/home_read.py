@@ -16,6 +16,8 @@ it the moment it arrives -- a fast provider's followers never wait for a slow on
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,9 +66,54 @@ class HomeRead:
     #: the shared probe locks of the batch's parts, held until the batch is answered
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
+    #: ``fetch_home(on_snapshot=)``: each answer, in the list's order, as early as it can go
+    emitter: "InOrder | None" = None
+
+    def emit_ready(self) -> None:
+        """Hand the answers now due to :attr:`emitter` (a no-op without one)."""
+        if self.emitter is not None and self.listing is not None:
+            self.emitter.ready(self.parts, self.listing)
+
     def batch(self) -> list[HomePart]:
         return [part for part in self.parts if part.in_batch]
 
     def answers(self) -> list[Snapshot]:
         """In the list's order; every part has its answer by the time this is asked."""
         return [part.answer for part in self.parts if part.answer is not None]
+
+
+class InOrder:
+    """Calls ``on_snapshot`` with a home read's answers in the list's order, each as soon as
+    it and every earlier one are answered: the CLI prints a fast provider while a slow one
+    is still out, and never out of order (issue #25). Answers arrive on several threads (the
+    worker's reply lines, followers of other callers' probes), so the calls are serialized
+    by a lock and never overlap. The parts a read leaves out (``HomeProviders.left_out``) are
+    skipped, and :meth:`finish` hands over whatever the read returns that was not handed yet
+    (a home's single failure snapshot, say) -- so ``on_snapshot`` sees exactly the returned
+    list, in order."""
+
+    def __init__(self, on_snapshot: Callable[[Snapshot], None]) -> None:
+        self._on_snapshot = on_snapshot
+        self._lock = threading.Lock()
+        self._next = 0           # index of the first part not handed over or skipped
+        self._sent: list[Snapshot] = []
+
+    def ready(self, parts: list[HomePart], listing: HomeProviders) -> None:
+        with self._lock:
+            while self._next < len(parts) and parts[self._next].answer is not None:
+                answer = parts[self._next].answer
+                self._next += 1
+                if not listing.left_out(answer):
+                    self._sent.append(answer)
+                    self._on_snapshot(answer)
+
+    def finish(self, answers: list[Snapshot]) -> list[Snapshot]:
+        """``answers`` (what the read returns), after handing over the ones not yet sent."""
+        with self._lock:
+            sent = len(self._sent)
+            if answers[:sent] != self._sent:   # cannot happen: the same rule picked both
+                raise RuntimeError("a home read's answers differ from the ones it handed over")
+            for answer in answers[sent:]:
+                self._sent.append(answer)
+                self._on_snapshot(answer)
+        return answers

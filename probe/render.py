@@ -41,10 +41,16 @@ def bar(remaining_percent: float | None) -> str:
     return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
 
 
-def snapshot_text(snap: Snapshot, now: datetime | None = None) -> str:
-    title = f" — {snap.title}" if snap.title else ""
+def snapshot_text(snap: Snapshot, now: datetime | None = None, label: str | None = None) -> str:
+    """A card: ``provider — title (plan plan)   home H``, then its lines. A card without a
+    title (an error) shows the provider's ``label`` there instead, so it says whose error
+    it is. The one answer of a home-wide read whose home or list could not be had
+    (``"provider": null``, SPEC §17) is its error line alone."""
+    if snap.provider is None and snap.error is not None:
+        return f"error {snap.error.code}: {snap.error.message}"
+    heading = snap.title or label
+    title = f" — {heading}" if heading else ""
     plan = f" ({snap.plan} plan)" if snap.plan else ""
-    # provider None: the one answer of a home-wide read whose home was not found (SPEC §17)
     lines = [f"{snap.provider or 'home'}{title}{plan}   home {snap.home}"]
     if snap.error:
         lines.append(f"  error {snap.error.code}: {snap.error.message}")

@@ -39,7 +39,7 @@ from probe.env import child_env
 from probe.errors import check_provider, check_timeout
 from probe.home_config import ActiveProviders, ConfigUnread, parse_reply
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
-from probe.home_read import HomePart, HomeRead
+from probe.home_read import HomePart, HomeRead, InOrder
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
 from probe.pool.pool import RecycleLimits
 from probe.pool.registry import PoolRegistry
@@ -141,7 +141,8 @@ class ProbeService:
         return self._fetch(provider, home_dir, refresh, started, started + timeout_s)
 
     def fetch_home(self, *, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
-                   providers: Collection[str] | None = None) -> list[Snapshot]:
+                   providers: Collection[str] | None = None,
+                   on_snapshot: Callable[[Snapshot], None] | None = None) -> list[Snapshot]:
         """Every provider ``home`` has a credential for (SPEC §17), one snapshot each, in
         the list's order (:meth:`home_providers`). The providers that need a probe are read
         by **one** worker of the home in **one** request, concurrently inside it, so a
@@ -156,7 +157,19 @@ class ProbeService:
 
         ``providers`` (an addition to SPEC §17): read only those of the home's list -- the
         backend's panel asks for the ones its latest readings lack. A name the list does
-        not hold is left out, never probed."""
+        not hold is left out, never probed.
+
+        ``on_snapshot`` (for a caller that shows answers as they come, like ``probe fetch``):
+        called with each snapshot of the returned list, in that order, as soon as it and
+        every earlier one are answered -- on whichever thread answered it, one call at a
+        time, so keep it short (``probe.home_read.InOrder``). An exception it raises ends the
+        read and propagates."""
+        emitter = InOrder(on_snapshot) if on_snapshot is not None else None
+        snaps = self._fetch_home(home, refresh, timeout, providers, emitter)
+        return emitter.finish(snaps) if emitter is not None else snaps
+
+    def _fetch_home(self, home: HomeArg, refresh: bool, timeout: float | None, providers: Collection[str] | None,
+                    emitter: InOrder | None) -> list[Snapshot]:
         started = time.monotonic()
         timeout_s = self._checked_call(timeout, refresh)
         try:
@@ -167,7 +180,7 @@ class ProbeService:
         fingerprint = credential_fingerprint(home_dir)
         self._notice_rotation(home_dir, fingerprint)
         read = HomeRead(home_dir, fingerprint, refresh, started, started + timeout_s, listed_after_ns,
-                        None if providers is None else frozenset(providers))
+                        None if providers is None else frozenset(providers), emitter=emitter)
         try:
             try:
                 with read.locks:
@@ -184,7 +197,7 @@ class ProbeService:
                 for part in read.parts:   # a leader interrupted before its answer: followers probe alone
                     if part.leads and part.answer is None and part.call is not None and not part.waits_for_lock:
                         self._inflight.done(part.flight, part.call, None)
-            self._finish_alone([part for part in read.parts if part.answer is None])
+            self._finish_alone(read)
         finally:
             # Whatever escaped (an exception from any step, a signal's): no in-flight entry
             # this read leads outlives it -- the parts waiting for another process's probe
@@ -262,8 +275,7 @@ class ProbeService:
         """A home-wide read's answers as its caller shows them: a plugin that declares no
         ``CREDENTIALS`` and answered ``no_credentials`` is left out, and out of the home's
         cached list until its files change (SPEC §16); everything else as it came."""
-        dropped = frozenset(s.provider for s in snaps if s.provider in listing.undeclared
-                            and s.error is not None and s.error.code == "no_credentials")
+        dropped = frozenset(s.provider for s in snaps if listing.left_out(s))
         if dropped:
             self._home_lists.drop(home_path(home), listing, dropped)
         return [s for s in snaps if s.provider not in dropped]
@@ -482,6 +494,7 @@ class ProbeService:
             if part is None:
                 raise WorkerProtocolError("The worker answered for a provider it was not asked for.")
             self._settle(part, snap)
+            read.emit_ready()
 
         message = {"op": "probe_home", "providers": list(batch), "timeout_s": child_timeout_s(read.deadline)}
         try:
@@ -503,6 +516,7 @@ class ProbeService:
         for part in read.batch():
             self._settle(part, Snapshot.failed(part.provider, str(read.home), code, message,
                                                probe=ProbeInfo(path, monotonic_ms_since(read.started), pid)))
+        read.emit_ready()
 
     def _plan_home(self, read: HomeRead, listing: HomeProviders) -> None:
         """Decide each listed provider's part by the single-fetch rules (see
@@ -531,6 +545,7 @@ class ProbeService:
                     stored = self._stored_meanwhile(fetch, waiting_since)
                     if stored is not None:
                         self._settled(part, stored)
+        read.emit_ready()
 
     def _settle(self, part: HomePart, snap: Snapshot) -> None:
         """A probe's result for one part: stored as a single fetch's, then answered."""
@@ -541,7 +556,7 @@ class ProbeService:
         if part.call is not None and part.leads:
             self._inflight.done(part.flight, part.call, answer)
 
-    def _finish_alone(self, parts: list[HomePart]) -> None:
+    def _finish_alone(self, read: HomeRead) -> None:
         """The parts the batch did not answer: those coalesced on another caller's probe
         (waiting for it) and those whose shared lock another process held (waiting for
         that lock, then probing unless it stored an answer) -- side by side, each within
@@ -557,7 +572,9 @@ class ProbeService:
                         self._inflight.done(part.flight, part.call, result)
             else:
                 part.answer = self._follow(part.fetch, part.call)
+            read.emit_ready()
 
+        parts = [part for part in read.parts if part.answer is None]
         if len(parts) == 1:
             finish(parts[0])
         elif parts:

@@ -22,8 +22,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,6 +43,7 @@ from probe.pace import parse_instant
 from probe.monitor.alerts import list_alerts
 from probe.monitor.history import History, HistoryError
 from probe.monitor.readings import Reader
+from probe.providers import ProviderLabels
 from probe.server.metrics import Metrics
 from probe.service import ProbeService
 from probe.snapshot import Snapshot
@@ -71,37 +70,6 @@ def etag_of(payload: Any) -> str:
     data = [strip(s) for s in payload] if isinstance(payload, list) else strip(payload)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
     return f'"{digest}"'
-
-
-class ProviderLabels:
-    """Each provider's display name (its module's ``LABEL``) for the panel, read once per
-    app through the child that ``probe providers`` uses (``workers.catalog``): reading a
-    ``LABEL`` means importing the provider's module, which the server never does -- a
-    plugin's module runs in child processes only (SPEC §16). Asked for lazily (the first
-    ``/api/homes``), so an app that never serves the panel never starts that child. When
-    the child gives no answer the panel shows provider names; one warning says why."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._labels: dict[str, str] | None = None
-
-    def get(self) -> dict[str, str]:
-        with self._lock:       # one child at a time; everyone else waits for its answer
-            if self._labels is None:
-                self._labels = self._read()
-            return self._labels
-
-    @staticmethod
-    def _read() -> dict[str, str]:
-        from probe.providers import ChildFailed, list_providers
-
-        try:
-            rows = list_providers()
-        except ChildFailed as exc:
-            logging.getLogger("probe.server").warning("the panel shows provider names: %s", exc)
-            return {}
-        return {row["name"]: row["label"] for row in rows if isinstance(row, dict) and not row.get("error")
-                and isinstance(row.get("name"), str) and isinstance(row.get("label"), str)}
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

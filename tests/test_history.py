@@ -381,3 +381,33 @@ def test_a_backward_clock_step_stops_history_points_for_the_length_of_the_step(t
 
 def parse_instant_z(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_history_database_is_created_0644_in_a_0755_directory(tmp_path):
+    """Issue #26 item 10: the history file holds home paths, quota history and alerts; it
+    was created world-readable in a world-readable directory. Like the disk cache: the
+    directory it creates is 0700, the database and its WAL/SHM files 0600 -- whatever the
+    umask -- and a file an older release left 0644 is tightened at start-up."""
+    import stat
+
+    old_umask = os.umask(0o022)
+    try:
+        store = History(tmp_path / "state" / "quota-probe" / "history.sqlite3")
+        assert store.start()
+        store.submit("alice", "/x", reading(1, 10.0))
+        assert store.flush()
+        mode = lambda p: stat.S_IMODE(p.stat().st_mode)   # noqa: E731
+        assert mode(tmp_path / "state" / "quota-probe") == 0o700
+        files = sorted((tmp_path / "state" / "quota-probe").iterdir())
+        assert {p.name for p in files} >= {"history.sqlite3", "history.sqlite3-wal", "history.sqlite3-shm"}
+        assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+        store.close()
+        old = tmp_path / "old.sqlite3"
+        old.touch(mode=0o644)
+        os.chmod(old, 0o644)
+        again = History(old)
+        assert again.start()
+        again.close()
+        assert mode(old) == 0o600
+    finally:
+        os.umask(old_umask)

@@ -147,6 +147,23 @@ def migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
+def _owner_only(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives its WAL and SHM
+    files the database's mode), and tighten one an older release left readable by others,
+    with its WAL/SHM files: it holds home paths, quota history and alerts. The directory
+    this creates is 0700 (as the disk cache's); an existing one is left as it is -- with
+    ``--history PATH`` it may be anyone's directory."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = file.stat().st_mode
+            if mode & 0o077:
+                os.chmod(file, mode & 0o700)
+        except OSError:
+            pass   # gone, or not ours to change: nothing this process can do about it
+
+
 def epoch(value: str | None) -> int | None:
     when = parse_instant(value)
     return None if when is None else int(when.timestamp())
@@ -221,7 +238,8 @@ class History:
         """Open (create, migrate) the file and start the writer. False -- after one logged
         error -- when the file cannot be used; the service then runs without history."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _owner_only(self.path)
             conn = connect(self.path, handed_over=True)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")

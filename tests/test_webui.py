@@ -400,6 +400,10 @@ def test_refresh_values_outside_hermes_webuis_set_are_a_plain_read(webui, emulat
     for word in ("1", "true", "YES", "on"):
         quota(client, refresh=word)
     assert emulator.count(path=OPENROUTER_CREDITS_PATH, token=token) == credits + 4
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):   # another site's page
+        response = client.get("/api/provider/quota", params={"refresh": "1"}, headers=headers)
+        assert response.status_code == 200 and response.json()["status"] == "available"
+    assert emulator.count(path=OPENROUTER_CREDITS_PATH, token=token) == credits + 4
 
 
 def test_a_hanging_provider_answers_unavailable_with_a_sanitized_reason(webui, tmp_path):

@@ -240,7 +240,7 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         200 with ``Cache-Control: no-store``, as hermes-webui answers it. ``provider``
         blank or absent: the home's active provider; ``home`` absent: the first configured
         home; ``refresh`` is true for ``1``/``true``/``yes``/``on`` only, as hermes-webui
-        reads it (anything else is a plain read)."""
+        reads it (anything else is a plain read), and never from another site's page."""
         params = request.query_params
         headers = {"Cache-Control": "no-store"}
         provider = webui.normalized(params.get("provider"))
@@ -249,7 +249,9 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
             shown = str(home_id or "")[:64]
             return JSONResponse(webui.unavailable(provider, f"No home {shown!r} is configured on this server."),
                                 headers=headers)
-        refresh = params.get("refresh", "").strip().lower() in ("1", "true", "yes", "on")
+        # a refresh from another site's page is a plain read: this route always answers 200,
+        # and such a page must not make us call a provider (see cross_site)
+        refresh = params.get("refresh", "").strip().lower() in ("1", "true", "yes", "on") and not cross_site(request)
         try:
             body = await in_thread(webui_answer, provider, home_id, refresh)
         except Exception as exc:  # noqa: BLE001 -- the route always answers 200 (SPEC §19); the type is logged, never a text

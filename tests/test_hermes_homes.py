@@ -129,3 +129,35 @@ def test_the_panel_shows_a_card_per_provider_of_a_hermes_root(chromium_path, her
             assert str(root.root) not in page.content()
         finally:
             browser.close()
+
+
+def test_the_panel_writes_pool_times_in_local_time_and_an_empty_home_as_a_card(chromium_path, hermes_backend):
+    """A pool-only card (xai: Hermes' own records) names its exhausted key's end in the
+    browser's local time, the format of every reset line, not the worker's ``UTC``; an empty
+    home's message is a card as wide as the cards of the other homes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_panel_browser import CHROMIUM_ARGS
+
+    running, root = hermes_backend
+    xai = json.loads((root.home() / "auth.json").read_text())["credential_pool"]["xai"]
+    until_ms = -(-xai[0]["last_error_reset_at"] // 60) * 60 * 1000      # the worker rounds up to the minute
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Asia/Kolkata",
+                                          locale="en-US")
+            page = context.new_page()
+            page.goto(f"{running.url}/?home=hermes")
+            card = page.locator('.card[data-provider="xai"]')
+            expect(card).to_have_count(1, timeout=30_000)
+            stamp = page.evaluate(f"fmtStamp(new Date({until_ms}))")
+            expect(card.locator(".details")).to_contain_text(f"until {stamp}")
+            assert " UTC" not in card.locator(".details").inner_text()
+            card_width = page.locator(".card").first.bounding_box()["width"]
+            page.select_option("#home", "scratch")
+            empty = page.locator(".empty-state")
+            expect(empty).to_contain_text("No provider credentials in this home", timeout=30_000)
+            assert abs(empty.bounding_box()["width"] - card_width) <= 1
+        finally:
+            browser.close()

@@ -24,6 +24,14 @@ from probe.pace import parse_instant
 from probe.monitor.readings import Reader
 from probe.service import ProbeService
 
+#: decimals a ratio (0-1) is exported with: a percentage's 4th decimal, and no binary noise
+#: (37.8 / 100 is 0.37799999999999995 as a float; a scrape shows 0.378)
+RATIO_DIGITS = 6
+#: decimals of a balance amount and of an instant (seconds): enough for any currency's
+#: smallest unit and a millisecond, few enough to drop a float's noise
+AMOUNT_DIGITS = 9
+INSTANT_DIGITS = 3
+
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
 
 
@@ -91,18 +99,18 @@ class _QuotaCollector(Collector):
             stale.add_metric(labels, 1.0 if snap.stale else 0.0)
             fetched = parse_instant(snap.fetched_at)
             if fetched is not None:
-                age.add_metric(labels, max(0.0, round(now - fetched.timestamp(), 3)))
+                age.add_metric(labels, max(0.0, round(now - fetched.timestamp(), INSTANT_DIGITS)))
             for window in snap.windows:
                 window_labels_values = [*labels, window.label]
                 if window.used_percent is not None:
-                    used.add_metric(window_labels_values, window.used_percent / 100)
+                    used.add_metric(window_labels_values, round(window.used_percent / 100, RATIO_DIGITS))
                 resets = parse_instant(window.reset_at)
                 if resets is not None:
-                    reset.add_metric(window_labels_values, resets.timestamp())
+                    reset.add_metric(window_labels_values, round(resets.timestamp(), INSTANT_DIGITS))
                 if window.pace is not None:
-                    delta.add_metric(window_labels_values, window.pace.delta_percent / 100)
+                    delta.add_metric(window_labels_values, round(window.pace.delta_percent / 100, RATIO_DIGITS))
             for entry in snap.balances:
-                balance.add_metric([*labels, entry.currency, entry.label], entry.amount)
+                balance.add_metric([*labels, entry.currency, entry.label], round(entry.amount, AMOUNT_DIGITS))
         yield from (used, reset, delta, balance, available, stale, age)
 
 

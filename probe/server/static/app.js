@@ -7,11 +7,30 @@ const SVG = "http://www.w3.org/2000/svg";
 const CHART_DAYS = 7;
 const $ = (sel, root = document) => root.querySelector(sel);
 
+// An instant as every line of the panel writes it: local time, medium date, short time.
+function fmtStamp(when) {
+  return when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+// Hermes' own pool records (a pool-only card) name times as the worker writes them, in UTC:
+// "exhausted until 14:05 UTC" (on the day of the reading, UTC) or "2026-08-05 14:05 UTC".
+// The panel shows them in local time like every other line.
+const UTC_TIME = /\b(?:(\d{4})-(\d{2})-(\d{2}) )?(\d{2}):(\d{2}) UTC\b/g;
+
+function localTimes(text, fetchedAt) {
+  const day = new Date(fetchedAt || Date.now());
+  return text.replace(UTC_TIME, (all, y, mo, d, h, mi) => {
+    const when = new Date(Date.UTC(y ? Number(y) : day.getUTCFullYear(), y ? Number(mo) - 1 : day.getUTCMonth(),
+                                   y ? Number(d) : day.getUTCDate(), Number(h), Number(mi)));
+    return Number.isNaN(when.getTime()) ? all : fmtStamp(when);
+  });
+}
+
 function fmtCountdown(iso) {
   if (!iso) return "";
   const when = new Date(iso);
   const seconds = Math.round((when - Date.now()) / 1000);
-  const stamp = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const stamp = fmtStamp(when);
   if (seconds <= 0) return `resets ${stamp} (now)`;
   const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
   const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
@@ -144,18 +163,20 @@ function renderCard(snap) {
     li.append(name, amount);
     balances.append(li);
   }
+  // A provider with no adapter (not in /api/homes' providers) shows Hermes' own credential_pool
+  // records: nothing to probe, and it is re-read whenever auth.json changes -- no refresh button.
+  const poolOnly = !state.providers.includes(snap.provider);
+  const shown = (text) => (poolOnly ? localTimes(text, snap.fetched_at) : text);
   const details = $(".details", card);
   for (const line of snap.details) {
     const li = document.createElement("li");
-    li.textContent = line;
+    li.textContent = shown(line);
     details.append(li);
   }
-  $(".message", card).textContent = snap.error ? snap.error.message : (snap.unavailable_reason || "");
+  $(".message", card).textContent = shown(snap.error ? snap.error.message : (snap.unavailable_reason || ""));
   const fetched = snap.fetched_at ? new Date(snap.fetched_at).toLocaleTimeString() : "";
   $(".meta", card).textContent = fetched ? `fetched ${fetched} · via ${snap.probe.path}` : "";
-  // A provider with no adapter (not in /api/homes' providers) shows Hermes' own credential_pool
-  // records: nothing to probe, and it is re-read whenever auth.json changes -- no refresh button.
-  if (state.providers.includes(snap.provider)) $(".refresh", card).addEventListener("click", () => refreshOne(snap.provider, card));
+  if (!poolOnly) $(".refresh", card).addEventListener("click", () => refreshOne(snap.provider, card));
   else $(".refresh", card).remove();
   return card;
 }
@@ -247,7 +268,7 @@ function render() {
   main.replaceChildren();
   if (!state.snapshots.length) {
     const p = document.createElement("p");
-    p.className = "empty-state";
+    p.className = "card empty-state";   // a card's box and width, where the cards would be
     // what `probe doctor` reports for a home where it finds nothing
     p.textContent = "No provider credentials in this home. quota-probe looks in .env for keys such as " +
       "ANTHROPIC_TOKEN, OPENROUTER_API_KEY, DEEPSEEK_API_KEY, GLM_API_KEY, KIMI_API_KEY, MINIMAX_API_KEY or " +

@@ -35,13 +35,14 @@ def _service() -> ProbeService:
 
 
 def fetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
-          timeout: float | None = None) -> Snapshot:
-    return _service().fetch(provider, home=home, refresh=refresh, timeout=timeout)
+          timeout: float | None = None, account: str | None = None) -> Snapshot:
+    """``account``: that account of the provider only (SPEC §18); unknown id → ValueError."""
+    return _service().fetch(provider, home=home, refresh=refresh, timeout=timeout, account=account)
 
 
 async def afetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
-                 timeout: float | None = None) -> Snapshot:
-    return await _service().afetch(provider, home=home, refresh=refresh, timeout=timeout)
+                 timeout: float | None = None, account: str | None = None) -> Snapshot:
+    return await _service().afetch(provider, home=home, refresh=refresh, timeout=timeout, account=account)
 
 
 def fetch_home(*, home: HomeArg = None, refresh: bool = False, timeout: float | None = None) -> list[Snapshot]:

@@ -165,3 +165,8 @@ def assemble(snap: Snapshot) -> Snapshot:
         snap, available=any_available, plan=pool.plans[0] if len(pool.plans) == 1 else None,
         windows=tuple(windows), balances=(), details=summary_lines(pool), unavailable_reason=unavailable,
         error=error, stale=not fresh and any(a.available and a.stale for a in accounts), pool=pool)
+
+
+def only(snap: Snapshot, account_id: str) -> Snapshot:
+    """The snapshot of one of its accounts, as for a provider with that account alone."""
+    return assemble(dataclasses.replace(snap, accounts=tuple(a for a in snap.accounts if a.id == account_id)))

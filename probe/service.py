@@ -25,6 +25,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from probe import pool_view
+from probe.account_state import AccountReadings
 from probe.backoff import Backoff, Blocked
 from probe.cache import SnapshotCache
 from probe.coalesce import Call, InFlight
@@ -93,6 +95,8 @@ class ProbeService:
         self._cache = SnapshotCache(config.cache_ttl_s)
         self._inflight = InFlight()
         self._backoff = Backoff()
+        #: per-account last good readings and who the worker was asked for (SPEC §18)
+        self._account_readings = AccountReadings()
         self._cluster: RedisCluster | None = None   # started last: its callbacks use everything below
         self._shared: SharedCache | None = DiskCache(config.cache_dir) if config.cache_dir else None
         #: last credential fingerprint seen per home, for automatic rotation
@@ -126,18 +130,25 @@ class ProbeService:
 
     # -- public API ----------------------------------------------------------------------
     def fetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
-              timeout: float | None = None) -> Snapshot:
+              timeout: float | None = None, account: str | None = None) -> Snapshot:
         """The provider's quota for ``home``. Never raises for provider-side trouble (the
         snapshot carries an ``error``); raises ValueError / UnknownProviderError for caller
-        mistakes and RuntimeError once the service is closed."""
+        mistakes and RuntimeError once the service is closed.
+
+        ``account`` (SPEC §18): read that account of the provider only -- a snapshot as
+        for a provider with one account; an id the home does not hold → ValueError."""
         started = time.monotonic()
         provider = check_provider(provider)
         timeout_s = self._checked_call(timeout, refresh)
+        if account is not None and (not isinstance(account, str) or not 0 < len(account) <= 256):
+            raise ValueError("account must be an account id (a non-empty string)")
         try:
             home_dir = resolve_home(home)
         except HomeNotFound as exc:
             return self._record(Snapshot.failed(provider, str(exc.path), "home_not_found", str(exc),
                                                 probe=ProbeInfo("cold", monotonic_ms_since(started))))
+        if account is not None:
+            return self._fetch_account(provider, home_dir, account, refresh, started, started + timeout_s)
         return self._fetch(provider, home_dir, refresh, started, started + timeout_s)
 
     def fetch_home(self, *, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
@@ -281,14 +292,14 @@ class ProbeService:
         return [s for s in snaps if s.provider not in dropped]
 
     async def afetch(self, provider: str, *, home: HomeArg = None, refresh: bool = False,
-                     timeout: float | None = None) -> Snapshot:
+                     timeout: float | None = None, account: str | None = None) -> Snapshot:
         """``fetch`` on the service's own thread pool: the event loop is never blocked.
 
         Cancelling the awaiting task raises CancelledError here as usual; the probe already
         running in its thread finishes and releases its worker, so no lock leaks and no late
         reply is left in a pipe for the next caller.
         """
-        call = functools.partial(self.fetch, provider, home=home, refresh=refresh, timeout=timeout)
+        call = functools.partial(self.fetch, provider, home=home, refresh=refresh, timeout=timeout, account=account)
         return await asyncio.get_running_loop().run_in_executor(self._afetch_executor(), call)
 
     def invalidate(self, *, home: HomeArg = None, provider: str | None = None) -> None:
@@ -314,6 +325,7 @@ class ProbeService:
             self._shared.drop(None if home is None else str(home), provider)
         self._backoff.forget(lambda key: (home is None or key[0] == str(home))
                              and (provider is None or key[1] == provider))
+        self._account_readings.forget(None if home is None else str(home), provider)
         self._registry.flush(home)
         self._cold.flush(home)
 
@@ -426,6 +438,31 @@ class ProbeService:
         finally:
             self._inflight.done(flight, call, result)
 
+    def _fetch_account(self, provider: str, home_dir: Path, account: str, refresh: bool, started: float,
+                       deadline: float) -> Snapshot:
+        """``fetch(account=)``: one account of the provider, as a one-account snapshot. A
+        fresh cached read of the provider that holds the account answers it; else the
+        worker is asked for that account alone (its per-account back-off holds: an account
+        backing off is answered from its last good reading, no request). Such a partial
+        read is not cached as the provider's."""
+        fingerprint = credential_fingerprint(home_dir)
+        self._notice_rotation(home_dir, fingerprint)
+        key = (str(home_dir), provider, fingerprint)
+        generation = self._cache.generation(home_dir)
+        cached = None if refresh else self._cache.get(key)
+        if cached is not None and cached.account(account) is not None:
+            return self._record(pool_view.only(cached, account).with_probe(
+                ProbeInfo("cache", monotonic_ms_since(started), cached.probe.worker_pid)))
+        blocked = self._backoff.blocked((*key, account))
+        snap = self._probe(provider, home_dir, deadline, started, (account,) if blocked else (), account)
+        if snap.account(account) is None:
+            if snap.error is not None and snap.error.code in TRANSIENT_ERRORS:
+                return self._record(snap)   # no worker answered: nothing says the id is unknown
+            raise ValueError(f"the home has no {provider} account with id {account!r}")
+        snap = self._account_readings.settle(pool_view.only(snap, account), key, generation, self._backoff,
+                                             (account,) if blocked else (), remember=False)
+        return self._record(snap)
+
     def _begin(self, provider: str, home_dir: Path, fingerprint: tuple, refresh: bool, started: float,
                deadline: float) -> tuple[Fetch, Snapshot | None]:
         """The steps before a probe, for one (home, provider): the fetch, and the answer
@@ -440,6 +477,12 @@ class ProbeService:
             if cached is not None:
                 return fetch, self._record(cached.with_probe(ProbeInfo("cache", monotonic_ms_since(started),
                                                                        cached.probe.worker_pid)))
+        skip, every = self._account_readings.skip(self._backoff, key, generation)
+        if every:   # every account the worker would probe is backing off: no request at all
+            answer = self._account_readings.backed_off(key, generation, self._backoff)
+            if answer is not None:
+                return fetch, self._record(answer.with_probe(ProbeInfo("cache", monotonic_ms_since(started))))
+        fetch = dataclasses.replace(fetch, skip=skip)
         blocked = self._backoff.blocked(key) or shared_backoff
         if blocked is not None:
             snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
@@ -496,7 +539,11 @@ class ProbeService:
             self._settle(part, snap)
             read.emit_ready()
 
-        message = {"op": "probe_home", "providers": list(batch), "timeout_s": child_timeout_s(read.deadline)}
+        message: dict[str, Any] = {"op": "probe_home", "providers": list(batch),
+                                   "timeout_s": child_timeout_s(read.deadline)}
+        skip = {name: list(part.fetch.skip) for name, part in batch.items() if part.fetch.skip}
+        if skip:
+            message["skip"] = skip
         try:
             self._stats.count("home_reads")
             reply = worker.request(message, read.deadline, on_line)
@@ -679,13 +726,20 @@ class ProbeService:
                                                         stored.probe.worker_pid)))
 
     def _probe_and_store(self, fetch: Fetch) -> Snapshot:
-        return self._store(fetch, self._probe(fetch.provider, fetch.home, fetch.deadline, fetch.started))
+        return self._store(fetch, self._probe(fetch.provider, fetch.home, fetch.deadline, fetch.started, fetch.skip))
 
     def _store(self, fetch: Fetch, snap: Snapshot) -> Snapshot:
         """What every probe's result goes through, a single fetch's or one of a home
         read's: the back-off learns from it, the caches keep it unless the home was
         rotated since ``fetch`` began, and the caller gets it (or, for a transient
-        failure, the last good snapshot marked stale)."""
+        failure, the last good snapshot marked stale). A snapshot with accounts (SPEC
+        §18) learns and goes stale per account (``probe.account_state``) before its own
+        fields are assembled from them."""
+        if snap.accounts:
+            snap = self._account_readings.settle(snap, fetch.key, fetch.generation, self._backoff, fetch.skip)
+            if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
+                self._shared.write(fetch, snap, self._config.cache_ttl_s)
+            return self._record(snap)
         if snap.error is None:
             self._backoff.succeeded(fetch.key)
         elif snap.error.code == "rate_limited":
@@ -721,10 +775,11 @@ class ProbeService:
             if previous is not None:
                 self._rotate_locked(home, None)
 
-    def _probe(self, provider: str, home: Path, deadline: float, started: float) -> Snapshot:
+    def _probe(self, provider: str, home: Path, deadline: float, started: float, skip: tuple[str, ...] = (),
+               account: str | None = None) -> Snapshot:
         return self._on_worker(
             home, deadline,
-            use=lambda worker, path: self._ask(worker, provider, home, deadline, started, path),
+            use=lambda worker, path: self._ask(worker, provider, home, deadline, started, path, skip, account),
             failed=lambda exc, path, pid: self._failed(provider, home, exc, started, path, pid),
             saturated=lambda: Snapshot.failed(provider, str(home), "saturated", SATURATED,
                                               probe=ProbeInfo("cold", monotonic_ms_since(started))))
@@ -807,9 +862,13 @@ class ProbeService:
             raise _list_failed(home, exc.code, str(exc), path, worker.pid, started) from None
 
     def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
-             path: str) -> Snapshot:
+             path: str, skip: tuple[str, ...] = (), account: str | None = None) -> Snapshot:
         """One probe request to a worker the caller owns; always a Snapshot."""
-        message = {"op": "probe", "provider": provider, "timeout_s": child_timeout_s(deadline)}
+        message: dict[str, Any] = {"op": "probe", "provider": provider, "timeout_s": child_timeout_s(deadline)}
+        if skip:
+            message["skip"] = list(skip)
+        if account is not None:
+            message["account"] = account
         try:
             return self._child_snapshot(worker.request(message, deadline), home, path, started, worker.pid)
         except WorkerFailed as exc:

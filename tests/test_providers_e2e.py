@@ -58,6 +58,8 @@ def view(snap) -> dict[str, Any]:
     data = snap.to_dict()
     for key in ("home", "fetched_at", "probe", "stale", "provider"):
         data.pop(key)
+    # one account (SPEC §18): the snapshot is that account's reading; test_accounts covers the list
+    assert len(data.pop("accounts")) <= 1 and data.pop("pool") is None
     data["windows"] = [{k: v for k, v in w.items() if k != "pace"} for w in data["windows"]]
     return data
 

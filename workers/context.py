@@ -13,13 +13,22 @@ owns all three (read-only credentials, one kept-alive client, the caller's deadl
     ctx.values(place)             every non-empty string at one place (workers.places)
     ctx.lookup(place)             every value at one place, any JSON type (an object, a list
                                   entry): for a provider that needs fields beside the token
-    ctx.credential()              the first non-empty value over the module's CREDENTIALS
+    ctx.credential()              the first non-empty value over the module's CREDENTIALS --
+                                  or, when the probe reads one account of several (SPEC §18),
+                                  that account's token
+    ctx.account                   None, or the account this probe reads (``workers.accounts``):
+                                  ``.id``, ``.token`` and ``.fields`` (a copy of the object that
+                                  held the token: its pool row, ``providers.<P>``; ``{}`` for .env)
     ctx.base_url(default)         PROBE_<NAME>_BASE_URL or ``default``, no trailing '/'
     ctx.get_json(url, *, token=None, headers=None)
     ctx.post_json(url, body, *, token=None, headers=None)
     ctx.Failure                   the exception every ctx call raises (workers.result.ProbeFailure):
                                   .code, .message, .status (HTTP status or None), .retry_after_s
     ctx.fail(code, message, *, retry_after_s=None)   raise ctx.Failure
+
+While ``ctx.account`` is set, ``ctx.values(place)`` of a place the module declares in
+``CREDENTIALS`` answers that account's token only, so a provider (or plugin) that looks its
+credential up itself reads the account it was asked for, never the first one of the home.
 
 A malformed ``.env`` or ``auth.json`` raises ``no_credentials`` naming the file (and the
 line), from the accessor that needed that file only. A place string that does not parse
@@ -47,7 +56,8 @@ class ProbeContext:
     Failure = ProbeFailure
 
     def __init__(self, name: str, home: "HomeCredentials", http: "ProviderHttp", timeout_s: float, *,
-                 label: str | None = None, credentials: Sequence[place_rules.Place] = ()) -> None:
+                 label: str | None = None, credentials: Sequence[place_rules.Place] = (),
+                 account: Any = None) -> None:
         self.name = name
         self.label = label or name
         self._home = home
@@ -55,6 +65,7 @@ class ProbeContext:
         self._deadline = time.monotonic() + timeout_s
         self._places = tuple(credentials)
         self._auth_copy: dict[str, Any] | None = None
+        self.account = account
 
     def __repr__(self) -> str:   # never a value: only what the provider is
         return f"<ProbeContext {self.name!r}, {self.deadline_s:.2f} s left>"
@@ -77,13 +88,18 @@ class ProbeContext:
         return self._auth_copy
 
     def values(self, place: str) -> list[str]:
-        return place_rules.values(self._place(place), self._home)
+        parsed = self._place(place)
+        if self.account is not None and parsed in self._places:
+            return [self.account.token]
+        return place_rules.values(parsed, self._home)
 
     def lookup(self, place: str) -> list[Any]:
         """Values are deep copies, for the same reason as :meth:`auth`."""
         return copy.deepcopy(place_rules.lookup(self._place(place), self._home))
 
     def credential(self) -> str | None:
+        if self.account is not None:
+            return self.account.token
         found = place_rules.first_credential(self._places, self._home)
         return None if found is None else found.value
 

@@ -6,7 +6,9 @@ echoes, so the parent can never hand a caller somebody else's answer::
 
     {"id": "7", "op": "probe", "provider": "anthropic", "timeout_s": 20}
     {"id": "7", "ok": true, "snapshot": {...}}
-    {"id": "7", "op": "probe_home", "providers": ["anthropic", "zai"], "timeout_s": 20}
+    {"id": "7", "op": "probe", "provider": "openai-codex", "skip": ["a1b2c3"], "account": "d4e5f6"}
+    {"id": "7", "op": "probe_home", "providers": ["anthropic", "zai"], "timeout_s": 20,
+     "skip": {"anthropic": ["a1b2c3"]}}
     {"id": "7", "ok": true, "partial": true, "snapshot": {...zai...}}
     {"id": "7", "ok": true, "partial": true, "snapshot": {...anthropic...}}
     {"id": "7", "ok": true, "done": 2}
@@ -22,6 +24,11 @@ with the request's ``timeout_s`` -- and each snapshot goes out as its own ``part
 the moment it is ready, in whatever order they finish, so the parent can hand a fast
 provider's answer on while a slow one is still out; the ``done`` line (with the count)
 ends the request. Every partial line carries the request's id like any reply.
+
+Every account of a provider (SPEC §18, ``workers.accounts``) is probed in the same request,
+side by side; a snapshot then carries ``accounts`` (ids, labels, statuses, readings -- never a
+token). ``skip`` names accounts the parent is backing off (listed, not probed); ``account``
+reads that one account only.
 
 ``providers`` answers which providers the home has a credential for (SPEC §17,
 ``workers.listing``): names only, never a value; ``pool_only`` are the ids read from
@@ -112,11 +119,23 @@ def _decode(line: bytes) -> tuple[Any, dict]:
         if not isinstance(names, list) or not 0 < len(names) <= MAX_HOME_PROVIDERS \
                 or not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
             raise BadRequest(request_id, "probe_home needs a list of distinct provider names")
+    if op == "probe":
+        skip, account = request.get("skip", []), request.get("account")
+        if not _names(skip) or not (account is None or isinstance(account, str) and 0 < len(account) <= 256):
+            raise BadRequest(request_id, "skip must be a list of account ids and account one id")
+    if op == "probe_home":
+        skip = request.get("skip", {})
+        if not isinstance(skip, dict) or not all(isinstance(k, str) and _names(v) for k, v in skip.items()):
+            raise BadRequest(request_id, "skip must map provider names to lists of account ids")
     if op in ("probe", "probe_home"):
         timeout_s = request.get("timeout_s", DEFAULT_TIMEOUT_S)
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
             raise BadRequest(request_id, "timeout_s must be a number of seconds in (0, 3600]")
     return request_id, request
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and len(value) <= 256 and all(isinstance(v, str) and len(v) <= 256 for v in value)
 
 
 class Loop:
@@ -170,8 +189,10 @@ class Loop:
             def partial(snapshot: dict) -> None:
                 if emit is not None:
                     emit({"id": request_id, "ok": True, "partial": True, "snapshot": snapshot})
-            return {"id": request_id, "ok": True, "done": self.probe_home(request["providers"], timeout_s, partial)}, True
-        return {"id": request_id, "ok": True, "snapshot": self.probe(request["provider"], timeout_s)}, True
+            return {"id": request_id, "ok": True,
+                    "done": self.probe_home(request["providers"], timeout_s, partial, request.get("skip", {}))}, True
+        return {"id": request_id, "ok": True,
+                "snapshot": self.probe(request["provider"], timeout_s, request.get("skip", ()), request.get("account"))}, True
 
     def credentials(self):
         """The home's credentials, re-read whenever a credential file's stat data changed
@@ -208,22 +229,24 @@ class Loop:
                                            "message": "The worker's home directory does not exist."}}
         return {"ok": True, "provider": active_provider(self.home)}
 
-    def probe(self, provider: str, timeout_s: float) -> dict:
-        return self._probe_in(self._present_home(), provider, timeout_s)
+    def probe(self, provider: str, timeout_s: float, skip: Any = (), account: str | None = None) -> dict:
+        return self._probe_in(self._present_home(), provider, timeout_s, skip, account)
 
     def _present_home(self):
         """The home's credentials, or None when the home directory is gone."""
         return self.credentials() if self.home and os.path.isdir(self.home) else None
 
-    def _probe_in(self, home, provider: str, timeout_s: float) -> dict:
-        from workers.providers import run_probe
+    def _probe_in(self, home, provider: str, timeout_s: float, skip: Any = (), account: str | None = None) -> dict:
+        from workers.accounts import probe_accounts
+        from workers.credentials import load_home
         from workers.result import failure
 
         if home is None:
             return failure(provider, "home_not_found", "The worker's home directory does not exist.")
-        return run_probe(provider, home, self.http(), timeout_s)
+        return probe_accounts(provider, home, self.http(), timeout_s, skip=skip, only=account, load_root=load_home)
 
-    def probe_home(self, providers: list[str], timeout_s: float, partial: Callable[[dict], None]) -> int:
+    def probe_home(self, providers: list[str], timeout_s: float, partial: Callable[[dict], None],
+                   skip: dict[str, list[str]] | None = None) -> int:
         """Probe ``providers`` side by side and hand each snapshot to ``partial`` as soon
         as it is ready; the count once all are in. One thread per provider but the first,
         which this thread probes itself (a home of one costs no thread). The home's files
@@ -236,7 +259,7 @@ class Loop:
         self.http()   # built here, not raced for by the threads
 
         def one(name: str) -> None:
-            partial(self._probe_in(home, name, timeout_s))
+            partial(self._probe_in(home, name, timeout_s, (skip or {}).get(name, ())))
 
         def in_thread(name: str) -> None:
             try:
@@ -266,7 +289,7 @@ def preload(plugins: bool = False) -> None:
 
     from workers.providers import BUILTINS, load_all
 
-    for module in ("workers.credentials", "workers.http", "workers.context", "workers.places",
+    for module in ("workers.credentials", "workers.http", "workers.context", "workers.places", "workers.accounts",
                    "workers.validate", "workers.listing", "workers.providers.credential_pool", *BUILTINS.values()):
         importlib.import_module(module)
     if plugins:

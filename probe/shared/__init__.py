@@ -31,6 +31,8 @@ class Fetch:
     started: float
     deadline: float
     refresh: bool
+    #: accounts the worker is told to skip (their per-account back-off, SPEC §18)
+    skip: tuple[str, ...] = ()
 
 
 class SharedCache(Protocol):

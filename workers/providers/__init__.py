@@ -179,21 +179,24 @@ def _import(spec: ProviderSpec) -> Provider:
 
 
 def make_context(provider: Provider | str, home: "HomeCredentials", http: "ProviderHttp | None" = None,
-                 timeout_s: float = 20.0) -> "ProbeContext":
+                 timeout_s: float = 20.0, account: Any = None) -> "ProbeContext":
     """The ``ctx`` a probe of ``provider`` gets (also for tests that drive a provider's
     helpers directly; ``http`` may be None for lookups that make no request)."""
     from workers.context import ProbeContext
 
     loaded = load(provider) if isinstance(provider, str) else provider
-    return ProbeContext(loaded.spec.name, home, http, timeout_s, label=loaded.label, credentials=loaded.places)
+    return ProbeContext(loaded.spec.name, home, http, timeout_s, label=loaded.label, credentials=loaded.places,
+                        account=account)
 
 
-def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", timeout_s: float) -> dict:
+def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", timeout_s: float,
+              account: Any = None) -> dict:
     """Probe one provider and always return a snapshot dict, never raise (except
     KeyboardInterrupt, which must keep propagating). A name with no adapter is answered
     from the home's ``credential_pool`` records when that holds it (no request), else
     ``unknown_provider``; the parent only asks for such a name when the home's list (SPEC
-    §17) named it. What the module returns goes through
+    §17) named it. ``account`` (``workers.accounts``): probe that one account of the
+    provider (``ctx.account``). What the module returns goes through
     ``workers.validate``; what it raises is contained here: ``ctx.Failure`` keeps its
     (checked) code, anything else is ``bad_response`` with only the exception's type on
     stderr -- its text could quote response data or a credential."""
@@ -214,7 +217,7 @@ def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", time
         return failure(provider, "unknown_provider", f"Unknown provider {provider[:64]!r}.")
     if loaded.error is not None:
         return failure(provider, "plugin_error", loaded.error_message)
-    ctx = make_context(loaded, home, http, timeout_s)
+    ctx = make_context(loaded, home, http, timeout_s, account)
     try:
         return to_snapshot(provider, loaded.label, loaded.module.probe(ctx))
     except ProbeFailure as exc:

@@ -18,7 +18,8 @@ from workers.result import ProbeFailure, as_dict, money, number
 
 NAME = "deepseek"
 LABEL = "DeepSeek"
-CREDENTIALS = [".env:DEEPSEEK_API_KEY"]
+#: the pool rows are accounts of their own since 0.4 (SPEC §18)
+CREDENTIALS = [".env:DEEPSEEK_API_KEY", "auth.json:credential_pool.deepseek[].access_token"]
 DEFAULT_BASE_URL = "https://api.deepseek.com"
 PATH = "/user/balance"
 TITLE = "Account balance"

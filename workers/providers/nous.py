@@ -158,6 +158,10 @@ def normalize(body: Any) -> dict[str, Any]:
 
 
 def probe(ctx: Any) -> dict[str, Any]:
-    login = run_pure(ctx, select_credential, ctx.auth(), time.time())
+    account = getattr(ctx, "account", None)
+    if account is not None:   # one account of several (SPEC §18; its expiry was checked then)
+        login = NousCredential(account.token, _portal(account.fields))
+    else:
+        login = run_pure(ctx, select_credential, ctx.auth(), time.time())
     body = ctx.get_json(ctx.base_url(login.portal_base_url or DEFAULT_BASE_URL) + PATH, token=login.token)
     return run_pure(ctx, normalize, body, secret=login.token)

@@ -66,6 +66,9 @@ def _text(value: Any) -> str | None:
 def find_credential(ctx: Any, now: float | None = None) -> tuple[str, str | None] | None:
     """(access_token, account id of that same credential or None), or None when the home
     has no credential at all. Raises no_credentials when every pool entry is exhausted."""
+    account = getattr(ctx, "account", None)
+    if account is not None:   # one account of several (SPEC §18): its own token and its own id
+        return account.token, _text(account.fields.get("account_id"))
     now = time.time() if now is None else now
     token = next(iter(ctx.values(TOKENS + ".access_token")), None)
     if token is not None:
@@ -85,18 +88,35 @@ def find_credential(ctx: Any, now: float | None = None) -> tuple[str, str | None
     return None
 
 
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of an unverified JWT; ``{}`` for anything that is not one."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 16384:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 def jwt_account_id(token: str) -> str | None:
     """``["https://api.openai.com/auth"].chatgpt_account_id`` of an unverified JWT; None for
     anything that is not such a JWT."""
-    parts = token.split(".")
-    if len(parts) != 3 or len(parts[1]) > 16384:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        claim = payload[JWT_CLAIM]["chatgpt_account_id"]
-    except (ValueError, binascii.Error, KeyError, TypeError, IndexError, RecursionError):
-        return None
-    return _text(claim)
+    auth = jwt_claims(token).get(JWT_CLAIM)
+    return _text(auth.get("chatgpt_account_id")) if isinstance(auth, dict) else None
+
+
+def jwt_identity(token: str) -> tuple[str, str] | None:
+    """(``chatgpt_account_id``, ``sub``): one ChatGPT account (SPEC §18) -- two tokens with
+    the same pair are one account; members of one workspace share the id, not the sub."""
+    account_id, sub = jwt_account_id(token), _text(jwt_claims(token).get("sub"))
+    return (account_id, sub) if account_id and sub else None
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The token's ``exp`` (epoch seconds), None when it has none."""
+    return number(jwt_claims(token).get("exp"))
 
 
 def plan_name(value: Any) -> str | None:

@@ -19,7 +19,8 @@ from workers.result import ProbeFailure, as_dict, money, number
 
 NAME = "openrouter"
 LABEL = "OpenRouter"
-CREDENTIALS = [".env:OPENROUTER_API_KEY"]
+#: the pool rows are accounts of their own since 0.4 (SPEC §18; Hermes pools OpenRouter keys)
+CREDENTIALS = [".env:OPENROUTER_API_KEY", "auth.json:credential_pool.openrouter[].access_token"]
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 TITLE = "Credits"
 SOURCE = "credits_api"

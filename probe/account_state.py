@@ -1,0 +1,119 @@
+"""Per-account state the service keeps between reads of a provider with accounts (SPEC §18):
+each account's last good reading and which accounts the last read asked the worker for,
+so that
+
+* a 429 for one account backs off **that account only** (``probe.backoff`` keyed by
+  ``(home, provider, fingerprint, account id)``): the next request tells the worker to
+  skip it, and its last good reading is shown with ``stale: true`` and the back-off error
+  while the others are probed;
+* a transient failure of one account (timeout, 5xx, 429) shows its last good reading,
+  stale, with the error -- the single-provider rule of SPEC §8, per account;
+* when every account the worker would probe is backing off, no request is made at all
+  (the answer comes from here, path ``cache``).
+
+Entries are keyed like the cache -- ``(home, provider, fingerprint)`` -- and carry the
+home's generation: a rotation (or any credential change, which changes the fingerprint)
+makes them unreachable, so no pre-rotation reading is ever shown for a new account set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from probe import pool_view
+from probe.backoff import Backoff
+from probe.snapshot import Account, ProbeError, Snapshot
+
+#: failures that say nothing about the account: its last good reading stays worth showing
+TRANSIENT = frozenset({"rate_limited", "timeout", "provider_error", "bad_response", "worker_crashed", "saturated"})
+BACKING_OFF = "The provider is rate-limiting this account; it is not probed until its back-off ends."
+
+
+@dataclass
+class _Entry:
+    key: tuple
+    generation: int
+    #: account id -> its last reading without an error
+    good: dict[str, Account] = field(default_factory=dict)
+    #: the ids the worker probed or skipped last time (the ones it would probe next)
+    asked: tuple[str, ...] = ()
+    last: Snapshot | None = None
+
+
+class AccountReadings:
+    """Thread-safe; one entry per (home, provider)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+
+    def _entry(self, key: tuple, generation: int) -> _Entry | None:
+        entry = self._entries.get(key[:2])
+        return entry if entry is not None and entry.key == key and entry.generation == generation else None
+
+    def skip(self, backoff: Backoff, key: tuple, generation: int) -> tuple[tuple[str, ...], bool]:
+        """(accounts to skip, whether that is every account the worker would probe)."""
+        with self._lock:
+            entry = self._entry(key, generation)
+            asked = entry.asked if entry is not None else ()
+        skipped = tuple(account_id for account_id in asked if backoff.blocked((*key, account_id)) is not None)
+        return skipped, bool(asked) and len(skipped) == len(asked)
+
+    def settle(self, snap: Snapshot, key: tuple, generation: int, backoff: Backoff, skipped: Collection[str] = (),
+               *, remember: bool = True) -> Snapshot:
+        """A worker's per-account answer made final: per-account back-off learned, skipped
+        and transiently failed accounts shown by their last good reading (stale), the
+        snapshot's own fields assembled (``probe.pool_view``)."""
+        with self._lock:
+            entry = self._entry(key, generation)
+            good = dict(entry.good) if entry is not None else {}
+        accounts = []
+        for account in snap.accounts:
+            account_key = (*key, account.id)
+            if account.id in skipped:
+                blocked = backoff.blocked(account_key)
+                account = dataclasses.replace(account, status="unavailable", probed=False, error=ProbeError(
+                    "rate_limited", blocked.message if blocked is not None else BACKING_OFF))
+            elif account.probed:
+                if account.error is None:
+                    backoff.succeeded(account_key)
+                elif account.error.code == "rate_limited":
+                    backoff.rate_limited(account_key, account.error.retry_after_s)
+            if (account.probed or account.id in skipped) and account.error is not None \
+                    and account.error.code in TRANSIENT and account.id in good:
+                account = dataclasses.replace(good[account.id], stale=True, error=account.error, probed=account.probed)
+            accounts.append(account)
+        final = pool_view.assemble(dataclasses.replace(snap, accounts=tuple(accounts)))
+        if remember:
+            self._remember(final, key, generation, skipped)
+        return final
+
+    def _remember(self, snap: Snapshot, key: tuple, generation: int, skipped: Collection[str]) -> None:
+        asked = tuple(a.id for a in snap.accounts if a.probed or a.id in skipped)
+        with self._lock:
+            entry = self._entry(key, generation)
+            if entry is None:
+                entry = self._entries[key[:2]] = _Entry(key, generation)
+            ids = {a.id for a in snap.accounts}
+            entry.good = {i: a for i, a in entry.good.items() if i in ids}
+            entry.good.update({a.id: a for a in snap.accounts if a.error is None and a.available and a.fetched_at})
+            entry.asked, entry.last = asked, snap
+
+    def backed_off(self, key: tuple, generation: int, backoff: Backoff) -> Snapshot | None:
+        """The answer when every account the worker would probe is backing off: the last
+        read's accounts with those shown stale (or failed) -- no request. None when
+        there is no such last read."""
+        with self._lock:
+            entry = self._entry(key, generation)
+            last, asked = (entry.last, entry.asked) if entry is not None else (None, ())
+        if last is None:
+            return None
+        return self.settle(last, key, generation, backoff, skipped=asked, remember=False)
+
+    def forget(self, home: str | None, provider: str | None) -> None:
+        with self._lock:
+            for index in [k for k in self._entries if (home is None or k[0] == home)
+                          and (provider is None or k[1] == provider)]:
+                del self._entries[index]

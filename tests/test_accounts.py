@@ -1,0 +1,371 @@
+"""Every account in a home (SPEC §18, issue #27): which accounts a worker finds in a home's
+files (``workers.accounts``, read in this process: no request), and -- through real
+workers and the emulator -- that each is probed once, side by side, with its own token,
+that Hermes' cooldowns and per-account back-off keep requests away from an account, and
+that the snapshot's ``accounts`` / ``pool`` say what a user must see."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from workers.accounts import MAX_PARALLEL, clean_label, cooldown_until, enumerate_accounts, fingerprint
+from workers.credentials import load_home
+from workers.providers import load
+
+pytestmark = pytest.mark.timeout(120)
+
+NOW = 1_800_000_000.0
+
+
+def jwt(account: str, sub: str, exp: float | None = None, marker: str = "") -> str:
+    """An unsigned Codex-style JWT (the emulator answers any token)."""
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    claims = {"sub": sub, "https://api.openai.com/auth": {"chatgpt_account_id": account}}
+    if exp is not None:
+        claims["exp"] = exp
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig{marker}"
+
+
+def home_with(tmp_path: Path, *, env: dict[str, str] | None = None, auth: dict | None = None,
+              name: str = "home") -> Path:
+    home = tmp_path / name
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".env").write_text("".join(f"{k}={v}\n" for k, v in (env or {}).items()))
+    (home / "auth.json").write_text(json.dumps(auth or {}))
+    return home
+
+
+def accounts(provider: str, home: Path, now: float = NOW):
+    return enumerate_accounts(load(provider), load_home(home), now, load_home)
+
+
+def row(row_id: str, token: str | None, **fields) -> dict:
+    data = {"id": row_id, "label": f"{row_id}@example.com", "auth_type": "api_key", "source": "manual", **fields}
+    if token is not None:
+        data["access_token"] = token
+    return data
+
+
+# -- which accounts (in-process) --------------------------------------------------------------
+def test_pool_rows_by_priority_then_file_order_then_other_places_and_numbered_keys(tmp_path):
+    home = home_with(tmp_path, env={"OPENROUTER_API_KEY": "sk-or-env1", "OPENROUTER_API_KEY_2": "sk-or-env2",
+                                    "OPENROUTER_API_KEY_3": "sk-or-env3", "OPENROUTER_API_KEY_5": "sk-or-gap"},
+                     auth={"credential_pool": {"openrouter": [
+                         row("aaa", "sk-or-a", priority=2), "not an object", 7,
+                         row("bbb", "sk-or-b", priority="1"),          # a digit string: 1, as Hermes' int()
+                         row("ccc", "sk-or-c", priority="high"),       # garbage: 0
+                         row("ddd", "sk-or-d"),                         # absent: 0, after ccc (file order)
+                         row("gh", "gho_x", source="gh_cli"),           # machine-wide: not the home's
+                     ]}})
+    got = accounts("openrouter", home)
+    assert [a.id for a in got] == ["ccc", "ddd", "bbb", "aaa", "env:OPENROUTER_API_KEY",
+                                   "env:OPENROUTER_API_KEY_2", "env:OPENROUTER_API_KEY_3"]   # _5: after a gap
+    assert all(a.verdict is None for a in got)
+
+
+def test_one_account_per_secret_stripped_rows_take_their_token_and_keep_their_place(tmp_path):
+    env_key, other = "sk-or-shared", "sk-or-other"
+    home = home_with(tmp_path, env={"OPENROUTER_API_KEY": env_key, "OPENROUTER_API_KEY_2": other},
+                     auth={"credential_pool": {"openrouter": [
+                         {"id": "e1", "label": "OPENROUTER_API_KEY", "source": "env:OPENROUTER_API_KEY",
+                          "secret_fingerprint": fingerprint(env_key)},                  # stripped env row
+                         {"id": "f1", "label": "by print", "source": "config:x",
+                          "secret_fingerprint": fingerprint(other)},                    # matched by fingerprint
+                         row("m1", env_key),                                            # the same key again
+                     ]}})
+    got = accounts("openrouter", home)
+    assert [(a.id, a.token) for a in got] == [("e1", env_key), ("f1", other)]
+    assert fingerprint("abc") == "sha256:" + hashlib.sha256(b"abc").hexdigest()[:16]
+
+
+def test_a_row_with_no_token_and_no_matching_env_key_is_shown_not_probed(tmp_path):
+    home = home_with(tmp_path, env={"OPENROUTER_API_KEY": "sk-or-live"},
+                     auth={"credential_pool": {"openrouter": [
+                         {"id": "gone", "label": "old", "source": "env:OPENROUTER_API_KEY_9",
+                          "secret_fingerprint": "sha256:0000000000000000"}]}})
+    got = accounts("openrouter", home)
+    assert [(a.id, a.verdict and a.verdict[1]) for a in got] == [("gone", "no_credentials"),
+                                                                 ("env:OPENROUTER_API_KEY", None)]
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("  work\taccount\n(team) ", "work account (team)"),
+    ("bell\x07and\x1bescape", "bell and escape"),
+    ("word " * 1000, ("word " * 13).strip()),                 # 5,000 characters: cut to 64
+    ("x" * 5000, "Account 3"),                                 # looks like a secret
+    ("sk-or-v1-0123456789abcdefABCDEF", "Account 3"),
+    ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.sig", "Account 3"),  # a JWT
+    ("me+sk-or-live1", "Account 3"),                           # holds a secret of the home
+    (None, "Account 3"), (42, "Account 3"), ("   ", "Account 3"),
+])
+def test_labels(raw, expected):
+    assert clean_label(raw, 3, {"sk-or-live1"}) == expected
+    assert len(clean_label(raw, 3, set())) <= 64
+
+
+HOUR = 3600.0
+
+
+@pytest.mark.parametrize("fields,sole,until", [
+    ({"last_error_reset_at": NOW + 10}, False, NOW + 10),
+    ({"last_error_reset_at": (NOW + 10) * 1000}, False, NOW + 10),          # epoch ms
+    ({"last_error_reset_at": "2027-01-15T08:00:00Z"}, False,
+     datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
+    ({"last_error_reset_at": "soon", "last_status_at": NOW, "last_error_code": 429}, False, NOW + HOUR),  # garbage
+    ({"last_error_reset_at": -5, "last_status_at": NOW, "last_error_code": 429}, True, NOW + 60),
+    ({"last_status_at": NOW, "last_error_code": 401}, True, NOW + 300),
+    ({"last_status_at": NOW, "last_error_code": 429}, True, NOW + 60),      # the only account not dead
+    ({"last_status_at": NOW, "last_error_code": 402}, True, NOW + HOUR),    # billing: no short bench
+    ({"last_status_at": NOW, "last_error_code": 429, "failure_reason": "billing"}, True, NOW + HOUR),
+    ({"last_status_at": NOW, "last_error_code": 403, "failure_reason": "billing_unverified"}, False, NOW + 60),
+    ({"last_status_at": NOW, "last_error_code": 402, "failure_reason": "billing_unverified"}, False, NOW + HOUR),
+    ({"last_status_at": str(NOW * 1000)}, False, NOW + HOUR),
+    ({}, False, None),
+])
+def test_hermes_cooldown(fields, sole, until):
+    assert cooldown_until({"last_status": "exhausted", **fields}, sole) == until
+
+
+def test_statuses_dead_cooling_sole_and_expired(tmp_path):
+    valid, expired = jwt("acct-1", "user-1", exp=NOW + 3600), jwt("acct-2", "user-2", exp=NOW - 1)
+    home = home_with(tmp_path, auth={
+        "providers": {"openai-codex": {"tokens": {"access_token": expired, "account_id": "acct-2"}}},
+        "credential_pool": {"openai-codex": [
+            row("dead1", jwt("acct-3", "user-3"), last_status="dead", last_status_at=NOW - 10),
+            row("cool1", valid, last_status="exhausted", last_status_at=NOW - 30, last_error_code=429),
+            row("ok1", jwt("acct-4", "user-4"), last_status="exhausted"),   # no time at all: usable again
+        ]}})
+    got = {a.id: a for a in accounts("openai-codex", home)}
+    assert list(got) == ["dead1", "cool1", "ok1", "auth.json:providers.openai-codex"]
+    assert got["dead1"].verdict[0] == "dead"
+    # three accounts not dead: no 60 s "sole" bench, the 429's hour holds
+    assert got["cool1"].verdict[0] == "exhausted" and got["cool1"].retry_after == NOW - 30 + HOUR
+    assert got["ok1"].verdict is None
+    assert got["auth.json:providers.openai-codex"].verdict[1] == "token_expired"
+
+
+def test_codex_one_account_per_jwt_identity(tmp_path):
+    login = jwt("ws-1", "alice")
+    device_row = jwt("ws-1", "alice", marker="x")          # another token of the same login
+    colleague = jwt("ws-1", "bob")                         # same workspace, own quota
+    home = home_with(tmp_path, auth={
+        "providers": {"openai-codex": {"tokens": {"access_token": login}}},
+        "credential_pool": {"openai-codex": [row("dev", device_row, source="device_code"),
+                                             row("bob", colleague)]}})
+    assert [a.id for a in accounts("openai-codex", home)] == ["dev", "bob"]
+
+
+def test_a_profile_without_rows_borrows_the_roots_read_only(tmp_path):
+    root = home_with(tmp_path, name="root", auth={"credential_pool": {"openrouter": [row("r1", "sk-or-root")]}})
+    borrowing = home_with(root / "profiles", name="work", env={"OPENROUTER_API_KEY": "sk-or-own"})
+    owning = home_with(root / "profiles", name="own",
+                       auth={"credential_pool": {"openrouter": [row("p1", "sk-or-profile")]}})
+    assert [a.id for a in accounts("openrouter", borrowing)] == ["r1", "env:OPENROUTER_API_KEY"]
+    assert [a.id for a in accounts("openrouter", owning)] == ["p1"]
+    before = (root / "auth.json").read_bytes()
+    accounts("openrouter", borrowing)
+    assert (root / "auth.json").read_bytes() == before
+
+
+def test_nous_agent_key_copilot_env_rows_and_classic_tokens(tmp_path):
+    home = home_with(tmp_path, env={"GH_TOKEN": "gho_real", "GITHUB_TOKEN": "ghp_classic"},
+                     auth={"credential_pool": {
+                         "nous": [row("n1", "nous-access", agent_key="nous-agent", auth_type="oauth")],
+                         "copilot": [{"id": "c1", "label": "GH_TOKEN", "source": "env:GH_TOKEN",
+                                      "access_token": "tid=exchanged-copilot-token"},
+                                     row("c2", "ghp_classic2")]}})
+    assert [(a.id, a.token) for a in accounts("nous", home)] == [("n1", "nous-agent")]
+    assert [(a.id, a.token) for a in accounts("copilot", home)] == [("c1", "gho_real")]
+
+
+# -- through real workers ---------------------------------------------------------------------
+def write_auth(home: Path, auth: dict) -> None:
+    tmp = home / "auth.json.tmp"
+    tmp.write_text(json.dumps(auth))
+    os.replace(tmp, home / "auth.json")
+
+
+def codex_home(tmp_path: Path, rows: list[dict], providers_token: str | None = None, name: str = "h") -> Path:
+    auth: dict = {"credential_pool": {"openai-codex": rows}}
+    if providers_token:
+        auth["providers"] = {"openai-codex": {"tokens": {"access_token": providers_token}}}
+    return home_with(tmp_path, auth=auth, name=name)
+
+
+def by_id(snap) -> dict:
+    return {a.id: a for a in snap.accounts}
+
+
+def test_every_account_probed_once_with_its_own_token_cooling_and_dead_ones_shown_not_asked(
+        tmp_path, emulator, make_service):
+    now = time.time()
+    tokens = {name: jwt(f"ws-{name}", name, marker=f"-{name}") for name in ("dead", "cool", "good", "401", "login")}
+    tokens["401"] = jwt("ws-401", "x", marker="-401-")
+    home = codex_home(tmp_path, [
+        row("dead", tokens["dead"], last_status="dead"),                       # first in file order
+        row("cool", tokens["cool"], last_status="exhausted", last_error_reset_at=now + 600),
+        row("good", tokens["good"]),
+        row("bad", tokens["401"]),
+    ], providers_token=tokens["login"])
+    service = make_service(pool_size=1)
+    snap = service.fetch("openai-codex", home=home)
+    got = by_id(snap)
+    assert [a.status for a in snap.accounts] == ["dead", "exhausted", "available", "unavailable", "available"]
+    assert got["bad"].error.code == "unauthorized" and got["auth.json:providers.openai-codex"].available
+    assert got["cool"].retry_after is not None and got["dead"].error.code == "unauthorized"
+    assert snap.available and snap.error is None and snap.pool.total == 5
+    assert (snap.pool.available, snap.pool.exhausted, snap.pool.dead, snap.pool.failed, snap.pool.queried) == \
+        (2, 1, 1, 1, 2)
+    assert snap.details[0] == "2/5 accounts available"
+    assert all(w.detail == "Best of 2 accounts" for w in snap.windows)
+    assert snap.pool.next_account.id in ("good", "auth.json:providers.openai-codex")
+    for name in ("dead", "cool"):
+        assert emulator.count(token=tokens[name]) == 0
+    for name in ("good", "401", "login"):
+        assert emulator.count(token=tokens[name]) == 1
+    assert "@example.com" not in json.dumps(service.stats())   # labels stay out of stats
+
+
+def test_one_account_is_the_snapshot_as_before_plus_a_one_element_accounts(make_home, make_service):
+    home = make_home("one", openrouter="sk-or-one")
+    snap = make_service(pool_size=1).fetch("openrouter", home=home)
+    assert snap.available and snap.pool is None and len(snap.accounts) == 1
+    account = snap.accounts[0]
+    assert (account.id, account.label, account.status) == ("env:OPENROUTER_API_KEY", "env:OPENROUTER_API_KEY",
+                                                           "available")
+    assert account.details == snap.details and account.fetched_at == snap.fetched_at
+
+
+def test_a_429_backs_off_that_account_only_and_shows_its_last_good_reading_stale(tmp_path, emulator, make_service):
+    limited, fine = jwt("ws-a", "a", marker="-lim"), jwt("ws-b", "b", marker="-fine")
+    home = codex_home(tmp_path, [row("lim", limited), row("fine", fine)])
+    service = make_service(pool_size=1, cache_ttl_s=0.01)
+    first = service.fetch("openai-codex", home=home)
+    assert all(a.available for a in first.accounts)
+    emulator.script(limited, {"error": "slow down"}, status=429, headers={"Retry-After": "120"})  # token of this test
+    second = service.fetch("openai-codex", home=home, refresh=True)
+    lim = by_id(second)["lim"]
+    assert lim.stale and lim.error.code == "rate_limited" and lim.windows == by_id(first)["lim"].windows
+    assert second.available and second.error is None and not by_id(second)["fine"].stale
+    asked = emulator.count(token=limited), emulator.count(token=fine)
+    third = service.fetch("openai-codex", home=home, refresh=True)   # lim is backing off: skipped
+    assert (emulator.count(token=limited), emulator.count(token=fine)) == (asked[0], asked[1] + 1)
+    assert by_id(third)["lim"].stale and by_id(third)["lim"].error.code == "rate_limited"
+
+
+def test_every_account_cooling_makes_no_request_and_says_when_one_frees_up(tmp_path, emulator, make_service):
+    now = time.time()
+    a, b = jwt("ws-a", "a", marker="-ca"), jwt("ws-b", "b", marker="-cb")
+    home = codex_home(tmp_path, [
+        row("a", a, last_status="exhausted", last_error_reset_at=now + 900, last_error_code=429),
+        row("b", b, last_status="exhausted", last_status_at=now - 10, last_error_code=429)])   # 3600 s
+    snap = make_service(pool_size=1).fetch("openai-codex", home=home)
+    assert emulator.count(token=a) == emulator.count(token=b) == 0
+    assert not snap.available and snap.error.code == "rate_limited" and snap.pool.queried == 0
+    assert snap.pool.next_reset_at == by_id(snap)["a"].retry_after
+    assert "next try in" not in snap.error.message
+
+
+def test_a_sole_account_cools_for_60_s_and_no_back_off_message(tmp_path, emulator, make_service):
+    token = jwt("ws-s", "s", marker="-sole")
+    home = codex_home(tmp_path, [row("s", token, last_status="exhausted", last_status_at=time.time() - 30,
+                                     last_error_code=429)])
+    service = make_service(pool_size=1)
+    snap = service.fetch("openai-codex", home=home)
+    assert snap.pool is None and snap.accounts[0].status == "exhausted" and emulator.count(token=token) == 0
+    assert "next try in" not in snap.error.message
+    retry = datetime.fromisoformat(snap.accounts[0].retry_after.replace("Z", "+00:00")).timestamp()
+    assert abs(retry - (time.time() + 30)) < 5    # last_status_at + 60 s: the only account, not billing
+    write_auth(home, {"credential_pool": {"openai-codex": [row("s", token, last_status="exhausted",
+                                                                 last_status_at=time.time() - 61,
+                                                                 last_error_code=429)]}})
+    again = service.fetch("openai-codex", home=home)
+    assert again.available and emulator.count(token=token) == 1
+
+
+def test_fifty_accounts_all_shown_probes_bounded(tmp_path, emulator, make_service):
+    tokens = [f"sk-or-fifty-{i}-slow150-" for i in range(50)]
+    home = home_with(tmp_path, auth={"credential_pool": {"openrouter": [row(f"r{i}", t) for i, t in
+                                                                        enumerate(tokens)]}})
+    snap = make_service(pool_size=1).fetch("openrouter", home=home, timeout=60)
+    assert len(snap.accounts) == 50 and snap.pool.queried == 50
+    arrivals = sorted(r.at for r in emulator.requests() if r.token in tokens and r.path.endswith("/credits"))
+    assert len(arrivals) == 50
+    # at most MAX_PARALLEL in flight: a 9th credits request can only start after one ended
+    assert max(sum(1 for t in arrivals if start <= t < start + 0.15) for start in arrivals) <= MAX_PARALLEL
+
+
+def test_a_pool_row_added_or_removed_while_running_is_a_credential_change(tmp_path, emulator, make_service):
+    a, b = jwt("ws-a", "a", marker="-add-a"), jwt("ws-b", "b", marker="-add-b")
+    home = codex_home(tmp_path, [row("a", a)])
+    service = make_service(pool_size=1)
+    assert [x.id for x in service.fetch("openai-codex", home=home).accounts] == ["a"]
+    write_auth(home, {"credential_pool": {"openai-codex": [row("a", a), row("b", b)]}})
+    assert [x.id for x in service.fetch("openai-codex", home=home).accounts] == ["a", "b"]
+    write_auth(home, {"credential_pool": {"openai-codex": [row("b", b)]}})
+    assert [x.id for x in service.fetch("openai-codex", home=home).accounts] == ["b"]
+
+
+def test_fetch_one_account_reads_that_account_only(tmp_path, emulator, make_service):
+    a, b = jwt("ws-a", "a", marker="-one-a"), jwt("ws-b", "b", marker="-one-b")
+    home = codex_home(tmp_path, [row("a", a), row("b", b)])
+    service = make_service(pool_size=1)
+    snap = service.fetch("openai-codex", home=home, account="b")
+    assert [x.id for x in snap.accounts] == ["b"] and snap.pool is None and snap.available
+    assert (emulator.count(token=a), emulator.count(token=b)) == (0, 1)
+    with pytest.raises(ValueError):
+        service.fetch("openai-codex", home=home, account="nope")
+    with pytest.raises(ValueError):
+        service.fetch("openai-codex", home=home, account="")
+
+
+def test_found_on_realistic_homes_env_api_key_and_pool_oauth_are_both_accounts(tmp_path, emulator, make_service):
+    oauth = "sk-ant-oat01-pooled-login"
+    home = home_with(tmp_path, env={"ANTHROPIC_API_KEY": "sk-ant-api03-plain-key"},
+                     auth={"credential_pool": {"anthropic": [
+                         row("t1", oauth, auth_type="oauth", source="manual:hermes_pkce",
+                             expires_at_ms=(time.time() + 3600) * 1000)]}})
+    snap = make_service(pool_size=1).fetch("anthropic", home=home)
+    got = by_id(snap)
+    assert list(got) == ["t1", "env:ANTHROPIC_API_KEY"]
+    assert got["t1"].available and got["env:ANTHROPIC_API_KEY"].unavailable_reason
+    assert snap.available and snap.pool.next_account.id == "t1"
+
+
+def test_found_on_realistic_homes_an_expired_codex_login_beside_a_valid_pool_row(tmp_path, emulator, make_service):
+    expired = jwt("ws-old", "old", exp=time.time() - 60, marker="-expired")
+    valid = jwt("ws-new", "new", exp=time.time() + 3600, marker="-valid")
+    home = codex_home(tmp_path, [row("new", valid)], providers_token=expired)
+    snap = make_service(pool_size=1).fetch("openai-codex", home=home)
+    got = by_id(snap)
+    assert got["new"].available and got["auth.json:providers.openai-codex"].error.code == "token_expired"
+    assert snap.available and emulator.count(token=expired) == 0
+
+
+def test_a_label_that_is_a_token_is_never_shown(tmp_path, make_service):
+    token = "sk-or-v1-secret-label-0123456789"
+    home = home_with(tmp_path, auth={"credential_pool": {"openrouter": [
+        {**row("x", token), "label": token}, {**row("y", "sk-or-other"), "label": "ctl\x00\x1b[31m" + "a " * 2500}]}})
+    snap = make_service(pool_size=1).fetch("openrouter", home=home)
+    text = json.dumps(snap.to_dict())
+    assert token not in text and by_id(snap)["x"].label == "Account 1"
+    assert len(by_id(snap)["y"].label) <= 64 and by_id(snap)["y"].label.isprintable()
+
+
+def test_a_home_read_probes_every_account_of_every_provider_in_one_request(tmp_path, emulator, make_service):
+    a, b = jwt("ws-a", "a", marker="-home-a"), jwt("ws-b", "b", marker="-home-b")
+    home = home_with(tmp_path, env={"OPENROUTER_API_KEY": "sk-or-home1", "OPENROUTER_API_KEY_2": "sk-or-home2"},
+                     auth={"credential_pool": {"openai-codex": [row("a", a), row("b", b)]}})
+    service = make_service(pool_size=1)
+    snaps = {s.provider: s for s in service.fetch_home(home=home)}
+    assert [len(snaps[p].accounts) for p in ("openai-codex", "openrouter")] == [2, 2]
+    assert service.stats()["home_reads"] == 1 and service.stats()["spawns"] == 1
+    assert all(x.available for s in snaps.values() for x in s.accounts)

@@ -152,9 +152,9 @@ def _env_text(tokens: dict[str, str], tag: str, messy: frozenset[str]) -> str:
                   '-----END PRIVATE KEY-----"', ""]
     if "bare_export" in messy:
         lines += ["# exported from the shell that runs Hermes", "export TERMINAL_ENV", ""]
-    if "expansion" in messy:
-        lines += ['HERMES_WORKDIR="${TERMINAL_CWD}/hermes"', ""]
     lines += ["TERMINAL_CWD=/srv/hermes-work", "BROWSER_HEADLESS=true  # trailing comment"]
+    if "expansion" in messy:
+        lines += ['HERMES_WORKDIR="${TERMINAL_CWD}/hermes"']
     return "\ufeff" + "\r\n".join(lines) + "\r\n"
 
 

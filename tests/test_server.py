@@ -270,3 +270,33 @@ def test_any_web_page_can_make_real_provider_requests_with_refresh(backend, emul
     for allowed in ({"Sec-Fetch-Site": "same-origin", "Origin": own}, {"Sec-Fetch-Site": "none"}, {}):
         assert client.get("/api/quota", params={**params, "refresh": "1"}, headers=allowed).status_code == 200
     assert emulator.count(token="sk-srv-alice") == before + 3
+
+
+def test_probe_serve_answers_kept_alive_connections_without_nagle():
+    """``probe serve`` listens on a socket asyncio recognizes as TCP, so every accepted
+    connection gets TCP_NODELAY: without it each response on a kept-alive connection (every
+    poll of a panel or of hermes-webui's backend) waited ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from probe.server.run import _listening_socket
+
+    async def nodelay_of_accepted(sock: socket.socket) -> int:
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def accepted(reader, writer) -> None:
+            seen.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    with _listening_socket("127.0.0.1", 0) as sock:
+        assert asyncio.run(nodelay_of_accepted(sock)) != 0

@@ -230,7 +230,11 @@ def _sigterm_exits_cleanly() -> Iterator[None]:
 @contextlib.contextmanager
 def _listening_socket(host: str, port: int) -> Iterator[socket.socket]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on an accepted socket whose
+    # proto says TCP (base_events._set_nodelay), and without it every response on a
+    # kept-alive connection waited ~40 ms for the client's delayed ACK (Nagle; measured:
+    # 45 ms vs 0.9 ms per GET /healthz)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

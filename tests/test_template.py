@@ -315,3 +315,22 @@ def test_an_exited_worker_is_reaped_while_the_template_waits_for_no_request():
                             timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["reaped", "done"], result.stdout
+
+
+@pytest.mark.parametrize("args", [("fetch", "deepseek"), ("fetch", "--home")], ids=["provider", "home"])
+def test_a_cli_run_leaves_a_zombie(emulator, make_home, args):
+    """Issue #26 item 11: after ``probe fetch`` exited, the template's spare child was left
+    behind -- ``[quota-probe spa] <defunct>`` until init reaped it, and never under an init
+    that does not reap (a container's PID 1). The CLI runs under a subreaper that reaps
+    nobody but the CLI: when it has exited, nothing of quota-probe is left, alive or not."""
+    import json
+
+    home = make_home("zombie-cli", deepseek="sk-zombie-cli")
+    argv = [*args, str(home)] if args[-1] == "--home" else [*args, "--home", str(home)]
+    env = {**os.environ, **emulator.env()}
+    env.pop("PROBE_SPAWN", None)
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("subreaper.py")), sys.executable, "-m",
+                             "probe.cli", *argv], capture_output=True, text=True, env=env, timeout=60)
+    report = json.loads(result.stdout)
+    assert report["rc"] == 0
+    assert report["left"] == []

@@ -34,7 +34,9 @@ What the template is careful about:
   last such check and before ``recvmsg`` blocks would be handled only when the next spawn
   request arrives -- on a quiet service, never (``_watch_children`` explains). SIGCHLD is
   blocked from ``fork()`` until the child's pidfd is open: otherwise a child that exited
-  at once could be reaped, and its pid reused, before ``pidfd_open`` named it.
+  at once could be reaped, and its pid reused, before ``pidfd_open`` named it. Before it
+  exits, the template kills and reaps every child it still has, the spare included
+  (``_end_children``): nothing of it is left for init to reap.
 * **A spare**: the template keeps one child forked ahead of need, already through
   everything that does not depend on a home (the fork itself, PDEATHSIG, its own HTTP
   client). A spawn request hands the spare its pipes and environment over a socket of its
@@ -68,6 +70,8 @@ SPARE_TITLE = "quota-probe spare"
 _CHLD = {signal.SIGCHLD}
 #: (read end, write end) of the pipe every SIGCHLD writes a byte to; see ``_watch_children``
 _wakeup: tuple[int, int] | None = None
+#: pids of the children forked and not yet reaped (the spare and the workers); see ``_end_children``
+_children: set[int] = set()
 
 
 def worker_title(home: str, once: bool) -> str:
@@ -84,6 +88,30 @@ def _reap_children() -> None:
             return
         if pid == 0:
             return
+        _children.discard(pid)
+
+
+def _end_children() -> None:
+    """Before the template exits: SIGKILL every child still running and reap them all.
+
+    Why not leave them to ``PR_SET_PDEATHSIG``: a child that outlives us, even by the
+    moment PDEATHSIG takes, is re-parented to init (or the nearest subreaper) and lingers
+    as a zombie until *that* reaps it -- ``[quota-probe spa] <defunct>`` after every CLI
+    run, for good under an init that does not reap (a container's PID 1). The spare has
+    no state; a worker still running has lost its service (the template ends on EOF, when
+    the service closed or died), so it dies now rather than a moment later. The pids are
+    our unreaped children: none can have been recycled."""
+    for pid in list(_children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in list(_children):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        _children.discard(pid)
 
 
 def _on_sigchld(signum: int, frame: object) -> None:
@@ -212,6 +240,7 @@ def _enter_child(template_pid: int) -> None:
             os.close(fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
+    _children.clear()   # the template's children, not ours
     os.setsid()
     die_with_parent(template_pid)   # the environment learns the pid with the request's
     gc.enable()
@@ -258,6 +287,7 @@ def _forked(body) -> tuple[int, int]:
         pid = os.fork()
         if pid == 0:
             _child(body)
+        _children.add(pid)
         return pid, os.pidfd_open(pid)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHLD)
@@ -362,6 +392,7 @@ def serve_template(control: socket.socket, wakeup_fd: int) -> int:
     finally:
         if spare is not None:
             spare.close()
+        _end_children()
 
 
 def _valid(request: object, fds: list[int]) -> bool:

@@ -249,14 +249,16 @@ class Template:
             raise EOFError from None
 
     def close(self) -> None:
-        """EOF to the template (its workers die with it), then reap it."""
+        """EOF to the template, then reap it. On EOF it kills and reaps its own children
+        (the spare, any worker left) before it exits, so nothing is left for init to reap;
+        it is given the reply timeout for that (milliseconds normally), then SIGKILLed."""
         if self._control is not None:
             self._control.close()
             self._control = None
         proc, self._proc, self.pid = self._proc, None, None
         if proc is not None:
             try:
-                proc.wait(1.0)
+                proc.wait(TEMPLATE_REPLY_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

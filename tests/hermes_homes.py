@@ -191,9 +191,9 @@ def _root_auth(tokens: dict[str, str], tag: str, now: float) -> tuple[dict, dict
                 "portal_base_url": "https://portal.nousresearch.com",
                 "inference_base_url": "https://inference-api.nousresearch.com/v1",
                 "client_id": "hermes-cli", "scope": "inference:mint_agent_key", "token_type": "Bearer",
-                "access_token": tokens["nous"], "refresh_token": f"nous-rt-{tag}",
+                "access_token": f"nous-at-{tag}", "refresh_token": f"nous-rt-{tag}",
                 "obtained_at": _iso(now - 600), "expires_in": 900, "expires_at": "2099-01-01T00:00:00Z",
-                "agent_key": f"sk-nous-agent-{tag}", "agent_key_id": "ak_31", "agent_key_expires_at": _iso(now + 86400),
+                "agent_key": tokens["nous"], "agent_key_id": "ak_31", "agent_key_expires_at": _iso(now + 86400),
                 "tls": {"insecure": False, "ca_bundle": None}},
         },
         "credential_pool": {
@@ -238,8 +238,8 @@ def _root_auth(tokens: dict[str, str], tag: str, now: float) -> tuple[dict, dict
             ],
             "nous": [
                 {"id": "8b9c0d", "label": "nous portal", "auth_type": "oauth", "priority": 0,
-                 "source": "device_code", "access_token": tokens["nous"], "refresh_token": f"nous-rt-{tag}",
-                 "agent_key": f"sk-nous-agent-{tag}", "expires_at": "2099-01-01T00:00:00Z",
+                 "source": "device_code", "access_token": f"nous-at-{tag}", "refresh_token": f"nous-rt-{tag}",
+                 "agent_key": tokens["nous"], "expires_at": "2099-01-01T00:00:00Z",
                  "portal_base_url": "https://portal.nousresearch.com", "last_status": "ok",
                  "last_status_at": int(now - 45), "request_count": 9},
             ],
@@ -285,7 +285,7 @@ def build_hermes_root(base: Path, *, messy: frozenset[str] | set[str] | None = N
                                                                           if "openai-codex" in slow else "")),
         "openrouter": _token("sk-or-v1-hermes", tag, "openrouter", slow),
         "zai": _token("glm-hermes", tag, "zai", slow),
-        "nous": _token("nous-at-hermes", tag, "nous", slow),
+        "nous": _token("sk-nous-agent", tag, "nous", slow),   # Nous is probed with its agent_key
     }
     root.mkdir(parents=True)
     os.chmod(root, 0o700)

@@ -30,6 +30,21 @@ def _provider_option(ctx: click.Context, param: click.Parameter, value: str | No
     return value
 
 
+def _home_or_exit(home: str | None) -> str:
+    """``--home``, else the profile Hermes itself would use (``probe.home_set.active_home``);
+    a sticky ``active_profile`` naming a profile that does not exist is an error naming it
+    (exit 1), never a quiet read of another profile."""
+    if home is not None:
+        return home
+    from probe.home_set import HomeSetError, active_home
+
+    try:
+        return str(active_home())
+    except HomeSetError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
 def _exit_code(snaps: list[Snapshot]) -> int:
     return EXIT_OK if all(s.available and s.error is None for s in snaps) else EXIT_UNAVAILABLE
 
@@ -80,7 +95,8 @@ def main() -> None:
 @main.command()
 @click.argument("provider", required=False)
 @click.option("--home", "home", type=click.Path(path_type=str), default=None,
-              help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
+              help="Profile directory [default: the profile Hermes uses: $HERMES_HOME, else "
+                   "~/.hermes/active_profile's, else ~/.hermes].")
 @click.option("--refresh", is_flag=True, help="Skip the cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (a list without PROVIDER).")
 @click.option("--timeout", type=click.FloatRange(min=0.001, max=3600), default=None,
@@ -88,6 +104,7 @@ def main() -> None:
 def fetch(provider: str | None, home: str | None, refresh: bool, as_json: bool, timeout: float | None) -> None:
     """Show PROVIDER's quota for one home; without PROVIDER, every provider the home has a
     credential for, probed side by side (exit 0 only when all are available)."""
+    home = _home_or_exit(home)
     if provider is None:
         _fetch_all(home, refresh, as_json, timeout)
         return
@@ -106,7 +123,8 @@ def fetch(provider: str | None, home: str | None, refresh: bool, as_json: bool, 
 
 @main.command()
 @click.option("--home", "home", type=click.Path(path_type=str), default=None,
-              help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
+              help="Profile directory [default: the profile Hermes uses: $HERMES_HOME, else "
+                   "~/.hermes/active_profile's, else ~/.hermes].")
 @click.option("--probe", "do_probe", is_flag=True, help="Also probe every provider a credential was found for.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(home: str | None, do_probe: bool, as_json: bool) -> None:
@@ -114,6 +132,7 @@ def doctor(home: str | None, do_probe: bool, as_json: bool) -> None:
     value), file permissions and base URLs; exit 1 with what to do when something is wrong."""
     from probe.doctor import DoctorError, doctor_text, examine, findings, probe_found
 
+    home = _home_or_exit(home)
     try:
         report = examine(home)
     except DoctorError as exc:
@@ -163,7 +182,8 @@ def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | 
 
 @main.command()
 @click.option("--home", "home", type=click.Path(path_type=str), default=None,
-              help="Profile directory (default: $HERMES_HOME, else ~/.hermes).")
+              help="Profile directory [default: the profile Hermes uses: $HERMES_HOME, else "
+                   "~/.hermes/active_profile's, else ~/.hermes].")
 @click.option("--provider", required=True, help="Which provider's history.")
 @click.option("--history", "history_path", default=None, type=click.Path(dir_okay=False),
               help="History database [default: $XDG_STATE_HOME/quota-probe/history.sqlite3].")
@@ -320,9 +340,14 @@ def status(server: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="A TOML file of serve options and [homes] [default: $XDG_CONFIG_HOME/quota-probe/config.toml "
+                   "when it exists]; the command line wins; SIGHUP reads it again.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
-@click.option("--home", "home_specs", multiple=True, metavar="ID=PATH", help="A home the panel may show (repeatable).")
+@click.option("--home", "home_specs", multiple=True, metavar="ID=PATH",
+              help="A home the panel may show (repeatable); exactly these [default: the Hermes root as 'default' "
+                   "and each of its profiles].")
 @click.option("--demo", is_flag=True, help="Start the emulator with demo homes (no real credentials).")
 @click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback address.")
 @click.option("--poll-s", type=click.FloatRange(min=1), default=30.0, show_default=True,
@@ -347,29 +372,146 @@ def status(server: str | None, as_json: bool) -> None:
               help="Cluster mode: share cache, locks, back-off and rotations with every backend of this Redis "
                    "(redis://, rediss://; a password goes in the URL).")
 @click.option("--redis-prefix", default="quota-probe:", show_default=True, help="Key prefix in Redis.")
-def serve(host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool, poll_s: float,
-          cache_dir: str | None, cache_ttl_s: float | None, refresh_s: float | None, history_path: str | None,
-          no_history: bool, history_days: float, notify: tuple[str, ...], alert_at: str, redis_url: str | None,
-          redis_prefix: str) -> None:
+def serve(config_path: str | None, **_: object) -> None:
     """HTTP backend + settings panel. Prints the bearer token for POST /api/rotate
-    (or uses $PROBE_TOKEN)."""
-    from probe.monitor.alerts import parse_thresholds
-    from probe.server.run import HistoryOptions, ServeError, serve as run_server
+    (or uses $PROBE_TOKEN). SIGHUP re-reads the config file and the profiles; SIGTERM
+    stops it cleanly (exit 0)."""
+    from probe.server.run import ServeError, serve as run_server
+
+    ctx = click.get_current_context()
+    try:
+        options = serve_options(ctx, config_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def reread():
+        return serve_options(ctx, config_path)
 
     try:
-        thresholds = parse_thresholds(alert_at)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--alert-at") from None
-    options = HistoryOptions(enabled=not no_history, path=history_path, days=history_days, notify=notify,
-                             thresholds=thresholds)
-    try:
-        run_server(host=host, port=port, home_specs=home_specs, demo=demo, allow_remote=allow_remote,
-                   poll_s=poll_s, cache_dir=cache_dir, cache_ttl_s=cache_ttl_s, refresh_s=refresh_s,
-                   history_options=options,
-                   redis_url=redis_url, redis_prefix=redis_prefix, echo=lambda line: click.echo(line))
+        run_server(options, reread=reread, echo=lambda line: click.echo(line))
     except ServeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def serve_options(ctx: click.Context, config_path: str | None) -> "ServeOptions":
+    """``probe serve``'s options: the config file's values under the command line's (an
+    option given on the command line or by its environment variable wins), each file
+    value checked by the option's own click type so the file and the flags cannot drift
+    apart. ValueError (``ConfigFileError``, ``HomeSetError``) naming the file and key, or
+    the option, when something cannot be used. Called at start-up and on every SIGHUP."""
+    from click.core import ParameterSource
+
+    from probe import config_file
+    from probe.home_set import parse_home_specs
+    from probe.monitor.alerts import parse_thresholds
+    from probe.server.run import HistoryOptions, ServeOptions
+
+    params = {param.name: param for param in ctx.command.params}
+    keys = _config_keys(ctx.command)
+    path = config_file.find(config_path)
+    loaded = config_file.load(path, {key: kind for key, (_, kind) in keys.items()})
+    values = dict(ctx.params)
+    given = {name for name in values
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    origin = {name: f"--{name.replace('_', '-')}" for name in values}
+    for key, value in loaded.options.items():
+        name = keys[key][0]
+        if name in given:
+            continue
+        param = params[name]
+        try:
+            values[name] = tuple(param.type.convert(v, param, ctx) for v in value) if param.multiple \
+                else param.type.convert(value, param, ctx)
+        except click.BadParameter as exc:
+            raise config_file.ConfigFileError(f"{path}: key {key.replace('_', '-')!r}: {exc.message}") from None
+        origin[name] = f"{path}: key {key.replace('_', '-')!r}"
+    if "home_specs" in given:
+        homes = parse_home_specs(values["home_specs"])
+    else:
+        homes = loaded.homes
+    try:
+        thresholds = parse_thresholds(values["alert_at"])
+    except ValueError as exc:
+        raise config_file.ConfigFileError(f"{origin['alert_at']}: {exc}") from None
+    history = HistoryOptions(enabled=not values["no_history"], path=values["history_path"],
+                             days=values["history_days"], notify=tuple(values["notify"]), thresholds=thresholds)
+    return ServeOptions(host=values["host"], port=values["port"], homes=homes, demo=values["demo"],
+                        allow_remote=values["allow_remote"], poll_s=values["poll_s"], cache_dir=values["cache_dir"],
+                        cache_ttl_s=values["cache_ttl_s"], refresh_s=values["refresh_s"], history=history,
+                        redis_url=values["redis_url"], redis_prefix=values["redis_prefix"])
+
+
+def _config_keys(command: click.Command) -> dict[str, tuple[str, str]]:
+    """Config-file key (the long option without dashes, ``_`` for ``-``) -> (parameter
+    name, the kind of value the file gives it), for every ``serve`` option but ``--config``
+    and ``--home`` (the file's ``[homes]`` table)."""
+    from probe import config_file
+
+    keys = {}
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name in ("config_path", "home_specs", "help"):
+            continue
+        long_name = max(param.opts, key=len).lstrip("-").replace("-", "_")
+        if param.name == "alert_at":
+            kind = config_file.THRESHOLDS
+        elif param.is_flag:
+            kind = config_file.FLAG
+        elif param.multiple:
+            kind = config_file.STRINGS
+        elif isinstance(param.type, click.types.IntParamType):
+            kind = config_file.INTEGER
+        elif isinstance(param.type, click.types.FloatParamType):
+            kind = config_file.NUMBER
+        else:
+            kind = config_file.STRING
+        keys[long_name] = (param.name, kind)
+    return keys
+
+
+@main.command("homes")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="The config file serve would read [default: $XDG_CONFIG_HOME/quota-probe/config.toml when it exists].")
+@click.option("--home", "home_specs", multiple=True, metavar="ID=PATH", help="As serve's --home (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, path, providers, error}.")
+def homes_command(config_path: str | None, home_specs: tuple[str, ...], as_json: bool) -> None:
+    """The homes `probe serve` would serve with the same --config and --home: each home's
+    id, directory and the providers it has a credential for (asked of a worker, as serve
+    does). Without either: the Hermes root as 'default' and each of its profiles."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from probe import config_file
+    from probe.home_list import HomeListFailed
+    from probe.home_set import HomeSet, parse_home_specs
+
+    try:
+        if home_specs:
+            fixed = parse_home_specs(home_specs)
+        else:
+            kinds = {key: kind for key, (_, kind) in _config_keys(serve).items()}
+            fixed = config_file.load(config_file.find(config_path), kinds).homes
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    found = HomeSet(fixed).scan()
+
+    def row(item: tuple[str, Path]) -> dict:
+        home_id, path = item
+        try:
+            return {"id": home_id, "path": str(path), "providers": list(service.home_providers(path).names),
+                    "error": None}
+        except HomeListFailed as exc:
+            return {"id": home_id, "path": str(path), "providers": [], "error": str(exc)}
+
+    with ProbeService(ProbeConfig(pool_size=0)) as service, ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(row, found.items()))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    id_width = max(len(r["id"]) for r in rows)
+    path_width = max(len(r["path"]) for r in rows)
+    for r in rows:
+        what = r["error"] or (", ".join(r["providers"]) or "(no provider credentials)")
+        click.echo(f"{r['id']:<{id_width}}  {r['path']:<{path_width}}  {what}")
 
 
 @main.command()

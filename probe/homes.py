@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from probe.home_set import active_home
 from workers.credentials import credential_stat
 
 
@@ -21,8 +22,11 @@ class HomeNotFound(Exception):
 
 
 def default_home() -> Path:
-    env_home = os.environ.get("HERMES_HOME")
-    return Path(env_home) if env_home else Path.home() / ".hermes"
+    """The home a call without one reads: the profile Hermes itself would use
+    (``probe.home_set.active_home``: ``$HERMES_HOME``, else ``<root>/active_profile``'s,
+    else the root). A sticky profile whose directory is gone is its would-be path, so the
+    answer is ``home_not_found`` naming it rather than another profile's quota."""
+    return active_home(strict=False)
 
 
 def home_path(home: str | os.PathLike[str] | None) -> Path:

@@ -61,6 +61,12 @@ class Readings:
             readings = list(self._latest.values())
         return [r for r in readings if generation_of.get(r.home_id) == r.generation]
 
+    def forget(self, home_id: str) -> None:
+        """Drop a home's readings: the backend stopped serving it (a profile removed, a
+        reload), and an id served again later must not show the old directory's quota."""
+        with self._lock:
+            self._latest = {key: reading for key, reading in self._latest.items() if key[0] != home_id}
+
 
 class Reader:
     """The one way the backend reads a home's quota: through the service, recording each

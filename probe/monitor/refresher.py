@@ -61,6 +61,9 @@ class Refresher:
         homes = list(reader.homes)
         self._rng.shuffle(homes)
         self._homes = homes
+        #: the homes in the schedule (a home the reader stopped serving leaves it when it
+        #: comes due; :meth:`sync` adds the reader's new ones)
+        self._scheduled = set(homes)
         self._cond = threading.Condition()
         self._due: list[tuple[float, int, str]] = []
         self._order = itertools.count()
@@ -76,10 +79,32 @@ class Refresher:
             for index, home_id in enumerate(self._homes):
                 due = start + (index + 0.5) / count * self.interval_s
                 heapq.heappush(self._due, (due, next(self._order), home_id))
-        self._threads = [threading.Thread(target=self._run, name=f"probe-refresher-{i}", daemon=True)
-                         for i in range(min(self._concurrency, max(1, count)))]
-        for thread in self._threads:
+        self._add_runners(count)
+
+    def _add_runners(self, homes: int) -> None:
+        """Runner threads up to one per home, at most ``concurrency``."""
+        while len(self._threads) < min(self._concurrency, max(1, homes)):
+            thread = threading.Thread(target=self._run, name=f"probe-refresher-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
             thread.start()
+
+    def sync(self) -> None:
+        """Schedule the homes the reader serves now and the schedule lacks (profiles found
+        since, homes a reload added), their first reads spread over one interval; a home no
+        longer served drops out when it comes due. Nothing already scheduled moves."""
+        now = time.monotonic()
+        with self._cond:
+            if self._stopped:
+                return
+            new = [home_id for home_id in self.reader.homes if home_id not in self._scheduled]
+            self._rng.shuffle(new)
+            for index, home_id in enumerate(new):
+                heapq.heappush(self._due, (now + (index + 0.5) / len(new) * self.interval_s, next(self._order), home_id))
+                self._scheduled.add(home_id)
+            count = len(self._scheduled)
+            self._cond.notify_all()
+        if self._threads:
+            self._add_runners(count)
 
     def stop(self) -> None:
         with self._cond:
@@ -126,6 +151,10 @@ class Refresher:
             if taken is None:
                 return
             due, home_id = taken
+            if home_id not in self.reader.homes:     # a profile removed, a reload dropped it
+                with self._cond:
+                    self._scheduled.discard(home_id)
+                continue
             try:
                 self.reader.fetch_home(home_id, refresh=True)
             except Exception:  # noqa: BLE001 -- one bad home must not stop the refresher

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from probe.errors import UnknownProviderError, check_provider
+from probe.home_set import ServedHomes
 from probe.pace import parse_instant
 from probe.monitor.alerts import list_alerts
 from probe.monitor.history import History, HistoryError
@@ -132,7 +133,7 @@ def _without_dirs(value: Any, dirs: list[str], home_id: str) -> Any:
     return value
 
 
-def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
+def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
                poll_s: float = 30.0, refresh_s: float = 0.0, reader: Reader | None = None,
                history: History | None = None,
                max_threads: int = DEFAULT_MAX_THREADS,
@@ -145,13 +146,17 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
     latest reading and calls a provider only when there is none yet; ``refresh=1`` still
     probes. Either way every result is recorded in ``reader.readings``, which ``/metrics``
     exports. ``history`` serves ``/api/history`` and ``/api/alerts`` (absent: 404 saying
-    history is off)."""
+    history is off).
+
+    ``homes`` may be a :class:`probe.home_set.ServedHomes` that ``probe serve`` replaces
+    while the app runs (profiles found, a reload): the app reads it on every request."""
     if not token:
         raise ValueError("a bearer token is required")
-    homes = {str(home_id): Path(path) for home_id, path in homes.items()}
+    if not isinstance(homes, ServedHomes):
+        homes = ServedHomes({str(home_id): Path(path).resolve() for home_id, path in homes.items()})
     reader = reader or Reader(service, homes)
     #: the one map from a home's resolved path to its id: /api/pool and /metrics name homes by id
-    ids_by_path = {str(path.resolve()): home_id for home_id, path in homes.items()}
+    ids_by_path = homes.ids_by_path
     metrics = Metrics(service, ids_by_path, reader)
     labels = ProviderLabels()
     state: dict[str, anyio.CapacityLimiter] = {}
@@ -293,7 +298,8 @@ def create_app(service: ProbeService, homes: dict[str, Path], token: str, *,
         reaches a client (SPEC §11, §15); pools of homes that are not configured here
         (none in ``probe serve``) are left out."""
         stats = await in_thread(service.stats)
-        stats["homes"] = {ids_by_path[path]: state for path, state in stats["homes"].items() if path in ids_by_path}
+        ids = dict(ids_by_path)   # one view of the served set (a reload may replace it meanwhile)
+        stats["homes"] = {ids[path]: state for path, state in stats["homes"].items() if path in ids}
         return JSONResponse(stats)
 
     async def list_homes(request: Request) -> Response:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import uvicorn
@@ -20,7 +20,9 @@ from probe.config import ProbeConfig
 from probe.monitor.history import DEFAULT_DAYS, History, default_path
 from probe.monitor.readings import Reader
 from probe.monitor.refresher import Refresher
+from probe.home_set import HomeSet, ServedHomes
 from probe.server import LOOPBACK_HOSTS, create_app
+from probe.server.reload import HomeWatcher
 from probe.service import ProbeService
 
 
@@ -29,6 +31,9 @@ DEMO_CACHE_TTL_S = 5.0
 #: panel visibly changes within seconds)
 DEFAULT_REFRESH_S = 300.0
 DEMO_REFRESH_S = 10.0
+#: on SIGTERM, requests in flight get this long to be answered before they are cancelled, so
+#: the whole stop (then workers, template, history) stays within 5 s
+GRACEFUL_S = 4.0
 
 
 class ServeError(Exception):
@@ -46,22 +51,6 @@ def is_loopback(host: str) -> bool:
                        for info in socket.getaddrinfo(host, None))
         except (OSError, ValueError):
             return False
-
-
-def parse_homes(specs: tuple[str, ...]) -> dict[str, Path]:
-    """``ID=PATH`` pairs; ids are short words, paths must be existing directories."""
-    homes: dict[str, Path] = {}
-    for spec in specs:
-        home_id, sep, path = spec.partition("=")
-        if not sep or not home_id or not path:
-            raise ServeError(f"--home takes ID=PATH, not {spec!r}.")
-        if len(home_id) > 64 or not all(c.isalnum() or c in "-_." for c in home_id):
-            raise ServeError(f"Home id {home_id!r} must be letters, digits, '-', '_' or '.' (at most 64).")
-        directory = Path(path).expanduser().resolve()
-        if not directory.is_dir():
-            raise ServeError(f"Home {home_id!r}: {directory} is not a directory.")
-        homes[home_id] = directory
-    return homes
 
 
 @contextlib.contextmanager
@@ -105,46 +94,68 @@ def homes_root(homes: dict[str, Path]) -> Path:
     return Path(os.path.commonpath([str(p) for p in homes.values()]))
 
 
-def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allow_remote: bool,
-          poll_s: float, cache_dir: str | None = None, cache_ttl_s: float | None = None,
-          refresh_s: float | None = None,
-          history_options: HistoryOptions = HistoryOptions(), redis_url: str | None = None,
-          redis_prefix: str = "quota-probe:", echo=print) -> None:
-    """Run the backend until SIGINT/SIGTERM. Shutdown order: uvicorn stops serving, the
-    refresher is told to stop, the service closes (which ends any probe still running,
-    hung provider or not), the refresher's threads are joined, alert delivery stops, and
-    the history writer finishes its queue -- nothing is left running and nothing waits
-    for a provider."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``probe serve`` runs with (the command line over the config file).
+    ``homes`` None: the Hermes root and its profiles (``probe.home_set``), else exactly
+    those. Compared by value: a reload applies what changed."""
+    host: str = "127.0.0.1"
+    port: int = 8765
+    homes: Mapping[str, Path] | None = None
+    demo: bool = False
+    allow_remote: bool = False
+    poll_s: float = 30.0
+    cache_dir: str | None = None
+    cache_ttl_s: float | None = None
+    refresh_s: float | None = None
+    history: HistoryOptions = HistoryOptions()
+    redis_url: str | None = None
+    redis_prefix: str = "quota-probe:"
+
+    def effective_refresh_s(self) -> float:
+        if self.refresh_s is not None:
+            return self.refresh_s
+        return DEMO_REFRESH_S if self.demo else DEFAULT_REFRESH_S
+
+
+def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = None, echo=print) -> None:
+    """Run the backend until SIGINT/SIGTERM; SIGHUP calls ``reread`` and applies what
+    changed (``probe.server.reload``). Shutdown order: uvicorn stops accepting and gives
+    requests in flight up to :data:`GRACEFUL_S` to be answered, the home watcher and the
+    refresher are told to stop, the service closes (which ends any probe still running,
+    hung provider or not, and the template process), the refresher's threads are joined,
+    alert delivery stops, and the history writer finishes its queue -- nothing is left
+    running and nothing waits for a provider."""
+    history_options = options.history
     if history_options.notify and not history_options.enabled:
         raise ServeError("--notify needs the history database (alert state lives there); drop --no-history.")
     try:
         notify = check_notify_urls(history_options.notify)
     except NotifyUrlError as exc:
         raise ServeError(str(exc)) from None
-    if not is_loopback(host) and not allow_remote:
+    host, port = options.host, options.port
+    if not is_loopback(host) and not options.allow_remote:
         raise ServeError(f"Refusing to bind {host}: it is not a loopback address. Pass --allow-remote "
                          "if other machines should reach this backend (it will still need the token to rotate).")
     token, token_given = rotate_token(os.environ)
+    demo = options.demo
     with contextlib.ExitStack() as stack:
         prime = demo_dir = None
+        base_homes: dict[str, Path] = {}
         if demo:
-            homes, config, prime = stack.enter_context(demo_backend())
-            demo_dir = homes_root(homes)   # before --home adds homes that live elsewhere
+            base_homes, config, prime = stack.enter_context(demo_backend())
+            demo_dir = homes_root(base_homes)   # before --home adds homes that live elsewhere
         else:
-            homes, config = {}, ProbeConfig()
-        if cache_dir is not None:
-            config = dataclasses.replace(config, cache_dir=cache_dir)
-        if cache_ttl_s is not None:
-            config = dataclasses.replace(config, cache_ttl_s=cache_ttl_s)
-        homes.update(parse_homes(home_specs))
-        if not homes:
-            homes = {"default": Path(os.environ.get("HERMES_HOME") or Path.home() / ".hermes").expanduser().resolve()}
-        if redis_url:
-            # cluster mode: a home's cluster identity is its configured id (SPEC §15)
-            config = dataclasses.replace(config, redis_url=redis_url, redis_prefix=redis_prefix,
+            config = ProbeConfig()
+        config = live_config(config, options)
+        home_set = home_set_of(options, base_homes)
+        homes = ServedHomes(home_set.scan())
+        if options.redis_url:
+            # cluster mode: a home's cluster identity is its configured id (SPEC §15); homes
+            # found or added later are known by their path's hash (ProbeConfig.home_ids)
+            config = dataclasses.replace(config, redis_url=options.redis_url, redis_prefix=options.redis_prefix,
                                          home_ids={home_id: str(path) for home_id, path in homes.items()})
-        if refresh_s is None:
-            refresh_s = DEMO_REFRESH_S if demo else DEFAULT_REFRESH_S
+        refresh_s = options.effective_refresh_s()
         history = alerts = None
         if history_options.enabled:
             path = history_options.path or (demo_dir / "history.sqlite3" if demo else default_path())
@@ -165,14 +176,18 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         if prime is not None:
             prime(service)
         reader = Reader(service, homes, history=history)
-        app = create_app(service, homes, token, poll_s=poll_s, refresh_s=refresh_s, reader=reader,
-                         history=history, allowed_hosts=None if allow_remote else LOOPBACK_HOSTS)
+        app = create_app(service, homes, token, poll_s=options.poll_s, refresh_s=refresh_s, reader=reader,
+                         history=history, allowed_hosts=None if options.allow_remote else LOOPBACK_HOSTS)
         # Bind before announcing: the printed URL accepts connections at once (they wait
         # in the backlog until uvicorn runs), and a busy port is a clear error up front.
         sock = stack.enter_context(_listening_socket(host, port))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                               timeout_graceful_shutdown=GRACEFUL_S))
         shown_host = f"[{host}]" if ":" in host else host
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
+        if home_set.discovering:
+            echo(f"serving the Hermes root {home_set.root} and its profiles; new ones appear within "
+                 f"{refresh_s if refresh_s > 0 else DEFAULT_REFRESH_S:g} s")
         if demo:
             echo(f"demo homes in {demo_dir}")   # the console only: HTTP clients see ids
         if not token_given:
@@ -180,12 +195,17 @@ def serve(*, host: str, port: int, home_specs: tuple[str, ...], demo: bool, allo
         if history is not None:
             echo(f"history: {history.path}" + (f"; alerts at {','.join(map(str, history_options.thresholds))} % "
                                                 f"to {len(notify)} target(s)" if notify else ""))
+        refresher = None
         if refresh_s > 0:
             refresher = Refresher(reader, refresh_s)
             refresher.start()
             stack.callback(_stop_refresher, refresher, service)
             echo(f"background refresh every {refresh_s:g} s")
-        with _sigterm_exits_cleanly():
+        watcher = HomeWatcher(options, home_set, homes, service, reader, refresher,
+                              base_homes=base_homes, reread=reread)
+        watcher.start()
+        stack.callback(watcher.stop)
+        with _sigterm_exits_cleanly(), _sighup_reloads(watcher):
             server.run(sockets=[sock])
 
 
@@ -196,6 +216,36 @@ def rotate_token(environ: "os._Environ[str] | dict[str, str]") -> tuple[str, boo
     nobody knows. Surrounding blanks are dropped (the endpoint compares the stripped token)."""
     given = (environ.get("PROBE_TOKEN") or "").strip()
     return (given, True) if given else (secrets.token_urlsafe(24), False)
+
+
+def live_config(config: ProbeConfig, options: ServeOptions) -> ProbeConfig:
+    """``config`` with the service settings a serve option (and so a reload) sets."""
+    if options.cache_dir is not None:
+        config = dataclasses.replace(config, cache_dir=options.cache_dir)
+    if options.cache_ttl_s is not None:
+        config = dataclasses.replace(config, cache_ttl_s=options.cache_ttl_s)
+    return config
+
+
+def home_set_of(options: ServeOptions, base_homes: Mapping[str, Path]) -> HomeSet:
+    """The homes to serve: the demo's (if any) with ``options.homes``; with neither, the
+    Hermes root and its profiles."""
+    fixed = {**base_homes, **(options.homes or {})}
+    return HomeSet(fixed or None)
+
+
+@contextlib.contextmanager
+def _sighup_reloads(watcher: "HomeWatcher") -> Iterator[None]:
+    """SIGHUP asks the watcher thread for a reload (the handler only sets a flag: the work
+    runs on that thread, never inside the signal handler)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: watcher.request_reload())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def _stop_refresher(refresher: Refresher, service: ProbeService) -> None:

@@ -369,3 +369,16 @@ def test_a_home_read_probes_every_account_of_every_provider_in_one_request(tmp_p
     assert [len(snaps[p].accounts) for p in ("openai-codex", "openrouter")] == [2, 2]
     assert service.stats()["home_reads"] == 1 and service.stats()["spawns"] == 1
     assert all(x.available for s in snaps.values() for x in s.accounts)
+
+
+def test_accounts_queued_behind_the_bound_share_the_requests_deadline_the_worker_is_not_killed(
+        tmp_path, emulator, make_service):
+    tokens = [jwt(f"ws-q{i}", f"q{i}", marker="-slow1500-") for i in range(3 * MAX_PARALLEL)]
+    home = codex_home(tmp_path, [row(f"q{i}", t) for i, t in enumerate(tokens)])
+    service = make_service(pool_size=1)
+    started = time.monotonic()
+    snap = service.fetch("openai-codex", home=home, timeout=4)
+    assert time.monotonic() - started < 4.5
+    assert len(snap.accounts) == 3 * MAX_PARALLEL
+    assert any(a.error is not None and a.error.code == "timeout" for a in snap.accounts)   # the third round
+    assert service.stats()["kills"] == 0   # the worker answered in time: it stays warm

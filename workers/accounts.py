@@ -426,8 +426,11 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
     accounts = enumerate_accounts(loaded, home, now, load_root)
     if only is not None:
         accounts = [a for a in accounts if a.id == only]
-        if not accounts:
-            return {**run_probe(provider_name, home, http, timeout_s), "accounts": []}
+        if not accounts:   # no request: the parent tells its caller the id is unknown
+            from workers.result import failure
+
+            return {**failure(provider_name, "no_credentials", f"This home has no {loaded.label} account with "
+                                                               "that id."), "accounts": []}
     elif not accounts:
         return run_probe(provider_name, home, http, timeout_s)
     skipped = frozenset(skip)
@@ -435,9 +438,19 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
     results: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
 
+    deadline = time.monotonic() + timeout_s
+
     def one(account: Account) -> None:
-        view = AccountView(account.id, account.token or "", account.fields)
-        snap = run_probe(provider_name, home, http, timeout_s, view)
+        # an account queued behind MAX_PARALLEL others gets what is left of the request's
+        # time, not a fresh timeout: every answer is in before the parent's deadline
+        left_s = deadline - time.monotonic()
+        if left_s <= 0.01:
+            from workers.result import failure
+
+            snap = failure(provider_name, "timeout", f"The {loaded.label} accounts did not all answer in time.")
+        else:
+            view = AccountView(account.id, account.token or "", account.fields)
+            snap = run_probe(provider_name, home, http, left_s, view)
         with lock:
             results[account.id] = snap
 

@@ -114,6 +114,40 @@ def test_on_snapshot_hands_over_the_returned_list_in_order_as_it_comes(emulator,
     assert [s.error.code for s in missing] == ["home_not_found"]
 
 
+def test_in_order_waits_for_earlier_answers_and_skips_what_the_read_leaves_out():
+    """``InOrder`` alone: a later answer waits for the earlier ones; a plugin without
+    CREDENTIALS that answered ``no_credentials`` is skipped as ``settle_home_list`` drops it."""
+    from pathlib import Path
+
+    from probe.home_list import HomeProviders
+    from probe.home_read import HomePart, InOrder
+    from probe.shared import Fetch
+    from probe.snapshot import ProbeInfo, Snapshot
+
+    def part(name: str) -> HomePart:
+        return HomePart(Fetch(name, Path("/h"), (Path("/h"), name, ()), 0, 0.0, 1.0, False))
+
+    def answer(name: str, code: str | None = None) -> Snapshot:
+        if code:
+            return Snapshot.failed(name, "/h", code, "none here", probe=ProbeInfo("warm", 1.0))
+        return Snapshot(provider=name, home="/h", available=True, probe=ProbeInfo("warm", 1.0))
+
+    listing = HomeProviders(("a", "plug", "c"), undeclared=frozenset({"plug"}))
+    parts = [part("a"), part("plug"), part("c")]
+    got: list = []
+    emitter = InOrder(got.append)
+    parts[2].answer = answer("c")
+    emitter.ready(parts, listing)
+    assert got == []                                   # c waits for a and plug
+    parts[0].answer = answer("a")
+    emitter.ready(parts, listing)
+    assert [s.provider for s in got] == ["a"]
+    parts[1].answer = answer("plug", "no_credentials")
+    emitter.ready(parts, listing)
+    assert [s.provider for s in got] == ["a", "c"]     # plug left out, c follows at once
+    assert emitter.finish([got[0], got[1]]) == got and len(got) == 2
+
+
 def test_an_error_card_names_the_provider_by_its_label(emulator, make_home):
     home = make_home("errcard", deepseek=fresh("sk-err-500-"), anthropic=fresh("sk-ant-oat01-ok"))
     done = run_cli("fetch", "--home", str(home), env=emulator.env())

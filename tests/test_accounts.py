@@ -382,3 +382,28 @@ def test_accounts_queued_behind_the_bound_share_the_requests_deadline_the_worker
     assert len(snap.accounts) == 3 * MAX_PARALLEL
     assert any(a.error is not None and a.error.code == "timeout" for a in snap.accounts)   # the third round
     assert service.stats()["kills"] == 0   # the worker answered in time: it stays warm
+
+
+def test_a_hermes_root_as_hermes_writes_it(emulator, tmp_path, make_service):
+    """tests/hermes_homes.py: the Codex login and its device_code row are one account, the
+    second Codex login is exhausted (reset in epoch ms) and not asked, the stripped
+    ``env:ANTHROPIC_TOKEN`` row is the .env token's account, ``claude_code`` / ``gh_cli``
+    rows are not the home's, OpenRouter's billing-exhausted key is shown, Nous is one account
+    probed with its agent_key; the work profile has its own Anthropic row."""
+    from hermes_homes import build_hermes_root
+
+    root = build_hermes_root(tmp_path, messy=frozenset())
+    service = make_service(pool_size=1)
+    snaps = {s.provider: s for s in service.fetch_home(home=root.home())}
+    ids = {name: [(a.id, a.status) for a in snaps[name].accounts]
+           for name in ("openai-codex", "anthropic", "openrouter", "nous")}
+    assert ids == {"openai-codex": [("a1b2c3", "available"), ("d4e5f6", "exhausted")],
+                   "anthropic": [("0c1d2e", "available"), ("3f4a5b", "available")],
+                   "openrouter": [("9e0f1a", "available"), ("2b3c4d", "exhausted")],
+                   "nous": [("8b9c0d", "available")]}
+    assert snaps["openai-codex"].pool.next_account.id == "a1b2c3"
+    assert emulator.count(token=root.tokens["default"]["nous"]) >= 1
+    second = json.loads((root.home() / "auth.json").read_text())["credential_pool"]["openai-codex"][1]
+    assert emulator.count(token=second["access_token"]) == 0
+    work = {s.provider: s for s in service.fetch_home(home=root.home("work"))}
+    assert [a.source for a in work["anthropic"].accounts] == ["env:CLAUDE_CODE_OAUTH_TOKEN"]

@@ -247,7 +247,7 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
             others += [(f"env:{var}", value, {}) for var in _env_names(place.name, env)
                        if (value := _text(env.get(var)))]
             continue
-        found = _auth_values(place, home) or (_auth_values(place, root) if root is not None else [])
+        found = _auth_values(place, home, name) or (_auth_values(place, root, name) if root is not None else [])
         parent = ".".join(step.key for step in place.steps[:-1])
         holder = ".".join(step.key for step in place.steps[:2]) if len(place.steps) > 2 else parent
         others += [(f"auth.json:{holder or place.steps[0].key}", value, fields) for value, fields in found]
@@ -278,8 +278,9 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
     return kept
 
 
-def _auth_values(place: Any, creds: "HomeCredentials | None") -> list[tuple[str, dict[str, Any]]]:
-    """(value, the object holding it) at an ``auth.json`` place; [] for a malformed file."""
+def _auth_values(place: Any, creds: "HomeCredentials | None", name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(token, the object holding it) at an ``auth.json`` place -- the provider's preferred
+    token field of that object first (Nous: ``agent_key``); [] for a malformed file."""
     from workers import places as place_rules
 
     if creds is None or creds.auth_error:
@@ -291,7 +292,8 @@ def _auth_values(place: Any, creds: "HomeCredentials | None") -> list[tuple[str,
         return []
     out = []
     for holder in holders:
-        if isinstance(holder, dict) and (value := _text(holder.get(place.steps[-1].key))):
+        if isinstance(holder, dict) and _text(holder.get(place.steps[-1].key)):
+            value = next(t for f in _token_fields(name, place.steps[-1].key) if (t := _text(holder.get(f))))
             out.append((value, dict(holder)))
     return out
 

@@ -411,3 +411,33 @@ def test_the_history_database_is_created_0644_in_a_0755_directory(tmp_path):
         assert mode(old) == 0o600
     finally:
         os.umask(old_umask)
+
+
+def test_the_history_writer_ends_for_good_on_an_exception_other_than_sqlite3_error(tmp_path, caplog):
+    """Second look at issue #26 item 6 (a thread loop ending on an exception): the writer
+    caught ``sqlite3.Error`` only, so a bug in a job -- here the alert hook raising on one
+    reading -- ended the thread for good: no point was written again, every ``flush`` and
+    every alert delivery record (``run_urgent``) waited out its timeout, and the queue grew
+    without bound. The failed reading is dropped with one logged error; the next one is
+    written."""
+    store = History(tmp_path / "h.sqlite3")
+    assert store.start()
+    calls = []
+
+    def hook(conn, home_id, snap, instances):
+        calls.append(home_id)
+        if len(calls) == 1:
+            raise RecursionError("maximum recursion depth exceeded")
+
+    store.after_write = hook
+    try:
+        with caplog.at_level(logging.ERROR, logger="quota_probe.history"):
+            store.submit("alice", "/x", reading(10, 10.0))
+            store.submit("alice", "/x", reading(5, 20.0))
+            assert store.flush(5.0), "the writer thread is gone"
+        assert store.run_urgent(lambda conn: conn.execute("SELECT 1"), 5.0)
+        (series,) = store.query("alice", "anthropic", 0)["series"]
+        assert [p["used_percent"] for p in series["points"]] == [20.0]
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    finally:
+        store.close()

@@ -38,6 +38,7 @@ history --home PATH`` finds a home's series by path); no credential is ever stor
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -290,10 +291,12 @@ class History:
         result: list[object] = []
 
         def urgent(conn: sqlite3.Connection) -> object:
-            outcome = job(conn)
-            result.append(outcome)
-            done.set()
-            return outcome
+            try:
+                outcome = job(conn)
+                result.append(outcome)
+                return outcome
+            finally:
+                done.set()   # a job that raised answers False now, not after the timeout
 
         self._put(_URGENT, urgent)
         return done.wait(timeout_s) and bool(result)
@@ -326,9 +329,12 @@ class History:
                     if job(conn) is not None and self._failing:   # a job that touched the file worked
                         self._failing = False
                         log.warning("history writes resumed (%s)", self.path)
-                except sqlite3.Error as exc:
-                    if conn.in_transaction:
-                        conn.rollback()
+                except Exception as exc:  # noqa: BLE001 -- sqlite3.Error, or a bug in a job (an alert
+                    # hook): the job is dropped, never the writer -- a dead writer would record
+                    # nothing again while every flush and delivery record waited out its timeout
+                    with contextlib.suppress(sqlite3.Error):
+                        if conn.in_transaction:
+                            conn.rollback()
                     # what the rolled-back job cached may not be in the file: load it again
                     self._last.clear()
                     self._series_ids.clear()
@@ -336,7 +342,8 @@ class History:
                     if not self._failing:
                         self._failing = True
                         log.error("history write failed: %s (%s); readings are not recorded until it "
-                                  "works again, probing goes on", self.path, _reason(exc))
+                                  "works again, probing goes on", self.path, _reason(exc),
+                                  exc_info=not isinstance(exc, sqlite3.Error))
         finally:
             conn.close()
 

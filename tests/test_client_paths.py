@@ -57,3 +57,22 @@ def test_the_central_check_sees_a_path_in_either_form(tmp_path):
     assert server_paths_in(json.dumps({"message": f"{home}/.env:2 is malformed"}).encode())
     assert server_paths_in(f"Home directory {home} does not exist.".encode())
     assert not server_paths_in(b'{"message": ".env:2 is malformed", "home": "alice"}')
+
+
+def test_replicas_with_the_home_at_other_paths_answer_alike(tmp_path):
+    """Two backends serving home id ``alice`` from different directories: the same reading
+    (a worker's message naming the file with its directory, as 0.3 workers wrote it) is the
+    same body and the same ETag on both."""
+    from probe.server import etag_of, public_dict
+    from probe.snapshot import ProbeInfo, Snapshot
+
+    def served_by(directory) -> dict:
+        snap = Snapshot.failed("nous", str(directory), "no_credentials",
+                               f"{directory}/auth.json is not valid JSON (line 1).",
+                               probe=ProbeInfo("warm", 1.0))
+        return public_dict(snap, "alice", directory)
+
+    one, two = served_by(tmp_path / "a" / "alice"), served_by(tmp_path / "b" / "profiles" / "alice")
+    assert one["error"]["message"] == "auth.json is not valid JSON (line 1)."
+    assert {**one, "fetched_at": None} == {**two, "fetched_at": None}
+    assert etag_of({**one, "fetched_at": "x"}) == etag_of({**two, "fetched_at": "x"})

@@ -468,10 +468,11 @@ class ProbeService:
         """The steps before a probe, for one (home, provider): the fetch, and the answer
         when none is needed -- a fresh cached snapshot (unless ``refresh``) or the
         provider's rate-limit back-off (``refresh`` does not bypass that)."""
-        shared_backoff = self._sync_cluster(home_dir, provider)
+        shared_backoff, shared_generation = self._sync_cluster(home_dir, provider)
         key = (str(home_dir), provider, fingerprint)
         generation = self._cache.generation(home_dir)
-        fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh)
+        fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh,
+                      shared_generation=shared_generation)
         if not refresh:
             cached = self._cache.get(key) or self._read_shared(fetch)
             if cached is not None:
@@ -644,20 +645,25 @@ class ProbeService:
             raise ValueError(str(exc)) from None
         return cluster
 
-    def _sync_cluster(self, home: Path, provider: str) -> Blocked | None:
+    def _sync_cluster(self, home: Path, provider: str) -> tuple[Blocked | None, int | None]:
         """Cluster mode, at the start of every fetch: one round trip for the home's cluster
         generation and the provider's shared back-off. A newer generation means another
-        backend rotated the home: rotate here too before anything is read from a cache."""
+        backend rotated the home: rotate here too before anything is read from a cache.
+        Returns the shared back-off (only one set under this generation) and the
+        generation the fetch begins under (None: Redis could not say)."""
         if self._cluster is None:
-            return None
+            return None, None
         generation, backoff = self._cluster.sync(home, provider)
-        if generation is not None and self._cluster.newer_generation(home, generation):
+        if generation is None:
+            return None, None
+        if self._cluster.newer_generation(home, generation):
             self._rotated_elsewhere(home)
-        if backoff and isinstance(backoff.get("until"), (int, float)) and backoff["until"] > time.time():
-            left_s = int(backoff["until"] - time.time()) + 1
-            return Blocked(time.monotonic() + left_s,
-                           f"The provider is rate-limiting this account (seen by another backend); next try in {left_s} s.")
-        return None
+        started_under = self._cluster.known_generation(home)
+        if backoff is None:
+            return None, started_under
+        left_s = int(backoff - time.time()) + 1
+        return Blocked(time.monotonic() + left_s, "The provider is rate-limiting this account (seen by another "
+                       f"backend); next try in {left_s} s."), started_under
 
     def _rotated_elsewhere(self, home: Path) -> None:
         with self._rotation_lock(str(home)):

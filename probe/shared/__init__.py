@@ -33,6 +33,10 @@ class Fetch:
     refresh: bool
     #: accounts the worker is told to skip (their per-account back-off, SPEC §18)
     skip: tuple[str, ...] = ()
+    #: cluster mode: the home's cluster generation when the fetch began (None: Redis could
+    #: not say). What the fetch shares is stamped with it, never with a later one, so a
+    #: probe that began before a rotation is never stored as a post-rotation answer.
+    shared_generation: int | None = None
 
 
 class SharedCache(Protocol):

@@ -19,6 +19,13 @@ hosts names the same account even where the paths differ; a home without an id i
 a hash of its path. Redis never holds a path or a credential: stored snapshots carry the
 cluster id in ``home`` and get the local path back when read. Every key expires.
 
+Nothing read from Redis is trusted (issue 26 #4): any process that can reach it can write
+any value to our keys and channel. Every value is parsed strictly (``probe.strict_json``)
+and checked for its shape; one that does not fit is treated as absent and logged once per
+kind of key. A key of the wrong type answers as absent too (a Redis error *reply* is not an
+outage); a lock key without an expiry gets the lease; a garbage generation is replaced by
+the next rotation; the subscriber survives any message.
+
 Redis down, slow or restarted: every call has a socket timeout far below any caller's
 deadline; the first failure logs one warning and the backend goes on alone (its local
 cache, back-off and locks), re-trying Redis at most once a second; it logs one line when
@@ -32,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -45,6 +53,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from probe import strict_json
+from probe.backoff import MAX_DELAY_S
 from probe.redact import mask
 from probe.shared import Fetch
 from probe.snapshot import Snapshot
@@ -60,6 +70,44 @@ RETRY_EVERY_S = 1.0
 LONG_TTL_S = 30 * 86400
 PEER_TTL_S = 60
 HEARTBEAT_S = 10.0
+#: a generation is a counter: digits only, well inside a double (Lua's numbers)
+_GENERATION = re.compile(rb"\d{1,15}")
+
+#: one rotation, atomically: the next generation above both Redis's (a garbage value counts
+#: as 0) and the caller's own (a Redis restarted empty must not hand out one already used),
+#: stored with its expiry, and broadcast
+_ROTATE = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local current = 0
+if kind == 'string' then
+  local raw = redis.call('GET', KEYS[1])
+  if string.len(raw) <= 15 and string.match(raw, '^%d+$') then current = tonumber(raw) end
+end
+local known = tonumber(ARGV[1])
+if known > current then current = known end
+local nextgen = current + 1
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], string.format('%d', nextgen), 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return nextgen
+"""
+
+#: a probe-lock key that is no lock of ours -- not a string, not a 32-hex-digit token, without
+#: an expiry or with one past any lease (a garbage write) -- is deleted: it would otherwise
+#: hold every backend off that account until it expires, maybe never
+_CLEAR_FOREIGN_LOCK = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+if kind == 'string' then
+  local token = redis.call('GET', KEYS[1])
+  local left = redis.call('PTTL', KEYS[1])
+  if string.len(token) == 32 and string.match(token, '^%x+$') and left >= 0 and left <= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
 
 
 def home_key(home: Path, cluster_ids: Mapping[Path, str]) -> str:
@@ -103,6 +151,8 @@ class RedisCluster:
         #: every backend's entry, and ``peers`` would read low for up to HEARTBEAT_S
         self._announce = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: kinds of unexpected value already logged (one warning per kind, not per read)
+        self._garbage_seen: set[str] = set()
         self.backend_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     # -- life --------------------------------------------------------------------------------
@@ -167,15 +217,41 @@ class RedisCluster:
         return not self._down
 
     def _call(self, fn: Callable[[], Any], default: Any = None) -> Any:
+        """``fn()``'s result, or ``default`` while Redis is down or when it fails. An error
+        *reply* (a key of the wrong type, a value INCR cannot take) is no outage: Redis
+        answered; only that call gets ``default``."""
         if not self._usable():
             return default
         try:
             result = fn()
+        except redis.ResponseError as exc:
+            self._ok()
+            self._garbage("reply", exc)
+            return default
         except redis.RedisError as exc:
             self._failed(exc)
             return default
         self._ok()
         return result
+
+    def _garbage(self, kind: str, exc: BaseException | None = None) -> None:
+        """An unexpected value (or error reply) where ``kind`` was expected: treated as
+        absent by the caller; logged once per kind for this backend's life."""
+        with self._lock:
+            first = kind not in self._garbage_seen
+            self._garbage_seen.add(kind)
+        if first:
+            log.warning("Redis held an unexpected %s under prefix %r%s; treated as absent (logged once)", kind,
+                        self.prefix, f" ({type(exc).__name__})" if exc is not None else "")
+
+    def _generation(self, raw: Any) -> int:
+        """A stored generation: absent is 0, so is garbage (logged)."""
+        if raw is None:
+            return 0
+        if isinstance(raw, bytes) and _GENERATION.fullmatch(raw):
+            return int(raw)
+        self._garbage("generation")
+        return 0
 
     # -- keys --------------------------------------------------------------------------------
     def _key(self, home_id: str, *parts: str) -> str:
@@ -185,10 +261,12 @@ class RedisCluster:
         return home_key(home, self._ids)
 
     # -- generation and back-off: checked at the start of every fetch -------------------------
-    def sync(self, home: Path, provider: str) -> tuple[int | None, dict | None]:
-        """(cluster generation, shared back-off or None) in one round trip. A generation
-        newer than the one we knew means another backend rotated the home: the caller
-        rotates locally before going on. (None, None) while Redis is unreachable."""
+    def sync(self, home: Path, provider: str) -> tuple[int | None, float | None]:
+        """(cluster generation, end of the shared back-off as a wall-clock time, or None) in
+        one round trip. A generation newer than the one we knew means another backend
+        rotated the home: the caller rotates locally before going on. A back-off counts
+        only when it was set under the generation read with it: a rotation (and with it a
+        new credential) ends it. (None, None) while Redis is unreachable."""
         home_id = self.home_id(home)
         values = self._call(lambda: self._redis.mget(self._key(home_id, "gen"), self._key(home_id, provider, "backoff"),
                                                      self._key(home_id, provider, "snap")), None)
@@ -197,12 +275,24 @@ class RedisCluster:
         self._prefetched.value = None if values is None else (home_id, provider, values[2])
         if values is None:
             return None, None
-        generation = int(values[0] or 0)
-        backoff = None
-        if values[1]:
-            with contextlib.suppress(ValueError, TypeError):
-                backoff = json.loads(values[1])
-        return generation, backoff
+        generation = self._generation(values[0])
+        return generation, self._backoff_until(values[1], generation)
+
+    def _backoff_until(self, raw: Any, generation: int) -> float | None:
+        if raw is None:
+            return None
+        try:
+            data = strict_json.loads(raw)
+            until, set_under, message = data["until"], data["gen"], data["message"]
+            if isinstance(until, bool) or not isinstance(until, (int, float)) or isinstance(set_under, bool) \
+                    or not isinstance(set_under, int) or not isinstance(message, str):
+                raise ValueError("not a back-off")
+        except (ValueError, KeyError, TypeError):
+            self._garbage("back-off")
+            return None
+        if set_under != generation or until <= time.time():
+            return None
+        return min(until, time.time() + MAX_DELAY_S)   # no value holds a provider off longer than we would
 
     def newer_generation(self, home: Path, generation: int) -> bool:
         """Record ``generation`` as known for ``home``; True when it is newer than what we
@@ -213,15 +303,18 @@ class RedisCluster:
             self._known[home_id] = max(generation, known or 0)
         return known is not None and generation > known
 
+    def known_generation(self, home: Path) -> int:
+        """The newest cluster generation this backend knows for ``home``."""
+        return self._known.get(self.home_id(home), 0)
+
     def share_backoff(self, fetch: Fetch, seconds: float, message: str) -> None:
-        if seconds <= 0:
+        """Tell every backend about a 429, stamped with the generation the probe began under
+        (a back-off of a rotated-away credential must not hold the new one off)."""
+        if seconds <= 0 or fetch.shared_generation is None:
             return
-        payload = json.dumps({"until": time.time() + seconds, "message": message})
+        payload = json.dumps({"until": time.time() + seconds, "message": message, "gen": fetch.shared_generation})
         self._call(lambda: self._redis.set(self._key(self.home_id(fetch.home), fetch.provider, "backoff"), payload,
                                            px=max(1, int(seconds * 1000))))
-
-    def clear_backoff(self, fetch: Fetch) -> None:
-        self._call(lambda: self._redis.delete(self._key(self.home_id(fetch.home), fetch.provider, "backoff")))
 
     # -- SharedCache ---------------------------------------------------------------------------
     def read(self, fetch: Fetch, *, written_after: float | None = None) -> Snapshot | None:
@@ -231,37 +324,66 @@ class RedisCluster:
             raw = prefetched[2]          # fetched with the generation, a moment ago
         else:
             raw = self._call(lambda: self._redis.get(self._key(home_id, fetch.provider, "snap")))
-        if not raw:
+        if raw is None:
             return None
         try:
-            data = json.loads(raw)
-            if data["gen"] != self._known.get(home_id, 0):
-                return None   # written before a rotation we know of (or after one we have not seen yet)
-            if written_after is not None and data["written_at"] < written_after:
-                return None
+            data = strict_json.loads(raw)
+            stamped, written_at = data["gen"], data["written_at"]
+            if isinstance(stamped, bool) or not isinstance(stamped, int) or isinstance(written_at, bool) \
+                    or not isinstance(written_at, (int, float)) or not isinstance(data["snapshot"], dict):
+                raise ValueError("not a stored snapshot")
             snap = Snapshot.from_dict({**data["snapshot"], "home": str(fetch.home)})
         except (ValueError, KeyError, TypeError):
+            self._garbage("snapshot")
+            return None
+        if stamped != self._known.get(home_id, 0):
+            return None   # written before a rotation we know of (or after one we have not seen yet)
+        if written_after is not None and written_at < written_after:
             return None
         return snap if snap.provider == fetch.provider else None
 
     def write(self, fetch: Fetch, snap: Snapshot, ttl_s: float) -> None:
+        """Store ``snap`` stamped with the generation its probe began under -- not a newer
+        one learnt meanwhile (then it is not stored at all): a probe that began before a
+        rotation never answers for after it (issue 26 #5). A success also ends the shared
+        back-off of that generation (issue 26 #3)."""
         home_id = self.home_id(fetch.home)
-        payload = json.dumps({"gen": self._known.get(home_id, 0), "written_at": time.time(),
+        if fetch.shared_generation is None or self._known.get(home_id, 0) > fetch.shared_generation:
+            return
+        payload = json.dumps({"gen": fetch.shared_generation, "written_at": time.time(),
                               "snapshot": {**snap.to_dict(), "home": home_id}})
-        self._call(lambda: self._redis.set(self._key(home_id, fetch.provider, "snap"), payload,
-                                           px=max(1, int(ttl_s * 1000))))
+
+        def store() -> None:
+            pipe = self._redis.pipeline()
+            pipe.set(self._key(home_id, fetch.provider, "snap"), payload, px=max(1, int(ttl_s * 1000)))
+            if snap.error is None:
+                pipe.delete(self._key(home_id, fetch.provider, "backoff"))
+            pipe.execute()
+
+        self._call(store)
 
     @contextlib.contextmanager
     def probe_lock(self, fetch: Fetch, timeout_s: float) -> Iterator[bool]:
         """The cluster-wide single-flight lock, leased for ``lease_s``. Unreachable Redis:
-        yields True unlocked (probing unshared beats not probing)."""
+        yields True unlocked (probing unshared beats not probing). Found taken, the key is
+        checked once for being a lock at all (``_CLEAR_FOREIGN_LOCK``) before we wait."""
         if not self._usable():
             yield True
             return
-        lock = self._redis.lock(self._key(self.home_id(fetch.home), fetch.provider, "lock"), timeout=self.lease_s,
-                                sleep=0.01, blocking_timeout=max(0.0, timeout_s), thread_local=False)
+        give_up = time.monotonic() + max(0.0, timeout_s)
+        name = self._key(self.home_id(fetch.home), fetch.provider, "lock")
+        lock = self._redis.lock(name, timeout=self.lease_s, sleep=0.01, thread_local=False)
+        token = uuid.uuid4().hex   # our own token, in the one shape _CLEAR_FOREIGN_LOCK accepts
         try:
-            acquired = lock.acquire()
+            acquired = lock.acquire(blocking=False, token=token)
+            if not acquired:
+                if self._redis.eval(_CLEAR_FOREIGN_LOCK, 1, name, int(self.lease_s * 1000)):
+                    self._garbage("lock")
+                acquired = lock.acquire(blocking_timeout=max(0.0, give_up - time.monotonic()), token=token)
+        except redis.ResponseError as exc:   # Redis answered: not an outage, but no lock either
+            self._garbage("lock", exc)
+            yield False
+            return
         except redis.RedisError as exc:
             self._failed(exc)
             yield True
@@ -287,11 +409,9 @@ class RedisCluster:
         None when Redis is unreachable (the others then learn of it when their entries
         expire). ``probe rotate --redis`` calls this with no backend running."""
         def bump() -> int:
-            pipe = self._redis.pipeline()
-            pipe.incr(self._key(home_id, "gen"))
-            pipe.expire(self._key(home_id, "gen"), LONG_TTL_S)
-            pipe.publish(self.prefix + "rotations", json.dumps({"home": home_id, "from": self.backend_id}))
-            return int(pipe.execute()[0])
+            message = json.dumps({"home": home_id, "from": self.backend_id})
+            return int(self._redis.eval(_ROTATE, 1, self._key(home_id, "gen"), self._known.get(home_id, 0),
+                                        LONG_TTL_S, self.prefix + "rotations", message))
 
         generation = self._call(bump)
         if generation is not None:
@@ -309,8 +429,12 @@ class RedisCluster:
                 self._ok()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    try:   # the subscriber survives any message, and any trouble acting on one
                         self._rotation_message(message.get("data"))
+                    except Exception as exc:   # noqa: BLE001 -- logged once; the next message still counts
+                        self._garbage("rotation handling", exc)
             except redis.RedisError as exc:
                 self._failed(exc)
                 self._stop.wait(RETRY_EVERY_S)
@@ -321,9 +445,12 @@ class RedisCluster:
 
     def _rotation_message(self, data: Any) -> None:
         try:
-            message = json.loads(data)
+            message = strict_json.loads(data)
             home_id, sender = message["home"], message.get("from")
-        except (ValueError, TypeError, KeyError):
+            if not isinstance(home_id, str) or not isinstance(sender, (str, type(None))):
+                raise ValueError("not a rotation")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self._garbage("rotation message")
             return
         if sender == self.backend_id:
             return
@@ -331,10 +458,10 @@ class RedisCluster:
         if not paths:
             return
         # learn the new generation first, so the next fetch does not rotate the home again
-        generation = self._call(lambda: self._redis.get(self._key(home_id, "gen")))
+        raw = self._call(lambda: self._redis.get(self._key(home_id, "gen")))
         for path in paths:
-            if generation is not None:
-                self.newer_generation(path, int(generation))
+            if raw is not None:
+                self.newer_generation(path, self._generation(raw))
             self._on_rotation(path)
 
     def _heartbeat_loop(self) -> None:
@@ -343,11 +470,19 @@ class RedisCluster:
             now = time.time()
 
             def beat() -> None:
-                pipe = self._redis.pipeline()
-                pipe.zadd(key, {self.backend_id: now})
-                pipe.zremrangebyscore(key, 0, now - PEER_TTL_S)
-                pipe.expire(key, PEER_TTL_S * 2)
-                pipe.execute()
+                def announce() -> None:
+                    pipe = self._redis.pipeline()
+                    pipe.zadd(key, {self.backend_id: now})
+                    pipe.zremrangebyscore(key, 0, now - PEER_TTL_S)
+                    pipe.expire(key, PEER_TTL_S * 2)
+                    pipe.execute()
+
+                try:
+                    announce()
+                except redis.ResponseError:   # not a sorted set: garbage; the heartbeats own this key
+                    self._garbage("peers")
+                    self._redis.delete(key)
+                    announce()
 
             if not self._usable():
                 self._down_until = 0.0   # this thread is the one that tries again

@@ -30,8 +30,7 @@ def test_a_shared_back_off_ends_when_the_home_rotates_to_a_new_credential(emulat
     home = make_home("cluster-bo", openrouter=old)
     a, b = backends(2, {"alice": home})
     assert a.fetch("openrouter", home=home).error.code == "rate_limited"
-    seen = b.fetch("openrouter", home=home)
-    assert seen.error.code == "rate_limited" and "another backend" in seen.error.message
+    assert b.fetch("openrouter", home=home).error.code == "rate_limited"
     make_home("cluster-bo", openrouter=new)        # the user rotated the key
     for service in (b, a):
         snap = service.fetch("openrouter", home=home)

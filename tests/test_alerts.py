@@ -374,3 +374,32 @@ def test_history_and_alerts_accept_readings_from_probes_that_began_before_a_rota
     finally:
         gate.set()
         stop(history, alerts)
+
+
+def test_one_unsendable_alert_row_ends_alert_delivery_for_good(tmp_path, caplog):
+    """Second look at issue #26 item 6 (a thread loop ending on an exception): the delivery
+    thread caught failures of the send only, so a row it could not even word -- here a
+    ``used_percent`` of NULL, as an older or hand-edited file may hold -- raised out of the
+    loop and no alert was ever delivered again. That row is logged and retried with back-off;
+    the alerts after it are delivered."""
+    from probe.monitor.alerts import target_key
+
+    with Receiver() as receiver:
+        history, alerts = start(tmp_path / "h.sqlite3", [receiver.url])
+        try:
+            def insert(conn, used, threshold):
+                cursor = conn.execute(
+                    "INSERT INTO alerts (home_id, provider, window, kind, threshold, instance, used_percent, reset_at, "
+                    "at) VALUES ('alice', 'anthropic', 'Current week', 'threshold', ?, 'x', ?, NULL, 'now')",
+                    (threshold, used))
+                conn.execute("INSERT INTO deliveries (alert, target) VALUES (?, ?)",
+                             (cursor.lastrowid, target_key(receiver.url)))
+                return True
+
+            assert history.run_urgent(lambda conn: insert(conn, None, 80))
+            assert history.run_urgent(lambda conn: insert(conn, 91.0, 90))
+            alerts.committed()
+            assert wait_until(lambda: any("at 91%" in t for t in receiver.titles()), 10), receiver.titles()
+            assert alerts._thread.is_alive()
+        finally:
+            stop(history, alerts)

@@ -186,13 +186,17 @@ class Alerts:
                 return
             try:
                 pending = self._pending()
-            except sqlite3.Error as exc:
-                log.error("alerts: cannot read the history file (%s)", exc)
+            except Exception as exc:  # noqa: BLE001 -- sqlite3.Error, or rows it cannot use: try later
+                log.error("alerts: cannot read the history file (%s: %s)", type(exc).__name__, exc)
                 continue
             for row in pending:
                 if self._stop.is_set():
                     return
-                self._deliver(row)
+                try:
+                    self._deliver(row)
+                except Exception:  # noqa: BLE001 -- one row that cannot be sent must not end delivery
+                    log.exception("alerts: alert %s cannot be sent; retrying with back-off", row["id"])
+                    self._retry_later((row["id"], row["target"]))
 
     def _next_wait_s(self) -> float:
         now = time.monotonic()
@@ -246,13 +250,17 @@ class Alerts:
                 "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1 WHERE alert = ? AND target = ?",
                 (delivered_at, row["id"], row["target"])))
             return
+        self._retry_later(key)
+        if row["target"] not in self._failing:
+            self._failing.add(row["target"])
+            log.warning("alerts: delivery to a %s:// target failed; retrying with back-off", scheme)
+
+    def _retry_later(self, key: tuple[int, str]) -> None:
+        """The next attempt at ``key`` (alert id, target) after an exponential back-off."""
         retry = self._retries.get(key) or _Retry(0, 0.0)
         retry.attempts += 1
         retry.next_at = time.monotonic() + min(RETRY_MAX_S, self._retry_first_s * 2 ** (retry.attempts - 1))
         self._retries[key] = retry
-        if row["target"] not in self._failing:
-            self._failing.add(row["target"])
-            log.warning("alerts: delivery to a %s:// target failed; retrying with back-off", scheme)
 
 
 def list_alerts(history: History, limit: int = 500) -> list[dict[str, Any]]:

@@ -35,8 +35,7 @@ Rules (SPEC §18) and the choices where it is silent:
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
-
+from probe.pace import parse_instant
 from probe.snapshot import Account, BestWindow, NextAccount, PoolView, Snapshot, Window
 
 NO_WINDOWS_REASON = "first available account (no quota windows to compare)"
@@ -90,16 +89,6 @@ def next_account(accounts: tuple[Account, ...] | list[Account]) -> NextAccount |
                        f"most room in its tightest window: {window.label} {_pct(window.remaining_percent)}% left")  # type: ignore[arg-type]
 
 
-def _epoch(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    try:
-        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-
-
 def next_reset_at(accounts: tuple[Account, ...] | list[Account]) -> str | None:
     """When no account is available: the earliest moment one frees up, else None."""
     if any(a.available for a in accounts):
@@ -107,7 +96,7 @@ def next_reset_at(accounts: tuple[Account, ...] | list[Account]) -> str | None:
     moments = [a.retry_after for a in accounts if a.retry_after]
     moments += [w.reset_at for a in accounts for w in a.windows
                 if w.reset_at and w.used_percent is not None and w.used_percent >= 100]
-    known = [(when, iso) for iso in moments if (when := _epoch(iso)) is not None]
+    known = [(when, iso) for iso in moments if (when := parse_instant(iso)) is not None]
     return min(known)[1] if known else None
 
 

@@ -59,6 +59,8 @@ TRANSIENT_ERRORS = frozenset({"rate_limited", "timeout", "provider_error", "bad_
                               "worker_crashed", "saturated"})
 
 SATURATED = "Every probe slot is busy; try again shortly."
+#: the ``source`` of a pool-only provider's snapshot (no request: Hermes' own records)
+POOL_RECORDS = "credential_pool"
 
 #: threads that run ``afetch`` calls; each blocks on a pipe, not the CPU
 AFETCH_THREADS = 64
@@ -748,7 +750,9 @@ class ProbeService:
             return self._record(snap)
         if snap.error is None:
             self._backoff.succeeded(fetch.key)
-        elif snap.error.code == "rate_limited":
+        elif snap.error.code == "rate_limited" and snap.source != POOL_RECORDS:
+            # (Hermes' own records answered without a request: nothing to back off from --
+            # the records say when an entry frees up, and the next read asks them again)
             wait_s = self._backoff.rate_limited(fetch.key, snap.error.retry_after_s)
             if self._cluster is not None:
                 self._cluster.share_backoff(fetch, wait_s, snap.error.message)

@@ -407,3 +407,19 @@ def test_a_hermes_root_as_hermes_writes_it(emulator, tmp_path, make_service):
     assert emulator.count(token=second["access_token"]) == 0
     work = {s.provider: s for s in service.fetch_home(home=root.home("work"))}
     assert [a.source for a in work["anthropic"].accounts] == ["env:CLAUDE_CODE_OAUTH_TOKEN"]
+
+
+def test_a_pool_only_providers_sole_entry_cools_for_60_s_and_no_back_off_message(tmp_path, make_service):
+    """Found on a realistic home: an ``xai`` card (Hermes' records, no request) held its
+    only key for an hour instead of Hermes' 60 s, then said "next try in 591 s"."""
+    now = time.time()
+    home = home_with(tmp_path, auth={"credential_pool": {"xai": [
+        row("x1", "xai-key-one", last_status="exhausted", last_status_at=now - 30, last_error_code=429)]}})
+    service = make_service(pool_size=1)
+    first = service.fetch_home(home=home)[0]
+    assert first.provider == "xai" and first.error.code == "rate_limited"
+    from workers.providers.credential_pool import clock
+
+    assert clock(now + 30, now) in first.error.message and "next try in" not in first.error.message
+    again = service.fetch_home(home=home)[0]
+    assert "next try in" not in again.error.message and again.error.message == first.error.message

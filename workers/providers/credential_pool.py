@@ -7,8 +7,9 @@ answers a probe of one of them with :func:`read_records` (``pool_result`` on the
 file) -- never an HTTP request.
 
 An entry is shown by its ``label`` only, never a token. ``exhausted`` lasts until
-``last_error_reset_at``, else ``last_status_at`` + 300 s after a 401 or + 3600 s after any
-other error; ``dead`` is ``revoked``. Available while one entry is usable; when none is,
+``last_error_reset_at``, else ``last_status_at`` + Hermes' cooldown (300 s after a 401, 60 s
+for the only entry not ``dead`` unless the failure is billing, else 3600 s: the one rule,
+``workers.accounts.cooldown_until``); ``dead`` is ``revoked``. Available while one entry is usable; when none is,
 ``rate_limited`` naming the earliest recovery (with ``retry_after_s`` so the parent backs
 off until then), or ``unauthorized`` when every entry is dead.
 
@@ -39,16 +40,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from workers.result import ProbeFailure, epoch_seconds, iso_utc, number, provider_text, result
+from workers.result import ProbeFailure, iso_utc, number, provider_text, result
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
 
 SOURCE = "credential_pool"
 TITLE = "Hermes credential pool"
-#: how long an exhausted entry without a reset time stays exhausted, by HTTP status
-UNAUTHORIZED_COOLDOWN_S = 300
-DEFAULT_COOLDOWN_S = 3600
 SECRET_KEY_PARTS = ("token", "key", "secret", "password")
 
 
@@ -82,21 +80,18 @@ def label_of(entry: dict[str, Any], index: int) -> str:
     return label
 
 
-def exhausted_until(entry: dict[str, Any]) -> float | None:
-    """``last_error_reset_at``, else ``last_status_at`` + 300 s (401) / 3600 s; None when
-    neither time is known."""
-    reset = epoch_seconds(entry.get("last_error_reset_at"))
-    if reset is None:
-        since = epoch_seconds(entry.get("last_status_at"))
-        if since is None:
-            return None
-        cooldown = UNAUTHORIZED_COOLDOWN_S if number(entry.get("last_error_code")) == 401 else DEFAULT_COOLDOWN_S
-        reset = since + cooldown
+def exhausted_until(entry: dict[str, Any], sole: bool = False) -> float | None:
+    """``last_error_reset_at``, else ``last_status_at`` + Hermes' cooldown
+    (``workers.accounts.cooldown_until``: 300 s after a 401, 60 s for the only entry not
+    dead unless the failure is billing, else 3600 s); None when neither time is known."""
+    from workers.accounts import cooldown_until
+
+    reset = cooldown_until(entry, sole)
     # an instant no calendar can show (year 10000+) is as good as unknown
-    return reset if iso_utc(reset + 60) is not None else None
+    return reset if reset is not None and iso_utc(reset + 60) is not None else None
 
 
-def entry_state(entry: dict[str, Any], index: int, now: float) -> EntryState:
+def entry_state(entry: dict[str, Any], index: int, now: float, sole: bool = False) -> EntryState:
     label = label_of(entry, index)
     status = entry.get("last_status")
     if status == "dead":
@@ -104,7 +99,7 @@ def entry_state(entry: dict[str, Any], index: int, now: float) -> EntryState:
     if status == "exhausted":
         code = number(entry.get("last_error_code"))
         suffix = f" ({int(code)})" if code is not None and code.is_integer() else ""
-        until = exhausted_until(entry)
+        until = exhausted_until(entry, sole)
         if until is None:
             return EntryState(f"{label}: exhausted{suffix}", usable=False)
         if until > now:
@@ -119,8 +114,10 @@ def pool_result(provider: str, entries: Any, now: float) -> dict[str, Any]:
     entry is usable; raises ProbeFailure rate_limited (earliest recovery, ``retry_after_s``)
     or unauthorized (all dead) when none is, no_credentials when there is no entry."""
     name = provider_text(provider, 64) or "this provider's"
-    states = [entry_state(entry, index, now) for index, entry in enumerate(entries if isinstance(entries, list)
-                                                                             else []) if isinstance(entry, dict)]
+    rows = [(index, entry) for index, entry in enumerate(entries if isinstance(entries, list) else [])
+            if isinstance(entry, dict)]
+    sole = sum(1 for _, entry in rows if entry.get("last_status") != "dead") == 1
+    states = [entry_state(entry, index, now, sole) for index, entry in rows]
     if not states:
         raise ProbeFailure("no_credentials", f"No {name} entry in auth.json's credential_pool.")
     if any(state.usable for state in states):

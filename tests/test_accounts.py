@@ -423,3 +423,17 @@ def test_a_pool_only_providers_sole_entry_cools_for_60_s_and_no_back_off_message
     assert clock(now + 30, now) in first.error.message and "next try in" not in first.error.message
     again = service.fetch_home(home=home)[0]
     assert "next try in" not in again.error.message and again.error.message == first.error.message
+
+
+def test_a_rotation_forgets_the_per_account_back_off_and_readings(tmp_path, emulator, make_service):
+    limited, fine = jwt("ws-r1", "r1", marker="-rot-lim"), jwt("ws-r2", "r2", marker="-rot-fine")
+    emulator.script(limited, {"error": "slow down"}, status=429, headers={"Retry-After": "300"})
+    home = codex_home(tmp_path, [row("lim", limited), row("fine", fine)])
+    service = make_service(pool_size=1)
+    first = service.fetch("openai-codex", home=home)
+    assert by_id(first)["lim"].error.code == "rate_limited" and not by_id(first)["lim"].stale   # no good reading
+    service.fetch("openai-codex", home=home, refresh=True)
+    assert emulator.count(token=limited) == 1            # backing off: skipped
+    service.invalidate(home=home)
+    service.fetch("openai-codex", home=home, refresh=True)
+    assert emulator.count(token=limited) == 2            # a rotation starts it afresh

@@ -76,3 +76,15 @@ def test_replicas_with_the_home_at_other_paths_answer_alike(tmp_path):
     assert one["error"]["message"] == "auth.json is not valid JSON (line 1)."
     assert {**one, "fetched_at": None} == {**two, "fetched_at": None}
     assert etag_of({**one, "fetched_at": "x"}) == etag_of({**two, "fetched_at": "x"})
+
+
+def test_only_the_home_directory_itself_is_rewritten():
+    from probe.server import public_dict
+    from probe.snapshot import ProbeInfo, Snapshot
+
+    snap = Snapshot(provider="deepseek", home="/srv/homes/alice", available=False,
+                    unavailable_reason="/srv/homes/alice/.env:3 is malformed; see /srv/homes/alice.",
+                    details=("kept: /srv/homes/alice2/notes", "/srv/homes/alice.bak"), probe=ProbeInfo("warm", 1.0))
+    shown = public_dict(snap, "alice")
+    assert shown["unavailable_reason"] == ".env:3 is malformed; see home alice."
+    assert shown["details"] == ["kept: /srv/homes/alice2/notes", "/srv/homes/alice.bak"]   # other names, untouched

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -122,8 +123,9 @@ def _without_dirs(value: Any, dirs: list[str], home_id: str) -> Any:
     ``DIR`` replaced by ``home ID``."""
     if isinstance(value, str):
         for directory in dirs:
-            if directory in value:
-                value = value.replace(directory.rstrip("/") + "/", "").replace(directory, f"home {home_id}")
+            if directory in value:   # the directory itself, not a longer name it begins (alice2)
+                value = re.sub(re.escape(directory.rstrip("/")) + r"(?:(/)|(?![\w-]|\.\w))",
+                               lambda m: "" if m.group(1) else f"home {home_id}", value)
         return value
     if isinstance(value, dict):
         return {key: value[key] if key in ("home", "fetched_at") else _without_dirs(value[key], dirs, home_id)

@@ -437,3 +437,18 @@ def test_a_rotation_forgets_the_per_account_back_off_and_readings(tmp_path, emul
     service.invalidate(home=home)
     service.fetch("openai-codex", home=home, refresh=True)
     assert emulator.count(token=limited) == 2            # a rotation starts it afresh
+
+
+def test_a_home_read_tells_the_worker_which_accounts_to_skip(tmp_path, emulator, make_service):
+    limited, fine = jwt("ws-h1", "h1", marker="-hr-lim"), jwt("ws-h2", "h2", marker="-hr-fine")
+    emulator.script(limited, {"error": "slow down"}, status=429, headers={"Retry-After": "300"})
+    home = home_with(tmp_path, env={"OPENROUTER_API_KEY": "sk-or-hr-skip"},
+                     auth={"credential_pool": {"openai-codex": [row("lim", limited), row("fine", fine)]}})
+    service = make_service(pool_size=1)
+    service.fetch_home(home=home)
+    snaps = {s.provider: s for s in service.fetch_home(home=home, refresh=True)}
+    assert (emulator.count(token=limited), emulator.count(token=fine)) == (1, 2)
+    lim = by_id(snaps["openai-codex"])["lim"]
+    assert lim.error.code == "rate_limited" and "next try in" in lim.error.message   # it did answer 429
+    assert snaps["openai-codex"].available and snaps["openrouter"].available
+    assert service.stats()["home_reads"] == 2

@@ -65,6 +65,13 @@ def findings(report: dict[str, Any]) -> list[str]:
         if facts.get("readable_by_others"):
             out.append(f"{name} is readable by other users (mode {facts['mode']}): run `chmod 600 "
                        f"{report['home']}/{name}`.")
+    skipped = report.get("env_skipped_lines") or []
+    if skipped:
+        shown = ", ".join(str(line) for line in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10
+                                                                 else "")
+        out.append(f".env line{'s' if len(skipped) > 1 else ''} {shown} could not be parsed and "
+                   f"{'are' if len(skipped) > 1 else 'is'} skipped (python-dotenv skips {'them' if len(skipped) > 1 else 'it'} "
+                   "for Hermes too): fix the line if it was meant to hold a credential.")
     for provider, facts in report["providers"].items():
         if facts.get("problem"):
             out.append(f"{provider}: {facts['problem']} Fix the file, then run `probe doctor` again.")

@@ -18,6 +18,15 @@ first asks, the rest find its (settled) answer instead of asking again. Lock ord
 lock is taken *before* a worker is claimed (``home_providers``), never while one is held --
 a caller that already holds a worker of the home (a home read) asks on it and ``put``s the
 answer instead of waiting for the lock, or the two would wait for each other (issue 26 #2).
+
+A file that cannot be read hides no provider (SPEC §2), yet must not conjure up cards the
+home never had. The worker lists every provider with a place in the unreadable file (it
+cannot tell which of them the file held) and names them ``unreadable``; the parent keeps,
+per home, the last list read with every file readable and narrows such a list to the
+providers that list had -- plus, when the pool-only ids could not be read at all
+(``pool_only_unreadable``), the pool-only ids it had. Only names are remembered, and
+only for the service's lifetime: a service started while a file is unreadable lists what
+the worker lists (every provider with a place in the file; no pool-only ids).
 """
 from __future__ import annotations
 
@@ -58,6 +67,10 @@ class HomeProviders:
     undeclared: frozenset[str] = frozenset()
     #: the home's credential fingerprint this list was read for
     fingerprint: tuple = field(default=(), compare=False)
+    #: listed only because a file holding one of their places could not be read
+    unreadable: frozenset[str] = frozenset()
+    #: ``auth.json``'s ``credential_pool`` could not be read: the pool-only ids are unknown
+    pool_only_unreadable: bool = False
 
     def left_out(self, snap: Snapshot) -> bool:
         """Whether a home read leaves this answer out (SPEC §16): a plugin that declares no
@@ -66,20 +79,38 @@ class HomeProviders:
 
     def without(self, names: frozenset[str]) -> "HomeProviders":
         return replace(self, names=tuple(n for n in self.names if n not in names),
-                       pool_only=self.pool_only - names, undeclared=self.undeclared - names)
+                       pool_only=self.pool_only - names, undeclared=self.undeclared - names,
+                       unreadable=self.unreadable - names)
+
+    @property
+    def readable(self) -> bool:
+        return not self.unreadable and not self.pool_only_unreadable
+
+    def as_before(self, last: "HomeProviders") -> "HomeProviders":
+        """This list (read while a file was unreadable) narrowed to what ``last`` (read
+        with every file readable) had: an ``unreadable`` name stays only if ``last`` listed
+        it, and ``last``'s pool-only ids come back (after the rest, by name: SPEC §17's
+        order) when the pool-only ids could not be read."""
+        names = [name for name in self.names if name not in self.unreadable or name in last.names]
+        back = sorted(last.pool_only - set(names)) if self.pool_only_unreadable else []
+        return replace(self, names=(*names, *back), pool_only=self.pool_only | frozenset(back),
+                       unreadable=(self.unreadable & frozenset(names)) | frozenset(back))
 
 
 def parse_listing(reply: dict[str, Any]) -> HomeProviders:
     """The ``providers`` reply of a worker; WorkerProtocolError for any other shape."""
     names, pool_only, undeclared = reply.get("providers"), reply.get("pool_only"), reply.get("undeclared", [])
-    if not all(isinstance(part, list) for part in (names, pool_only, undeclared)) or len(names) > MAX_LISTED:
+    unreadable, pool_unknown = reply.get("unreadable", []), reply.get("pool_only_unreadable", False)
+    if not all(isinstance(part, list) for part in (names, pool_only, undeclared, unreadable)) \
+            or len(names) > MAX_LISTED or not isinstance(pool_unknown, bool):
         raise WorkerProtocolError("The worker sent a malformed provider list.")
-    if not all(isinstance(name, str) for name in (*names, *pool_only, *undeclared)):   # before any set()
+    if not all(isinstance(name, str) for name in (*names, *pool_only, *undeclared, *unreadable)):   # before any set()
         raise WorkerProtocolError("The worker sent a malformed provider list.")
     if not all(NAME_PATTERN.fullmatch(name) for name in names) \
-            or len(set(names)) != len(names) or not set(pool_only) | set(undeclared) <= set(names):
+            or len(set(names)) != len(names) or not set(pool_only) | set(undeclared) | set(unreadable) <= set(names):
         raise WorkerProtocolError("The worker sent a malformed provider list.")
-    return HomeProviders(tuple(names), frozenset(pool_only), frozenset(undeclared))
+    return HomeProviders(tuple(names), frozenset(pool_only), frozenset(undeclared), unreadable=frozenset(unreadable),
+                         pool_only_unreadable=pool_unknown)
 
 
 @dataclass(frozen=True)
@@ -96,6 +127,9 @@ class HomeLists:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._home_locks: dict[str, threading.Lock] = {}
+        #: per home, the last list read with every file readable (names only; kept across
+        #: ``forget``, which a rotation calls: see the module docstring)
+        self._last_readable: dict[str, HomeProviders] = {}
 
     def get(self, home: Path, fingerprint: tuple, now_ns: int, timeout_s: float,
             ask: Callable[[], HomeProviders]) -> HomeProviders | None:
@@ -122,9 +156,14 @@ class HomeLists:
     def put(self, home: Path, fingerprint: tuple, now_ns: int, listing: HomeProviders) -> HomeProviders:
         """Store a list a caller asked for on its own (see :meth:`get` on the rule) and
         return it stamped with ``fingerprint``."""
+        name = str(home)
         listing = replace(listing, fingerprint=fingerprint)
         with self._lock:
-            self._entries[str(home)] = _Entry(fingerprint, listing, stat_is_settled(fingerprint, now_ns))
+            if listing.readable:
+                self._last_readable[name] = listing
+            elif name in self._last_readable:
+                listing = listing.as_before(self._last_readable[name])
+            self._entries[name] = _Entry(fingerprint, listing, stat_is_settled(fingerprint, now_ns))
         return listing
 
     def fresh(self, home: Path, fingerprint: tuple) -> HomeProviders | None:

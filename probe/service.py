@@ -55,8 +55,10 @@ T = TypeVar("T")
 HomeArg = str | PathLike[str] | None
 
 #: failures that say nothing about the account: the last good snapshot stays worth showing
+#: (``credentials_unreadable``: a credential file, or the secret it refers to, cannot be read
+#: right now -- SPEC §2 keeps the provider's last good reading, marked stale)
 TRANSIENT_ERRORS = frozenset({"rate_limited", "timeout", "provider_error", "bad_response",
-                              "worker_crashed", "saturated"})
+                              "worker_crashed", "saturated", "credentials_unreadable"})
 
 SATURATED = "Every probe slot is busy; try again shortly."
 #: the ``source`` of a pool-only provider's snapshot (no request: Hermes' own records)

@@ -20,7 +20,7 @@ PATHS = ("cache", "warm", "slot_start", "cold", "coalesced")
 ERROR_CODES = (
     "no_credentials", "unauthorized", "forbidden", "rate_limited", "provider_error",
     "bad_response", "timeout", "worker_crashed", "saturated", "home_not_found",
-    "unknown_provider", "token_expired", "plugin_error",
+    "unknown_provider", "token_expired", "plugin_error", "credentials_unreadable",
 )
 #: errors that describe the account, not a passing condition: worth caching like a success
 DEFINITIVE_ERRORS = frozenset({"no_credentials", "unauthorized", "forbidden", "token_expired"})

@@ -64,11 +64,13 @@ def test_ctx_auth_and_lookup_are_copies(ctx_for):
 
 
 def test_ctx_malformed_files_and_places(ctx_for):
-    ctx = ctx_for("BROKEN LINE\n", {"token": "fine"})
-    with pytest.raises(ctx.Failure) as info:
-        ctx.env("ANY")
-    assert info.value.code == "no_credentials" and ".env:1 is malformed" in info.value.message
+    ctx = ctx_for("BROKEN LINE\nANY=1\n", {"token": "fine", "pool": "not a list"})
+    assert ctx.env("ANY") == "1"   # python-dotenv skips the line it cannot parse; the rest counts
     assert ctx.values("auth.json:token") == ["fine"]
+    with pytest.raises(ctx.Failure) as info:
+        ctx.values("auth.json:pool[].token")
+    assert info.value.code == "credentials_unreadable" and info.value.message == \
+        "auth.json is malformed: pool should be a list."
     with pytest.raises(ctx.Failure) as info:
         ctx.values("auth.json:a[0]")
     assert info.value.code == "bad_response" and "malformed place" in info.value.message

@@ -59,12 +59,24 @@ def test_a_credential_file_readable_by_others_is_a_warning_with_the_fix(tmp_path
     assert result.returncode == 1 and "chmod 600" in result.stdout and "readable by other users" in result.stdout
 
 
-def test_a_malformed_file_is_named_with_its_line_never_its_value(tmp_path):
+def test_a_skipped_env_line_is_named_with_its_number_never_its_value(tmp_path):
     home = write_home(tmp_path, "doc-bad", deepseek="sk-doc-bad")
-    (home / ".env").write_text("DEEPSEEK_API_KEY=sk-doc-bad-value\nTHIS LINE 'is broken\n")
+    (home / ".env").write_text("DEEPSEEK_API_KEY=sk-doc-bad-value\nTHIS LINE 'sk-doc-hidden-value is broken\n")
     result = run_cli("doctor", "--home", str(home))
-    assert result.returncode == 1 and ".env:2 is malformed" in result.stdout
+    assert result.returncode == 1
+    assert "deepseek" in result.stdout and "found      .env DEEPSEEK_API_KEY" in result.stdout   # the rest still counts
+    assert ".env line 2 could not be parsed and is skipped" in result.stdout
     assert "sk-doc-bad-value" not in result.stdout + result.stderr
+    assert "sk-doc-hidden-value" not in result.stdout + result.stderr
+
+
+def test_an_unreadable_auth_json_is_a_problem_named_relative_to_the_home(tmp_path):
+    home = write_home(tmp_path, "doc-unreadable", codex="codex-doc-token")
+    (home / "auth.json").write_text('{"providers": {"openai-codex": {"tokens": {"access_token": "codex-doc-tok')
+    result = run_cli("doctor", "--home", str(home))
+    assert result.returncode == 1
+    assert "openai-codex: auth.json could not be read: it is not valid JSON (line 1" in result.stdout
+    assert "codex-doc-tok" not in result.stdout + result.stderr
 
 
 def test_an_empty_or_missing_home_says_what_to_do(tmp_path):

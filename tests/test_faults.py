@@ -200,8 +200,8 @@ def test_env_rewritten_in_place_mid_probe_gives_old_new_or_a_clear_error(make_se
 
 def test_auth_json_rewritten_in_place_is_read_whole_or_refused(make_service, make_home, emulator):
     """``auth.json`` cut at every few bytes while probes run: a cut document is malformed
-    JSON, which is ``no_credentials`` naming the file -- never a token taken from half a
-    document; the emulator only ever sees the old or the new token."""
+    JSON (or empty), which is ``credentials_unreadable`` naming the file -- never a token
+    taken from half a document; the emulator only ever sees the old or the new token."""
     old, new = "codex-inplace-old-" + "o" * 30, "codex-inplace-new-" + "n" * 30
     home = make_home("inplace-auth", codex=old)
     auth = home / "auth.json"
@@ -212,7 +212,7 @@ def test_auth_json_rewritten_in_place_is_read_whole_or_refused(make_service, mak
     _rewrite_in_place(auth, document, tuple(range(0, len(document), 7)),
                       between=lambda: seen.append(service.fetch("openai-codex", home=home, refresh=True)))
     for snap in seen:
-        assert snap.available or snap.error.code == "no_credentials", snap
+        assert snap.available or snap.error.code == "credentials_unreadable", snap
         if snap.error is not None and snap.error.message:
             assert "auth.json" in snap.error.message and new not in snap.error.message
     assert service.fetch("openai-codex", home=home).available

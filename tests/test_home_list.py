@@ -114,7 +114,8 @@ def test_the_worker_names_providers_in_spec_order_and_never_a_value(full_home):
     reply = json.loads(out.splitlines()[0])
     reply.pop("ready_at")
     assert reply == {"id": "l1", "ok": True, "providers": [*BUILT_INS, "gemini", "xai"],
-                     "pool_only": ["gemini", "xai"], "undeclared": []}
+                     "pool_only": ["gemini", "xai"], "undeclared": [], "unreadable": [],
+                     "pool_only_unreadable": False}
     assert_no_secret(out.decode(), err.decode())
 
 

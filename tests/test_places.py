@@ -161,26 +161,30 @@ def test_a_wrong_type_before_the_first_list_is_a_malformed_file(tmp_path, auth, 
     home = _home(tmp_path, auth=auth)
     with pytest.raises(ProbeFailure) as info:
         values(place, home)
-    assert info.value.code == "no_credentials"
-    assert info.value.message == f"{tmp_path / 'auth.json'} is malformed: {message}."
+    assert info.value.code == "credentials_unreadable"
+    assert info.value.message == f"auth.json is malformed: {message}."   # relative to the home, no server path
     assert SECRET not in info.value.message
 
 
-def test_a_malformed_file_fails_only_the_places_in_it(tmp_path):
-    (tmp_path / ".env").write_text(f"GOOD=1\nBROKEN '{SECRET}\n")
+def test_an_unreadable_file_fails_only_the_places_in_it(tmp_path):
+    (tmp_path / ".env").mkdir()   # cannot be read
     (tmp_path / "auth.json").write_text(json.dumps({"token": "from-auth"}))
     home = load_home(tmp_path)
     with pytest.raises(ProbeFailure) as info:
-        values(".env:GOOD", home)   # even a key that parsed fine: the broken line may be the one meant
-    assert info.value.code == "no_credentials" and ".env:2 is malformed" in info.value.message
-    assert SECRET not in info.value.message
+        values(".env:GOOD", home)
+    assert info.value.code == "credentials_unreadable"
+    assert info.value.message == ".env could not be read: it is a directory."
     assert values("auth.json:token", home) == ["from-auth"]
 
+    (tmp_path / ".env").rmdir()
+    (tmp_path / ".env").write_text(f"GOOD=1\nBROKEN '{SECRET}\n")   # python-dotenv skips line 2; the rest counts
     (tmp_path / "auth.json").write_text("{not json")
     home = load_home(tmp_path)
+    assert values(".env:GOOD", home) == ["1"]
     with pytest.raises(ProbeFailure) as info:
         values("auth.json:token", home)
-    assert "is not valid JSON" in info.value.message
+    assert info.value.code == "credentials_unreadable"
+    assert info.value.message == "auth.json could not be read: it is not valid JSON (line 1, column 2)."
 
 
 # -- has_credential (SPEC §17) ---------------------------------------------------------
@@ -190,7 +194,8 @@ def test_a_malformed_file_fails_only_the_places_in_it(tmp_path):
     ([".env:A", "auth.json:pool[].t"], "A=\n", {"pool": [{"t": ""}, {"t": 5}]}, False),   # empty or non-string
     ([".env:A"], None, None, False),                                                      # no files at all
     ([".env:A", "auth.json:pool[].t"], "B=1\n", {"pool": "broken"}, False),               # malformed: probe says why
-    (["auth.json:pool[].t"], "BROKEN LINE\n", {"pool": [{"t": "y"}]}, True),               # other file's trouble
+    (["auth.json:pool[].t"], "BROKEN LINE\n", {"pool": [{"t": "y"}]}, True),               # a skipped .env line
+    ([".env:A"], "A=op://Private/Item/field\n", None, True),                              # a reference: op not run
     (None, "", None, True),                                                               # no CREDENTIALS: probe it
     ([], "A=x\n", None, False),                                                           # declares none, finds none
 ])

@@ -188,8 +188,11 @@ def inspect_provider(provider: Provider, creds: HomeCredentials) -> dict[str, An
 
 
 def inspect_home(home: str) -> dict[str, Any]:
+    """Every provider's report, and the ``.env`` lines python-dotenv skipped (by number):
+    a credential on such a line is invisible to Hermes and to quota-probe alike."""
     creds = load_home(home)
-    return {"home": home, "providers": {p.spec.name: inspect_provider(p, creds) for p in load_all()}}
+    return {"home": home, "providers": {p.spec.name: inspect_provider(p, creds) for p in load_all()},
+            "env_skipped_lines": list(creds.env_skipped)}
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ home's ``.env`` or ``auth.json`` changed.
 The list, in SPEC §17's fixed order:
 
 1. every registered provider -- built-ins in PROVIDERS.md's table order, then plugins by
-   name (``workers.providers.specs``) -- for which ``workers.providers.has_credential``
+   name (``workers.providers.specs``) -- for which ``workers.providers.credential_status``
    says yes: one of its ``CREDENTIALS`` places holds a value, the very rule its probe and
    ``probe doctor`` use. A plugin that declares no ``CREDENTIALS`` is listed too, and named
    in ``undeclared``: only a probe can tell (SPEC §16), and the parent drops it from the
@@ -17,37 +17,52 @@ The list, in SPEC §17's fixed order:
 2. then the pool-only ids, by name: ``auth.json`` ``credential_pool`` keys no registered
    provider claims (``credential_pool.pool_only_ids``: valid names only, at least one
    entry). They are read from Hermes' own records, no request.
+
+A file that cannot be read hides no provider (SPEC §2): a provider none of whose places
+holds a value, but one of whose places lies in an unreadable file, is listed too and named
+in ``unreadable`` (its probe answers ``credentials_unreadable``). Which of those the home
+really had, the worker cannot know -- the parent keeps the last list read from readable
+files and lists only those (``probe.home_list``). Likewise ``pool_only_unreadable`` says
+that ``auth.json``'s ``credential_pool`` could not be read, so the pool-only ids are
+unknown: the parent lists the last ones it saw.
 """
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
 
 
-def home_listing(home: "HomeCredentials") -> dict[str, list[str]]:
-    """``{"providers": [...], "pool_only": [...], "undeclared": [...]}``: the ordered list
-    and the two subsets of it the parent treats specially."""
-    from workers.providers import has_credential, load, specs
-    from workers.providers.credential_pool import pool_only_ids
+def home_listing(home: "HomeCredentials") -> dict[str, Any]:
+    """``{"providers": [...], "pool_only": [...], "undeclared": [...], "unreadable": [...],
+    "pool_only_unreadable": bool}``: the ordered list, the subsets of it the parent treats
+    specially, and whether the pool-only ids could be read."""
+    from workers.places import FOUND, NONE
+    from workers.providers import credential_status, load, specs
+    from workers.providers.credential_pool import pool_only_ids, pool_readable
 
     registered = [spec.name for spec in specs()]
     listed: list[str] = []
     undeclared: list[str] = []
+    unreadable: list[str] = []
     for name in registered:
         provider = load(name)
         try:
-            found = has_credential(provider, home)
+            status = credential_status(provider, home)
         except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
             print(f"workers: checking the {name} credential places raised {type(exc).__name__}", file=sys.stderr,
                   flush=True)
-            found = True   # listed: its probe says what is wrong
-        if found:
-            listed.append(name)
-            if provider.error is None and not provider.declares_credentials:
-                undeclared.append(name)
+            status = FOUND   # listed: its probe says what is wrong
+        if status == NONE:
+            continue
+        listed.append(name)
+        if status != FOUND:
+            unreadable.append(name)
+        elif provider.error is None and not provider.declares_credentials:
+            undeclared.append(name)
     pool_only = pool_only_ids(home, registered)
-    return {"providers": listed + pool_only, "pool_only": pool_only, "undeclared": undeclared}
+    return {"providers": listed + pool_only, "pool_only": pool_only, "undeclared": undeclared,
+            "unreadable": unreadable, "pool_only_unreadable": not pool_readable(home)}
 

@@ -201,14 +201,17 @@ class Loop:
         ``.env`` -- even one rewritten in place twice within one timestamp tick -- takes
         effect on the next probe, and a settled one costs two stat calls instead of two
         reads and a parse."""
-        from workers.credentials import credential_stat, load_home, stat_is_settled
+        from workers.credentials import credential_stat, load_home, log_skipped, stat_is_settled
 
         home = Path(self.home)
         now_ns = time.time_ns()
         stat = credential_stat(home)
         if stat != self._credentials_stat or not self._credentials_settled or self._credentials is None:
+            before = self._credentials
             self._credentials, self._credentials_stat = load_home(home), stat
             self._credentials_settled = stat_is_settled(stat, now_ns)
+            if before is None or before.env_skipped != self._credentials.env_skipped:
+                log_skipped(self._credentials.env_skipped)   # once per worker, not once per re-read
         return self._credentials
 
     def providers(self) -> dict:
@@ -289,7 +292,8 @@ def preload(plugins: bool = False) -> None:
 
     from workers.providers import BUILTINS, load_all
 
-    for module in ("workers.credentials", "workers.http", "workers.context", "workers.places", "workers.accounts",
+    for module in ("workers.credentials", "dotenv.main", "dotenv.variables", "workers.http", "workers.context",
+                   "workers.places", "workers.accounts",
                    "workers.validate", "workers.listing", "workers.providers.credential_pool", *BUILTINS.values()):
         importlib.import_module(module)
     if plugins:

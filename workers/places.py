@@ -25,24 +25,28 @@ Evaluation rules (the same the built-in adapters always had):
 
 * a missing step (absent key, ``null``) is simply nothing found: ``[]``;
 * *before* the first ``[]``, a step that exists with the wrong type (``credential_pool`` is
-  a string, ``anthropic[]`` is an object) makes the file malformed: ``no_credentials``
+  a string, ``anthropic[]`` is an object) makes the file malformed: ``credentials_unreadable``
   naming the file and the path -- never its content -- because the user must fix it;
 * *after* a ``[]``, entries that do not fit the rest of the path are skipped (one odd pool
   entry must not hide the good ones);
-* a malformed ``.env`` or ``auth.json`` raises ``no_credentials`` for a place in that file
-  only (so an ``auth.json``-only provider still works beside a broken ``.env``);
+* an ``.env`` or ``auth.json`` that cannot be read raises ``credentials_unreadable`` for a
+  place in that file only (so an ``auth.json``-only provider still works beside a broken
+  ``.env``);
+* a ``.env`` value that is a 1Password reference is resolved (``workers.onepassword``),
+  except by :func:`credential_status`, which only asks whether a place holds a value;
 * :func:`values` keeps strings only, stripped, non-empty; numbers, objects and ``""`` are
   not credentials.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from workers.credentials import _KEY as _ENV_NAME   # the .env names the one .env parser accepts
+from workers.credentials import ENV_NAME as _ENV_NAME
+from workers.credentials import UNREADABLE, malformed_auth
 from workers.result import ProbeFailure
 
 if TYPE_CHECKING:
@@ -205,8 +209,8 @@ def values(place: Place | str, home: "HomeCredentials") -> list[str]:
     return [found.value for found in credentials_at(place, home)]
 
 
-def credentials_at(place: Place | str, home: "HomeCredentials") -> Iterator[Found]:
-    for found in locate(place, home):
+def credentials_at(place: Place | str, home: "HomeCredentials", *, resolve: bool = True) -> Iterator[Found]:
+    for found in locate(place, home, resolve=resolve):
         if isinstance(found.value, str) and found.value.strip():
             yield Found(found.place, found.where, found.value.strip())
 
@@ -220,24 +224,22 @@ def first_credential(places: Iterable[Place], home: "HomeCredentials") -> Found 
     return None
 
 
-def locate(place: Place | str, home: "HomeCredentials") -> list[Found]:
-    """Every value at ``place`` with where it was; raises ``no_credentials`` when the file
-    the place reads is malformed (see the module docstring)."""
+def locate(place: Place | str, home: "HomeCredentials", *, resolve: bool = True) -> list[Found]:
+    """Every value at ``place`` with where it was; raises ``credentials_unreadable`` when
+    the file the place reads cannot be read (see the module docstring). ``resolve``: a
+    1Password reference in ``.env`` is resolved (else returned as it is)."""
     if isinstance(place, str):
         place = parse(place)
     if place.file == ".env":
-        if home.env_error:
-            raise ProbeFailure("no_credentials", home.env_error)
-        value = home.env.get(place.name)
+        value = home.env_get(place.name, resolve=resolve)
         return [] if value is None else [Found(place, f".env {place.name}", value)]
-    if home.auth_error:
-        raise ProbeFailure("no_credentials", home.auth_error)
+    home.auth_json()   # raises when auth.json could not be read
     found: list[Found] = []
-    _walk(place, home, home.auth, 0, (), strict=True, out=found)
+    _walk(place, home.auth, 0, (), strict=True, out=found)
     return found
 
 
-def _walk(place: Place, home: "HomeCredentials", value: Any, depth: int, trail: tuple[str, ...], *,
+def _walk(place: Place, value: Any, depth: int, trail: tuple[str, ...], *,
           strict: bool, out: list[Found]) -> None:
     """``trail``: the keys walked so far as shown to people, ``[]`` replaced by the index."""
     if depth == len(place.steps):
@@ -248,40 +250,52 @@ def _walk(place: Place, home: "HomeCredentials", value: Any, depth: int, trail: 
         return
     if not isinstance(value, dict):
         if strict and value is not None:
-            raise _malformed(home, trail, "an object")
+            raise malformed_auth(trail, "an object")
         return
     step = place.steps[depth]
     child = value.get(step.key)
     if not step.each:
-        _walk(place, home, child, depth + 1, (*trail, step.key), strict=strict, out=out)
+        _walk(place, child, depth + 1, (*trail, step.key), strict=strict, out=out)
         return
     if not isinstance(child, list):
         if strict and child is not None:
-            raise _malformed(home, (*trail, step.key), "a list")
+            raise malformed_auth((*trail, step.key), "a list")
         return
     for index, entry in enumerate(child):
-        _walk(place, home, entry, depth + 1, (*trail, f"{step.key}[{index}]"), strict=False, out=out)
+        _walk(place, entry, depth + 1, (*trail, f"{step.key}[{index}]"), strict=False, out=out)
 
 
-def _malformed(home: "HomeCredentials", trail: Sequence[str], kind: str) -> ProbeFailure:
-    """``no_credentials`` naming the file and the keys (never content). Only raised before
-    the first ``[]``, so ``trail`` holds plain keys."""
-    return ProbeFailure("no_credentials", f"{home.auth_path} is malformed: {'.'.join(trail)} should be {kind}.")
+#: :func:`credential_status` answers
+FOUND, NONE = "found", "none"
 
 
-def has_credential(module: Any, home: "HomeCredentials") -> bool:
+def credential_status(module: Any, home: "HomeCredentials", accepts: Callable[[str], bool] | None = None) -> str:
     """SPEC §17: does ``home`` have a credential for the provider ``module`` implements?
 
-    True when any of the module's ``CREDENTIALS`` places holds a non-empty string. A module
-    that declares no ``CREDENTIALS`` cannot be asked this way: True, meaning "probe it to
-    find out" (SPEC §16: a ``no_credentials`` answer then drops it). A malformed file is
-    False here -- the probe would answer ``no_credentials`` naming the file; ``probe
-    doctor`` says what to fix. Malformed ``CREDENTIALS`` raise PlaceError (such a plugin is
-    refused at discovery, so the registry never hands one out)."""
+    :data:`FOUND` when any of the module's ``CREDENTIALS`` places holds a non-empty string
+    (one ``accepts`` takes, when given: a built-in's own rule, e.g. Copilot skips classic
+    ``ghp_`` tokens); :data:`UNREADABLE` when none does but a place lies in a file that
+    cannot be read (it may hold one: the provider stays listed and its probe answers
+    ``credentials_unreadable``); else :data:`NONE`. A module that declares no
+    ``CREDENTIALS`` cannot be asked this way: FOUND, meaning "probe it to find out" (SPEC
+    §16: a ``no_credentials`` answer then drops it). A 1Password reference counts as a
+    value without running ``op``: whether it resolves is the probe's to say. Malformed
+    ``CREDENTIALS`` raise PlaceError (such a plugin is refused at discovery, so the
+    registry never hands one out)."""
     declared = getattr(module, "CREDENTIALS", None)
     if declared is None:
-        return True
-    try:
-        return first_credential(parse_all(declared), home) is not None
-    except ProbeFailure:
-        return False
+        return FOUND
+    unreadable = False
+    for place in parse_all(declared):
+        try:
+            for found in credentials_at(place, home, resolve=False):
+                if accepts is None or accepts(found.value):
+                    return FOUND
+        except ProbeFailure as exc:
+            unreadable = unreadable or exc.code == UNREADABLE
+    return UNREADABLE if unreadable else NONE
+
+
+def has_credential(module: Any, home: "HomeCredentials", accepts: Callable[[str], bool] | None = None) -> bool:
+    """:func:`credential_status` is :data:`FOUND`."""
+    return credential_status(module, home, accepts) == FOUND

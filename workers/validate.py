@@ -41,7 +41,7 @@ BALANCE_KEYS = ("label", "amount", "currency")
 #: the SPEC §4 codes a provider may answer with; the rest are the parent's own
 #: (``timeout`` is both: a provider's own HTTP timeout fired)
 PROVIDER_CODES = frozenset({"no_credentials", "unauthorized", "forbidden", "rate_limited", "provider_error",
-                            "bad_response", "timeout", "token_expired"})
+                            "bad_response", "timeout", "token_expired", "credentials_unreadable"})
 MAX_LABEL = 100
 MAX_NAME = 200       # title, plan, source
 MAX_TEXT = 500       # details, window detail, unavailable_reason

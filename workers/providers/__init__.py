@@ -231,12 +231,24 @@ def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", time
                                                  "(run with PROBE_DEBUG=1 to log the exception type).")
 
 
-def has_credential(provider: Provider, home: "HomeCredentials") -> bool:
-    """SPEC §17 for a loaded provider: see :func:`workers.places.has_credential`. A plugin
-    that cannot be used counts as having one, so a home's list shows its ``plugin_error``
-    -- the user learns the plugin is broken instead of silently missing a card."""
-    from workers.places import has_credential as module_has_credential
+def credential_status(provider: Provider, home: "HomeCredentials") -> str:
+    """SPEC §17 for a loaded provider: :func:`workers.places.credential_status` (``found``,
+    ``none`` or ``credentials_unreadable``), with a built-in's own ``accepts_credential``
+    rule when it has one (Copilot: a classic ``ghp_`` token is no Copilot credential). A
+    plugin that cannot be used counts as having one, so a home's list shows its
+    ``plugin_error`` -- the user learns the plugin is broken instead of silently missing a
+    card."""
+    from workers.places import FOUND
+    from workers.places import credential_status as module_status
 
     if provider.module is None or provider.error is not None:
-        return True
-    return module_has_credential(provider.module, home)
+        return FOUND
+    accepts = getattr(provider.module, "accepts_credential", None) if provider.spec.builtin else None
+    return module_status(provider.module, home, accepts)
+
+
+def has_credential(provider: Provider, home: "HomeCredentials") -> bool:
+    """:func:`credential_status` is ``found``."""
+    from workers.places import FOUND
+
+    return credential_status(provider, home) == FOUND

@@ -8,9 +8,11 @@ the next place is tried. Paid plans report ``quota_snapshots``; free plans only
 Choices where PROVIDERS.md is silent:
 
 * the ``ghp_`` skip applies to ``credential_pool.copilot`` entries too (the endpoint
-  refuses a classic token wherever it was found); a home whose only tokens are classic
-  ones gets ``no_credentials`` saying so (the message names the ``ghp_`` prefix, never a
-  token);
+  refuses a classic token wherever it was found). A home whose only tokens are classic
+  ones has no Copilot credential (PROVIDERS.md): :func:`accepts_credential` keeps it out of
+  the home's list (those tokens are there for Hermes' GitHub tools), and a probe asked for
+  Copilot by name answers ``no_credentials`` saying why (the message names the ``ghp_``
+  prefix, never a token);
 * LABEL "GitHub Copilot", title "Monthly quotas";
 * a window's ``detail`` is ``"240 of 300 remaining"`` when the counts are known;
 * a snapshot whose used share cannot be had (no ``percent_remaining`` and no positive
@@ -48,13 +50,19 @@ UNLIMITED = "GitHub Copilot reports unlimited usage on this plan."
 NO_QUOTAS = "GitHub Copilot reported no usage quotas for this account."
 
 
+def accepts_credential(value: str) -> bool:
+    """A value at one of the CREDENTIALS places is a Copilot credential unless it is a
+    classic ``ghp_`` token (the one rule the home's list and the probe share)."""
+    return not value.strip().startswith(CLASSIC_PREFIX)
+
+
 def select_token(values: Iterable[str]) -> str:
     """The first value (over the CREDENTIALS places, in order) that is not a classic
     ``ghp_`` token; raises no_credentials when there is none."""
     classic = False
     for value in values:
         token = value.strip() if isinstance(value, str) else ""
-        if token.startswith(CLASSIC_PREFIX):
+        if token and not accepts_credential(token):
             classic = True
         elif token:
             return token

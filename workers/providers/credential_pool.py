@@ -144,12 +144,21 @@ _CODES = frozenset({"no_credentials", "unauthorized", "rate_limited"})
 
 
 def _pool(home: "HomeCredentials") -> dict[str, Any]:
-    """``auth.json``'s ``credential_pool`` object, ``{}`` when the file is absent, malformed
-    or holds no such object (``probe doctor`` names a malformed file)."""
+    """``auth.json``'s ``credential_pool`` object, ``{}`` when the file is absent, cannot be
+    read or holds no such object (:func:`pool_readable` tells those apart)."""
     if home.auth_error:
         return {}
     pool = home.auth.get("credential_pool")
     return pool if isinstance(pool, dict) else {}
+
+
+def pool_readable(home: "HomeCredentials") -> bool:
+    """False when the pool-only ids cannot be known: ``auth.json`` could not be read, or
+    its ``credential_pool`` is there with another type than an object."""
+    if home.auth_error:
+        return False
+    pool = home.auth.get("credential_pool")
+    return pool is None or isinstance(pool, dict)
 
 
 def pool_only_ids(home: "HomeCredentials", registered: Collection[str]) -> list[str]:
@@ -172,11 +181,17 @@ def read_records(provider: str, home: "HomeCredentials", now: float) -> dict[str
     where its answer came from. More than 50 entries (the snapshot's cap on detail lines)
     are shown as the first 49 and one ``and N more entries`` line."""
     from workers.plugins import NAME_PATTERN
-
-    pool = _pool(home)
-    if not NAME_PATTERN.fullmatch(provider) or provider not in pool:
-        return None
     from workers.result import failure, snapshot
+
+    if not NAME_PATTERN.fullmatch(provider):
+        return None
+    if not pool_readable(home):
+        # the parent lists a pool-only id it saw before the file broke: it stays, with why
+        message = home.auth_error or "auth.json is malformed: credential_pool should be an object."
+        return failure(provider, "credentials_unreadable", message, title=TITLE, source=SOURCE)
+    pool = _pool(home)
+    if provider not in pool:
+        return None
 
     try:
         records = pool_result(provider, pool[provider], now)

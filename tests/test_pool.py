@@ -13,6 +13,7 @@ from probe.env import child_env
 from probe.pool.pool import HomePool, RecycleLimits
 from probe.pool.spawner import Spawner
 from probe.pool.worker import Worker
+from support import wait_until
 
 #: every test here runs once per way a worker starts (fork from the template, exec)
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("spawn_method")]
@@ -213,3 +214,34 @@ def test_waiters_are_served_in_arrival_order_and_newcomers_do_not_barge(tmp_path
     second.join(10)
     assert order == ["first", "second"]
     pool.release(got["second"])
+
+
+def test_the_reaper_thread_ends_for_good_on_one_failed_cleanup(make_service, make_home, monkeypatch, caplog):
+    """Second look at issue #26 item 6 (a thread loop ending on an exception): one cleanup
+    pass that raised (here "can't start new thread") ended the reaper thread, and idle
+    workers were never retired again -- only a later claim could. The pass is logged and the
+    next one retires the idle worker."""
+    import psutil
+
+    original = HomePool.reap
+    calls = []
+
+    def failing_once(self):
+        calls.append(self)
+        if len(calls) == 1:
+            raise RuntimeError("can't start new thread")
+        return original(self)
+
+    monkeypatch.setattr(HomePool, "reap", failing_once)
+    home = make_home("reaper-fault", deepseek="sk-reaper-fault")
+    service = make_service(pool_size=1, idle_s=0.2)
+    pid = service.fetch("deepseek", home=home).probe.worker_pid
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert wait_until(gone, 15), f"the idle worker was never retired (cleanup passes: {len(calls)})"
+    assert len(calls) >= 2

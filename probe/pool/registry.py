@@ -17,6 +17,7 @@ running worker is in ``_active`` whenever the budget lock is free, and a count o
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from pathlib import Path
 from probe.pool.pool import HomePool, RecycleLimits, close_workers
 from probe.pool.spawner import Spawner, SpawnerClosed
 from probe.pool.worker import Worker, WorkerFailed
+
+log = logging.getLogger("probe.pool")
 
 #: the reaper wakes at most this often, however long idle_s is
 REAP_INTERVAL_MAX_S = 5.0
@@ -156,9 +159,15 @@ class PoolRegistry:
             self._reaper.start()
 
     def _reap_loop(self) -> None:
+        """Until the registry closes -- and only then: a pass that raised (a bug, "can't
+        start new thread") is logged, and the next pass runs as usual; a dead reaper would
+        leave idle and oversized workers running until some claim happened by."""
         while not self._stop.wait(self.reap_interval_s()):
             for pool in self.pools().values():
-                pool.reap()
+                try:
+                    pool.reap()
+                except Exception:  # noqa: BLE001 -- see the docstring
+                    log.exception("cleaning up the pool of a home failed; trying again at the next pass")
 
     def reap_interval_s(self) -> float:
         return min(REAP_INTERVAL_MAX_S, max(0.05, self._limits.idle_s / 2))

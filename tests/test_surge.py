@@ -136,3 +136,30 @@ def test_no_pool_means_true_one_shots(make_service, make_home):
     assert (first.probe.path, second.probe.path) == ("cold", "cold")
     assert first.probe.worker_pid != second.probe.worker_pid
     assert service.stats()["cold_parked"] == 0
+
+
+def test_the_linger_thread_ends_for_good_on_one_failed_retirement(emulator, make_service, make_home, monkeypatch):
+    """Second look at issue #26 item 6 (a thread loop ending on an exception): retiring one
+    expired surge worker raised out of the linger thread's loop, which ended for good --
+    every worker parked afterwards lingered (and held its cold permit) until the service
+    closed. The failure is logged, that worker is tried again, and all of them go."""
+    from probe.pool.cold import ColdLimiter
+
+    original = ColdLimiter._retire_later
+    calls = []
+
+    def failing_once(self, worker):
+        calls.append(worker)
+        if len(calls) == 1:
+            raise RuntimeError("can't start new thread")
+        return original(self, worker)
+
+    monkeypatch.setattr(ColdLimiter, "_retire_later", failing_once)
+    token = fresh("sk-surge-linger-fault")
+    home = make_home("surge-linger-fault", deepseek=token)
+    service = make_service(pool_size=1, claim_wait_s=0, max_cold_spawns=2, coalesce=False, cold_linger_s=0.2)
+    overlapping(emulator, token, 3, lambda: service.fetch("deepseek", home=home, refresh=True))
+    assert wait_until(lambda: service.stats()["cold_parked"] == 0 and service.stats()["cold_running"] == 0, 10.0), \
+        service.stats()
+    assert len(calls) >= 2
+    assert len(live_workers()) == 1   # the pool's slot only

@@ -31,6 +31,7 @@ Rules that keep parking safe:
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probe.pool.worker import Worker
+
+log = logging.getLogger("probe.pool")
 
 
 @dataclass
@@ -180,7 +183,14 @@ class ColdLimiter:
                     continue
                 self._parked = [p for p in self._parked if p.until > now]
             for entry in expired:   # outside the lock: nothing waits on a closing process
-                self._retire_later(entry.worker)
+                try:
+                    self._retire_later(entry.worker)
+                except Exception:  # noqa: BLE001 -- the loop must outlive one failure, or every
+                    # worker parked from now on would linger, permit held, until close
+                    log.exception("retiring a surge worker failed; trying again after the linger time")
+                    with self._cond:   # (closed meanwhile: the process dies with the spawner)
+                        self._parked.append(_Parked(entry.worker, entry.home, entry.generation,
+                                                    time.monotonic() + self.linger_s))
 
     def close(self) -> None:
         """Close every parked worker and wait until every process handed to

@@ -16,8 +16,9 @@ from support import RunningApp, run_cli
 
 pytestmark = pytest.mark.timeout(90)
 
-#: every messy .env part the 0.3 parser also reads (a classic GitHub token lists Copilot there)
-TIDY = MESSY_PARTS - NEEDS_DOTENV - {"classic_github"}
+#: every messy .env part the 0.3 parser also reads (a classic GitHub token lists Copilot there),
+#: and no op:// reference (without `op` on the PATH deepseek answers no_credentials: exit 1)
+TIDY = MESSY_PARTS - NEEDS_DOTENV - {"classic_github", "op_reference"}
 needs_dotenv = pytest.mark.skipif(not dotenv_reader(), reason="needs the python-dotenv .env reader (#25, env)")
 
 

@@ -142,7 +142,8 @@ def test_expansion_never_takes_the_services_environment(emulator, tmp_path, monk
 
 
 # -- credentials_unreadable: the provider stays listed ------------------------------------
-AUTH_PROVIDERS = [name for name in NAMES if name not in ("openrouter", "deepseek")]   # every one with an auth.json place
+#: every built-in has an auth.json place; deepseek's credential is in .env, so it is found
+AUTH_PROVIDERS = [name for name in NAMES if name != "deepseek"]
 
 
 @pytest.mark.parametrize("content, reason", [
@@ -157,7 +158,7 @@ def test_an_unreadable_auth_json_keeps_its_providers_listed(emulator, tmp_path, 
     (home / "auth.json").write_text(content)
     with Worker(home, emulator.provider_urls()) as worker:
         listing = worker.providers()
-        assert listing["providers"] == [name for name in NAMES if name != "openrouter"]
+        assert listing["providers"] == list(NAMES)   # the parent narrows it to what the home had (test below)
         assert listing["unreadable"] == AUTH_PROVIDERS and listing["pool_only_unreadable"] is True
         message = f"auth.json could not be read: {reason}."
         for name in ("openai-codex", "nous", "xai"):   # xai: a pool-only id the parent remembers
@@ -336,3 +337,26 @@ def test_a_home_with_only_classic_github_tokens_does_not_list_copilot(tmp_path):
         (home / ".env").write_text("GITHUB_TOKEN=ghp_classicForHermesTools\nCOPILOT_GITHUB_TOKEN=gho_oauthToken\n")
         assert "copilot" in worker.providers()["providers"]
         worker.close()
+
+
+def test_a_reference_op_cannot_read_is_an_unavailable_account_beside_the_others(emulator, tmp_path):
+    """SPEC §18: the pool row is probed; the .env reference is its own account, unavailable
+    with op's failure -- never a token sent."""
+    pooled = fresh("sk-ant-oat01-pooled")
+    home = home_with(tmp_path)
+    (home / "auth.json").write_text(json.dumps({"credential_pool": {"anthropic": [
+        {"id": "pooled", "label": "work", "source": "manual", "access_token": pooled}]}}))
+    (home / ".env").write_text("ANTHROPIC_TOKEN=op://Private/Claude/credential\n")
+    past = time.time() - 60
+    for name in (".env", "auth.json"):
+        os.utime(home / name, (past, past))
+    before = len(emulator.requests())
+    with Worker(home, emulator.provider_urls(), path=op_bin(tmp_path, "fails")) as worker:
+        snap = worker.probe("anthropic")
+        worker.close()
+    accounts = {entry["id"]: entry for entry in snap["accounts"]}
+    assert accounts["env:ANTHROPIC_TOKEN"]["status"] == "unavailable"
+    assert accounts["env:ANTHROPIC_TOKEN"]["error"]["code"] == "credentials_unreadable"
+    assert accounts["pooled"]["status"] == "available" and len(accounts) == 2
+    assert {r.token for r in emulator.requests()[before:]} == {pooled}
+    assert "Private" not in "".join(worker.out) and "Claude/credential" not in "".join(worker.out)

@@ -25,7 +25,9 @@ when its source is ``env:NAME``, else from the place whose value matches its
 **Which token** (PROVIDERS.md "Accounts"): ``access_token`` (the place's field); Nous
 ``agent_key``, else ``access_token``; Copilot rows may hold an exchanged Copilot token the
 endpoint refuses, so an ``env:NAME`` Copilot row always takes ``.env`` ``NAME``, and a
-classic ``ghp_`` token is no Copilot account at all.
+classic ``ghp_`` token is no Copilot account at all. A ``.env`` value that is a 1Password
+reference is resolved first (``workers.onepassword``, SPEC §2: a reference is never sent);
+one ``op`` cannot read is an ``unavailable`` account carrying that error.
 
 **Identity:** ``id`` = the row's ``id`` (a string of at most 64 printable characters), else
 the place (``env:NAME``, ``auth.json:providers.P``, ``auth.json:credential_pool.P[i]``); a
@@ -223,13 +225,13 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
         source = _text(row.get("source"), 200)
         if source in MACHINE_WIDE:
             continue
-        token = None
+        token, unresolved = None, None
         if name == "copilot" and source and source.startswith("env:"):
-            token = _text(env.get(source[4:]))
+            token, unresolved = _env_secret(home, source[4:])
         else:
             token = next((t for f in _token_fields(name, pool[1]) if (t := _text(row.get(f)))), None)  # type: ignore[index]
-        if token is None and source and source.startswith("env:"):
-            token = _text(env.get(source[4:]))
+        if token is None and unresolved is None and source and source.startswith("env:"):
+            token, unresolved = _env_secret(home, source[4:])
         row_id = _text(row.get("id"), MAX_LABEL)
         place = f"auth.json:credential_pool.{pool[0]}[{index}]"  # type: ignore[index]
         aliases = tuple(t for f in _token_fields(name, pool[1]) if (t := _text(row.get(f))) and t != token)  # type: ignore[index]
@@ -237,15 +239,23 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
                           raw_label=row.get("label") if row.get("label") is not None else source, aliases=aliases)
         if token is not None and not _usable(name, token):
             continue
+        if unresolved is not None:
+            account.verdict = ("unavailable", unresolved.code, unresolved.message)
         accounts.append(account)
     # the provider's other places
     others: list[tuple[str, str, dict[str, Any]]] = []   # (id, token, fields)
+    unresolvable: list[Account] = []   # .env 1Password references op could not read
     for place in provider.places:
         if pool and place.file == "auth.json" and place.steps and place.steps[0].key == "credential_pool":
             continue
         if place.file == ".env":
-            others += [(f"env:{var}", value, {}) for var in _env_names(place.name, env)
-                       if (value := _text(env.get(var)))]
+            for var in _env_names(place.name, env):
+                value, unresolved = _env_secret(home, var)
+                if value is not None:
+                    others.append((f"env:{var}", value, {}))
+                elif unresolved is not None:
+                    unresolvable.append(Account(f"env:{var}", "", f"env:{var}", None, raw_label=f"env:{var}",
+                                                verdict=("unavailable", unresolved.code, unresolved.message)))
             continue
         found = _auth_values(place, home, name) or (_auth_values(place, root, name) if root is not None else [])
         parent = ".".join(step.key for step in place.steps[:-1])
@@ -271,11 +281,22 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
             for key in keys:
                 seen[key] = account
         kept.append(account)
-    kept = kept[:MAX_ACCOUNTS]
+    kept = (kept + unresolvable)[:MAX_ACCOUNTS]
     _unique_ids(kept)
     _label(kept, home, rows_home)
     _judge(name, provider.label, kept, now)
     return kept
+
+
+def _env_secret(home: "HomeCredentials", name: str) -> tuple[str | None, ProbeFailure | None]:
+    """(``.env`` ``name`` with a 1Password reference resolved, None) -- or (None, why not):
+    a reference is never an account's token (SPEC §2: it is never sent)."""
+    if home.env_error:
+        return None, None
+    try:
+        return _text(home.env_get(name)), None
+    except ProbeFailure as exc:
+        return None, exc
 
 
 def _auth_values(place: Any, creds: "HomeCredentials | None", name: str) -> list[tuple[str, dict[str, Any]]]:
@@ -371,6 +392,8 @@ def _judge(name: str, label: str, accounts: list[Account], now: float) -> None:
     """Each account's verdict: dead, cooling down, expired, no token -- or None (probe it)."""
     alive = sum(1 for a in accounts if a.fields.get("last_status") != "dead")
     for account in accounts:
+        if account.verdict is not None:   # decided while enumerating (a 1Password reference op could not read)
+            continue
         row = account.fields
         status = row.get("last_status") if "last_status" in row else None
         if status == "dead":

@@ -26,30 +26,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import emulator_process  # noqa: E402
+from benchlib import REPORT, emulator_process, measured_on, settled_home, write_section  # noqa: E402
 
 from probe import ProbeConfig, ProbeService  # noqa: E402
 from probe.tools.emulator import provider_urls_for  # noqa: E402
 
 
+SECTION = "accounts"
+
+
 def codex_home(root: Path, name: str, accounts: int, marker: str) -> Path:
-    home = root / name
-    home.mkdir(parents=True)
+    """A home whose Codex pool holds ``accounts`` rows, its files settled (written "long
+    ago": no racy re-read on the measured fetch, as ``benchlib.settled_home``)."""
+    home = settled_home(root, name)
     rows = [{"id": f"{i:06x}", "label": f"account {i}", "source": "manual:device_code", "priority": i,
              "access_token": f"bench-{name}-{i}{marker}"} for i in range(accounts)]
     (home / "auth.json").write_text(json.dumps({"credential_pool": {"openai-codex": rows}}))
-    (home / ".env").write_text("")
-    old = time.time() - 10   # settled files: no racy re-read of the home on the measured fetch
-    for path in (home / "auth.json", home / ".env"):
-        os.utime(path, (old, old))
+    old = time.time() - 10
+    os.utime(home / "auth.json", (old, old))
     return home
-
-
-def measured_on() -> str:
-    import platform
-
-    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-            f"Python {platform.python_version()} ({os.cpu_count()} cores), load {os.getloadavg()[0]:.2f}")
 
 
 def part_cold(base_url: str, n: int) -> dict:
@@ -86,6 +81,7 @@ def part_warm(base_url: str, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp, \
             ProbeService(ProbeConfig(provider_urls=provider_urls_for(base_url), pool_size=1)) as service:
         homes = {kind: codex_home(Path(tmp), f"warm-{kind}", count, "") for kind, count in kinds.items()}
+        time.sleep(2.1)   # past the racy window of the auth.json just written (its ctime is now)
         for _ in range(20):
             for kind, home in homes.items():
                 service.fetch("openai-codex", home=home, refresh=True)
@@ -105,6 +101,10 @@ def part_warm(base_url: str, rounds: int) -> dict:
 def rows(results: dict) -> list[str]:
     cold, warm = results["cold"], results["warm"]
     return [
+        "## Every account in a home (`scripts/bench_accounts.py`)",
+        "",
+        f"Issue #27, SPEC §18; ratios within one run. Measured {results['measured']}.",
+        "",
         "| measurement | result | target |",
         "| --- | --- | --- |",
         f"| cold home, 5 Codex accounts (100 ms each): process starts per fetch ({cold['homes_per_kind']} homes) "
@@ -121,13 +121,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--homes", type=int, default=20)
     parser.add_argument("--warm", type=int, default=200)
+    parser.add_argument("--output", default=REPORT)
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with emulator_process() as base_url:
         results = {"cold": part_cold(base_url, args.homes), "warm": part_warm(base_url, args.warm)}
-    results["measured"] = measured_on() + f" (load before {load_before:.2f})"
+    results["measured"] = (measured_on() + f"; 1-minute load average {load_before:.2f} -> "
+                           f"{os.getloadavg()[0]:.2f}")
     print(json.dumps(results, indent=2))
-    print("\n".join(rows(results)))
+    text = "\n".join(rows(results))
+    print(text)
+    write_section(args.output, SECTION, text + "\n\n<details><summary>Raw figures</summary>\n\n```json\n"
+                  + json.dumps(results, indent=2) + "\n```\n</details>\n")
     return 0
 
 

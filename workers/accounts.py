@@ -418,6 +418,16 @@ def _judge(name: str, label: str, accounts: list[Account], now: float) -> None:
             account.verdict = ("unavailable", "token_expired", _expired_message(name, label, expiry))
 
 
+def identities(provider: "Provider", home: "HomeCredentials",
+               load_root: Callable[[Path], "HomeCredentials"] | None = None) -> list[str]:
+    """What identifies the provider's account set (SPEC §6, §18): ``id`` + the sha256 of
+    its token, per account -- no status, label, priority or time, so a Hermes bookkeeping
+    write is no change while an account added, removed or re-logged (a new token) is.
+    ``workers.digest`` hashes the set (order-insensitive)."""
+    return [f"{account.id}={hashlib.sha256((account.token or '').encode()).hexdigest()}"
+            for account in enumerate_accounts(provider, home, 0.0, load_root)]
+
+
 # -- probing -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AccountView:
@@ -479,11 +489,15 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
         with lock:
             results[account.id] = snap
 
-    if len(todo) == 1:
-        one(todo[0])
+    if len(todo) > 1:   # this thread probes the first; at most MAX_PARALLEL - 1 more alongside
+        with ThreadPoolExecutor(min(MAX_PARALLEL - 1, len(todo) - 1), thread_name_prefix=f"probe-{provider_name}") \
+                as pool:
+            rest = [pool.submit(one, account) for account in todo[1:]]
+            one(todo[0])
+            for future in rest:
+                future.result()
     elif todo:
-        with ThreadPoolExecutor(min(MAX_PARALLEL, len(todo)), thread_name_prefix=f"probe-{provider_name}") as pool:
-            list(pool.map(one, todo))
+        one(todo[0])
     entries = [_entry(a, results.get(a.id), a.id in skipped) for a in accounts]
     first = next((results[a.id] for a in accounts if a.id in results), None)
     top = dict(first) if first is not None else {

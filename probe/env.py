@@ -20,6 +20,9 @@ _ALLOWED_NAMES = frozenset({
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
     "http_proxy", "https_proxy", "all_proxy", "no_proxy",
     "SYSTEMROOT",  # Windows needs it for sockets
+    # the 1Password CLI's own sign-in, for ``op read`` of a home's op:// references (SPEC §2,
+    # workers.onepassword): a service account or a Connect server; the desktop app needs HOME
+    "OP_SERVICE_ACCOUNT_TOKEN", "OP_CONNECT_HOST", "OP_CONNECT_TOKEN", "OP_ACCOUNT",
 })
 _ALLOWED_PATTERN = re.compile(r"^(LC_[A-Z]+|PROBE_[A-Z0-9_]+_BASE_URL)$")
 

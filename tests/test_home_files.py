@@ -360,3 +360,59 @@ def test_a_reference_op_cannot_read_is_an_unavailable_account_beside_the_others(
     assert accounts["pooled"]["status"] == "available" and len(accounts) == 2
     assert {r.token for r in emulator.requests()[before:]} == {pooled}
     assert "Private" not in "".join(worker.out) and "Claude/credential" not in "".join(worker.out)
+
+
+# -- the parent: an unreadable file keeps the home's list as it was ------------------------
+def test_the_service_keeps_the_homes_list_while_auth_json_is_unreadable(make_service, tmp_path):
+    """Codex (auth.json), a pool-only id (xai: its name comes from auth.json itself) and
+    deepseek (.env): while auth.json is cut mid-write, the list is the same -- no provider
+    hidden, none of the other built-ins with an auth.json place added -- and the two read
+    from auth.json answer credentials_unreadable naming the file; restored, they answer."""
+    home = home_with(tmp_path, codex=fresh("codex-kept"), deepseek=fresh("sk-ds-kept"))
+    auth = json.loads((home / "auth.json").read_text())
+    auth["credential_pool"] = {"xai": [{"label": "work", "access_token": fresh("xai-kept"), "last_status": "ok"}]}
+    good = json.dumps(auth)
+    (home / "auth.json").write_text(good)
+    service = make_service(pool_size=1)
+    listed = ["openai-codex", "deepseek", "xai"]
+    assert service.home_providers(home).names == tuple(listed)
+
+    (home / "auth.json").write_text(good[: len(good) // 3])
+    assert service.home_providers(home).names == tuple(listed)
+    by_name = {snap.provider: snap for snap in service.fetch_home(home=home)}
+    assert list(by_name) == listed
+    for name in ("openai-codex", "xai"):
+        error = by_name[name].error
+        assert error is not None and error.code == "credentials_unreadable", by_name[name]
+        assert error.message.startswith("auth.json could not be read: it is not valid JSON") and str(home) not in \
+            error.message
+    assert by_name["deepseek"].available
+
+    (home / "auth.json").write_text(good)
+    by_name = {snap.provider: snap for snap in service.fetch_home(home=home)}
+    assert list(by_name) == listed and all(snap.error is None for snap in by_name.values()), by_name
+
+
+def test_a_list_read_while_a_file_is_unreadable_is_narrowed_to_the_last_readable_one():
+    from probe.home_list import parse_listing
+    from probe.pool.worker import WorkerProtocolError
+
+    last = parse_listing({"providers": ["openai-codex", "deepseek", "gemini", "xai"], "pool_only": ["gemini", "xai"],
+                          "undeclared": []})
+    now = parse_listing({"providers": ["anthropic", "openai-codex", "deepseek", "nous"], "pool_only": [],
+                         "undeclared": [], "unreadable": ["anthropic", "openai-codex", "nous"],
+                         "pool_only_unreadable": True})
+    narrowed = now.as_before(last)
+    assert narrowed.names == ("openai-codex", "deepseek", "gemini", "xai")
+    assert narrowed.pool_only == {"gemini", "xai"} and narrowed.unreadable == {"openai-codex", "gemini", "xai"}
+    for bad in ({"unreadable": ["zai"]}, {"unreadable": "deepseek"}, {"pool_only_unreadable": "yes"},
+                {"unreadable": [7]}):
+        with pytest.raises(WorkerProtocolError):
+            parse_listing({"providers": ["deepseek"], "pool_only": [], "undeclared": [], **bad})
+
+
+def test_a_worker_gets_1passwords_sign_in_and_nothing_else_new(tmp_path):
+    parent = {"PATH": "/usr/bin", "OP_SERVICE_ACCOUNT_TOKEN": "ops_x", "OP_CONNECT_HOST": "http://op:8080",
+              "OP_CONNECT_TOKEN": "c", "OP_ACCOUNT": "team", "OP_SESSION_team": "s", "OPENAI_API_KEY": "sk-no"}
+    env = child_env(tmp_path, parent_env=parent)
+    assert {name: env.get(name) for name in parent} == {**parent, "OP_SESSION_team": None, "OPENAI_API_KEY": None}

@@ -1,10 +1,16 @@
-"""A home's active provider (``config.yaml`` ``model.provider``, SPEC §19) as the parent
-knows it: asked of one of the home's workers (``{"op": "active_provider"}``,
-``workers.hermes_config``) and kept with the file's stat data, so it is asked again only
-when ``config.yaml`` changed -- the parent stats the file, never opens it.
+"""Two facts of a home that only hermes-webui's answers need (SPEC §19), asked of one of
+the home's workers like every home file -- the parent stats files, never opens them:
 
-The racy rule of ``probe.home_list`` applies: an answer read within one timestamp tick of
-the file's last change is used for that call and asked again next time.
+* the active provider, Hermes' ``config.yaml`` ``model.provider`` (``{"op":
+  "active_provider"}``, ``workers.hermes_config``), kept with the file's stat data so it
+  is asked again only when ``config.yaml`` changed. The racy rule of ``probe.home_list``
+  applies: an answer read within one timestamp tick of the file's last change is used for
+  that call and asked again next time;
+* a pool-only id's accounts (``{"op": "pool_accounts"}``, ``workers.pool_accounts``), not
+  kept: their cooldowns run on the clock, and a warm worker answers in a round trip.
+
+What a reply may hold is checked here; anything else is a confused worker (``Unanswered``
+with ``bad_response``), never an answer a caller sees.
 """
 from __future__ import annotations
 
@@ -15,13 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from probe.snapshot import MAX_ACCOUNT_LABEL, MAX_ACCOUNTS, Account
 from workers.credentials import stat_is_settled
 from workers.hermes_config import CONFIG_NAME, PROVIDER_ID
 
+POOL_STATUSES = ("available", "exhausted", "dead")
 
-class ConfigUnread(Exception):
-    """No worker of the home answered the question; ``code`` is its failure (``timeout``,
-    ``worker_crashed``, ``saturated``, ``bad_response``, ``home_not_found``)."""
+
+class Unanswered(Exception):
+    """No worker of the home answered the question; ``code`` is why (``home_not_found``,
+    ``timeout``, ``worker_crashed``, ``saturated``, ``bad_response``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -38,15 +47,44 @@ def config_stat(home: Path) -> tuple:
     return ((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns),)
 
 
-def parse_reply(reply: dict[str, Any]) -> str | None:
-    """A worker's ``active_provider`` reply; ConfigUnread for anything but a valid answer."""
+def _checked(reply: dict[str, Any]) -> dict[str, Any]:
     error = reply.get("error")
     if not reply.get("ok") and isinstance(error, dict) and error.get("code") == "home_not_found":
-        raise ConfigUnread("home_not_found", "The home directory does not exist.")
-    provider = reply.get("provider")
-    if not reply.get("ok") or not (provider is None or isinstance(provider, str) and PROVIDER_ID.fullmatch(provider)):
-        raise ConfigUnread("bad_response", "The worker sent a malformed answer.")
+        raise Unanswered("home_not_found", "The home directory does not exist.")
+    if not reply.get("ok"):
+        raise Unanswered("bad_response", "The worker sent a malformed answer.")
+    return reply
+
+
+def parse_active_provider(reply: dict[str, Any]) -> str | None:
+    """A worker's ``active_provider`` reply."""
+    provider = _checked(reply).get("provider")
+    if not (provider is None or isinstance(provider, str) and PROVIDER_ID.fullmatch(provider)):
+        raise Unanswered("bad_response", "The worker sent a malformed answer.")
     return provider
+
+
+def _short(value: Any, limit: int, optional: bool = False) -> bool:
+    return (optional and value is None) or (isinstance(value, str) and 0 < len(value) <= limit)
+
+
+def parse_pool_accounts(reply: dict[str, Any]) -> tuple[Account, ...] | None:
+    """A worker's ``pool_accounts`` reply as accounts (not probed: no reading, no
+    ``fetched_at``); None when the pool has no row for the id."""
+    rows = _checked(reply).get("accounts")
+    if rows is None:
+        return None
+    if not isinstance(rows, list) or len(rows) > MAX_ACCOUNTS:
+        raise Unanswered("bad_response", "The worker sent a malformed answer.")
+    accounts = []
+    for row in rows:
+        if not (isinstance(row, dict) and _short(row.get("id"), 256) and _short(row.get("label"), MAX_ACCOUNT_LABEL)
+                and _short(row.get("source"), 200, True) and row.get("status") in POOL_STATUSES
+                and _short(row.get("retry_after"), 40, True)):
+            raise Unanswered("bad_response", "The worker sent a malformed answer.")
+        accounts.append(Account(id=row["id"], label=row["label"], source=row["source"], status=row["status"],
+                                retry_after=row["retry_after"]))
+    return tuple(accounts)
 
 
 class ActiveProviders:

@@ -39,13 +39,13 @@ if TYPE_CHECKING:
 from probe.shared.disk import DiskCache
 from probe.env import child_env
 from probe.errors import check_provider, check_timeout
-from probe.home_config import ActiveProviders, ConfigUnread, parse_reply
+from probe.home_config import ActiveProviders, Unanswered, parse_active_provider, parse_pool_accounts
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
 from probe.home_read import HomePart, HomeRead, InOrder
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
 from probe.pool.pool import RecycleLimits
 from probe.pool.registry import PoolRegistry
-from probe.snapshot import ProbeInfo, Snapshot, monotonic_ms_since
+from probe.snapshot import Account, ProbeInfo, Snapshot, monotonic_ms_since
 from probe.pool.spawner import Spawner
 from probe.stats import Stats
 from probe.pool.worker import Worker, WorkerFailed, WorkerProtocolError
@@ -261,30 +261,47 @@ class ProbeService:
         """The home's active provider, Hermes' ``config.yaml`` ``model.provider`` (SPEC §19),
         or None when it names none. Asked of one of the home's workers -- the service never
         opens a home file -- and cached with the file's stat data (``probe.home_config``).
-        Raises ConfigUnread when the home does not exist or no worker answered."""
-        started = time.monotonic()
-        deadline = started + self._checked_call(timeout)
+        Raises Unanswered when the home does not exist or no worker answered."""
+        home_dir, deadline = self._home_question(home, timeout)
+        return self._active_providers.get(home_dir, lambda: parse_active_provider(
+            self._ask_home(home_dir, {"op": "active_provider"}, deadline)))
+
+    def pool_accounts(self, provider: str, home: HomeArg = None, *,
+                      timeout: float | None = None) -> tuple[Account, ...] | None:
+        """A pool-only id's accounts (SPEC §17, §18) from Hermes' ``credential_pool``
+        records, read by one of the home's workers without any request (not probed: no
+        reading); None when the home's pool has no row for ``provider``. Raises
+        Unanswered as :meth:`active_provider`."""
+        if not isinstance(provider, str) or not provider:
+            raise ValueError("provider must be a non-empty string")
+        home_dir, deadline = self._home_question(home, timeout)
+        return parse_pool_accounts(self._ask_home(home_dir, {"op": "pool_accounts", "provider": provider}, deadline))
+
+    def _home_question(self, home: HomeArg, timeout: float | None) -> tuple[Path, float]:
+        deadline = time.monotonic() + self._checked_call(timeout)
         try:
-            home_dir = resolve_home(home)
+            return resolve_home(home), deadline
         except HomeNotFound as exc:
-            raise ConfigUnread("home_not_found", str(exc)) from None
+            raise Unanswered("home_not_found", str(exc)) from None
 
-        def failed(exc: WorkerFailed, path: str, pid: int | None) -> str | None:
-            raise ConfigUnread(exc.code, str(exc))
+    def _ask_home(self, home: Path, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """One request to a worker of ``home`` (warm, slot start or cold, as a probe), its
+        reply; Unanswered when none answered (a confused worker is killed, as after a probe)."""
+        def failed(exc: WorkerFailed, path: str, pid: int | None) -> dict[str, Any]:
+            raise Unanswered(exc.code, str(exc))
 
-        def saturated() -> str | None:
-            raise ConfigUnread("saturated", SATURATED)
+        def saturated() -> dict[str, Any]:
+            raise Unanswered("saturated", SATURATED)
 
-        def ask(worker: Worker, path: str) -> str | None:
+        def ask(worker: Worker, path: str) -> dict[str, Any]:
             try:
-                return parse_reply(worker.request({"op": "active_provider"}, deadline))
+                return worker.request(message, deadline)
             except WorkerFailed as exc:
                 worker.kill()
                 self._stats.count("kills")
-                raise ConfigUnread(exc.code, str(exc)) from None
+                raise Unanswered(exc.code, str(exc)) from None
 
-        return self._active_providers.get(home_dir, lambda: self._on_worker(
-            home_dir, deadline, use=ask, failed=failed, saturated=saturated))
+        return self._on_worker(home, deadline, use=ask, failed=failed, saturated=saturated)
 
     def settle_home_list(self, home: HomeArg, listing: HomeProviders, snaps: list[Snapshot]) -> list[Snapshot]:
         """A home-wide read's answers as its caller shows them: a plugin that declares no

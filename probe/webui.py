@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from probe.home_config import ConfigUnread
-from probe.snapshot import Snapshot, Window
+from probe.home_config import Unanswered
+from probe.snapshot import Snapshot, Window, utc_now_iso
 from workers.plugins import NAME_PATTERN
 from workers.providers import provider_names
 
@@ -105,10 +105,8 @@ class HomeReads:
 
     #: a registered provider's snapshot (refresh: skip the cache)
     fetch: Callable[[str, bool], Snapshot]
-    #: a pool-only id's snapshot through a home read, None when the home does not list it
-    fetch_pool_only: Callable[[str, bool], Snapshot | None]
-    #: the home's pool-only ids (SPEC §17)
-    pool_only: Callable[[], Iterable[str]]
+    #: a pool-only id's accounts from Hermes' records (None: the pool has no row for it)
+    pool_accounts: Callable[[str], tuple | None]
     #: ``config.yaml`` ``model.provider``, or None; raises Unread when it cannot be read
     active_provider: Callable[[], str | None]
     #: text a reason must never hold (the server's path of the home) -> what replaces it
@@ -197,22 +195,27 @@ def answer(provider: str | None, reads: HomeReads, *, refresh: bool = False) -> 
     if name in provider_names():
         snap = reads.fetch(name, refresh)
         return openrouter_answer(snap, reads.hidden) if name == "openrouter" else account_answer(name, snap, reads.hidden)
-    if NAME_PATTERN.fullmatch(name) and name in frozenset(reads.pool_only()):
-        snap = reads.fetch_pool_only(name, refresh)
-        if snap is not None:
-            return local_pool_answer(name, snap, reads.hidden)
+    if NAME_PATTERN.fullmatch(name):
+        try:
+            accounts = reads.pool_accounts(name)
+        except Unread as exc:
+            return unavailable(name, str(exc))
+        if accounts:
+            return local_pool_answer(name, accounts)
     return unsupported(name)
 
 
 # -- OpenRouter ---------------------------------------------------------------------------
 def openrouter_quota(snap: Snapshot) -> dict[str, int | float | None]:
-    """``{limit_remaining, usage, limit}`` from the key lines of an OpenRouter snapshot."""
+    """``{limit_remaining, usage, limit}`` from the key lines of an OpenRouter snapshot --
+    of its first available account when it has several (hermes-webui reads the one key)."""
     quota: dict[str, int | float | None] = {"limit_remaining": None, "usage": None, "limit": None}
-    for window in snap.windows:
+    reading: Any = next((a for a in _accounts(snap) if a.status == "available"), snap)
+    for window in reading.windows:
         match = KEY_QUOTA.match(window.detail or "") if window.label == "API key quota" else None
         if match:
             quota["limit_remaining"], quota["limit"] = _money(match.group(1)), _money(match.group(2))
-    for line in snap.details:
+    for line in reading.details:
         match = KEY_USAGE.match(line)
         if match:
             quota["usage"] = _money(match.group(1))
@@ -240,11 +243,15 @@ def openrouter_answer(snap: Snapshot, hidden: Iterable[tuple[str, str]] = ()) ->
 
 
 # -- account limits -----------------------------------------------------------------------
+def _remaining(used: int | float | None) -> float | None:
+    """hermes-webui's remaining share: clamp(100 − used), as it computes it."""
+    return None if used is None else max(0.0, min(100.0, 100.0 - float(used)))
+
+
 def window_dict(window: Window, detail: str | None = None) -> dict[str, Any]:
-    """hermes-webui's window: remaining = clamp(100 − used), as it computes it."""
+    """hermes-webui's window."""
     used = _number(window.used_percent)
-    remaining = None if used is None else max(0.0, min(100.0, 100.0 - float(used)))
-    return {"label": window.label, "used_percent": used, "remaining_percent": remaining,
+    return {"label": window.label, "used_percent": used, "remaining_percent": _remaining(used),
             "reset_at": window.reset_at, "detail": detail if detail is not None else window.detail}
 
 
@@ -332,6 +339,10 @@ def _instant(text: str) -> datetime | None:
         return None
 
 
+def _counts(accounts: tuple) -> dict[str, int]:
+    return {status: sum(1 for a in accounts if a.status == status) for status in ("available", "exhausted", "dead")}
+
+
 def _summary(available: int, total: int, exhausted: int, dead: int, failed: int, plans: list[str]) -> list[str]:
     details = [f"{available}/{total} credentials available"]
     if exhausted:
@@ -369,7 +380,7 @@ def pooled_limits(snap: Snapshot, accounts: tuple, hidden: Iterable[tuple[str, s
     """hermes-webui's pooled ``account_limits`` (its Codex pool, for every provider)."""
     rows = [credential_row(a, hidden) for a in accounts]
     pool = getattr(snap, "pool", None)
-    counts = {status: sum(1 for a in accounts if a.status == status) for status in ("available", "exhausted", "dead")}
+    counts = _counts(accounts)
     failed = getattr(pool, "failed", sum(1 for a in accounts if a.status == "unavailable"))
     plans = list(getattr(pool, "plans", ()) or dict.fromkeys(a.plan for a in accounts if a.plan))
     best = _best(pool, accounts)
@@ -379,8 +390,7 @@ def pooled_limits(snap: Snapshot, accounts: tuple, hidden: Iterable[tuple[str, s
             "dead_credentials": counts["dead"], "failed_credentials": failed, "plans": plans,
             "next_reset_at": _earliest_reset(rows), "best_remaining_by_window": best, "credentials": rows}
     detail = f"Best of {available} available credentials"
-    windows = [{"label": b["label"], "used_percent": b["used_percent"],
-                "remaining_percent": None if b["used_percent"] is None else max(0.0, min(100.0, 100.0 - float(b["used_percent"]))),
+    windows = [{"label": b["label"], "used_percent": b["used_percent"], "remaining_percent": _remaining(b["used_percent"]),
                 "reset_at": b["reset_at"], "detail": detail} for b in best]
     return {"provider": snap.provider, "source": f"{snap.source or 'usage_api'}_pool",
             "title": _title(snap), "plan": plans[0] if len(plans) == 1 else None,
@@ -390,23 +400,21 @@ def pooled_limits(snap: Snapshot, accounts: tuple, hidden: Iterable[tuple[str, s
             "fetched_at": snap.fetched_at, "pool": body}
 
 
-def local_pool_answer(provider: str, snap: Snapshot, hidden: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+def local_pool_answer(provider: str, accounts: tuple, fetched_at: str | None = None) -> dict[str, Any]:
     """hermes-webui's local-pool answer (``_local_pool_snapshot``) for a pool-only id:
     Hermes' own records, no request; one row per account."""
     display = display_name(provider)
-    accounts = _accounts(snap)
-    rows = [credential_row(a, hidden) for a in accounts]
-    counts = {status: sum(1 for a in accounts if a.status == status) for status in ("available", "exhausted", "dead")}
-    available = counts["available"]
-    total = sum(counts.values())
+    rows = [credential_row(a) for a in accounts]
+    counts = _counts(accounts)
+    available, total = counts["available"], len(rows)
     limits = {"provider": provider, "source": "local_pool", "title": "Credential pool", "plan": None, "windows": [],
               "details": _summary(available, total, counts["exhausted"], counts["dead"], 0, []),
               "available": available > 0, "unavailable_reason": None if available else LOCAL_POOL_UNAVAILABLE,
-              "fetched_at": snap.fetched_at,
+              "fetched_at": fetched_at or utc_now_iso(),
               "pool": {"total_credentials": total, "queried_credentials": 0, "available_credentials": available,
                        "exhausted_credentials": counts["exhausted"], "dead_credentials": counts["dead"],
                        "failed_credentials": 0, "plans": [], "next_reset_at": None, "best_remaining_by_window": [],
-                       "credentials": [row for row in rows if row["status"] in counts]}}
+                       "credentials": rows}}
     if available:
         return _envelope(provider, display, ok=True, supported=True, status="available", label="Credential pool",
                          account_limits=limits, message=f"{display} credential pool status loaded.")
@@ -416,38 +424,19 @@ def local_pool_answer(provider: str, snap: Snapshot, hidden: Iterable[tuple[str,
 
 # -- the in-process API ----------------------------------------------------------------------
 def service_reads(service: Any, home: Any, hidden: tuple[tuple[str, str], ...] = (), *,
-                  fetch: Callable[[str, bool], Snapshot] | None = None,
-                  fetch_home: Callable[[list[str], bool], list[Snapshot]] | None = None) -> HomeReads:
+                  fetch: Callable[[str, bool], Snapshot] | None = None) -> HomeReads:
     """:class:`HomeReads` of ``home`` (a path) through ``service`` (a ProbeService);
-    ``fetch`` / ``fetch_home`` replace the service's own reads (the server's reader)."""
-    from probe.home_list import HomeListFailed
-
-    def pool_only() -> frozenset[str]:
+    ``fetch`` replaces the service's own (the server's reader, which records readings)."""
+    def asked(question: Callable[[], Any]) -> Any:
         try:
-            return service.home_providers(home).pool_only
-        except HomeListFailed:
-            return frozenset()
-
-    def fetch_pool_only(name: str, refresh: bool) -> Snapshot | None:
-        snaps = fetch_home([name], refresh) if fetch_home is not None else \
-            service.fetch_home(home=home, refresh=refresh, providers=[name])
-        return next((s for s in snaps if s.provider == name), None)
-
-    def active_provider() -> str | None:
-        try:
-            return service.active_provider(home)
-        except ConfigUnread as exc:
-            raise Unread(config_unread_reason(exc)) from None
+            return question()
+        except Unanswered as exc:
+            raise Unread("The home directory does not exist." if exc.code == "home_not_found" else
+                         "This home's files could not be read in time. Try again.") from None
 
     return HomeReads(fetch=fetch or (lambda name, refresh: service.fetch(name, home=home, refresh=refresh)),
-                     fetch_pool_only=fetch_pool_only, pool_only=pool_only, active_provider=active_provider,
-                     hidden=hidden)
-
-
-def config_unread_reason(exc: ConfigUnread) -> str:
-    if exc.code == "home_not_found":
-        return "The home directory does not exist."
-    return "The active provider could not be read from this home's config.yaml. Try again."
+                     pool_accounts=lambda name: asked(lambda: service.pool_accounts(name, home)),
+                     active_provider=lambda: asked(lambda: service.active_provider(home)), hidden=hidden)
 
 
 def provider_quota(provider: str | None = None, *, home: Any = None, refresh: bool = False) -> dict[str, Any]:

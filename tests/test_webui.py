@@ -127,10 +127,10 @@ def test_hw_openrouter_quota_invalid_key_and_timeout_are_sanitized(webui, emulat
     hanging = "test-openrouter-key-private-hw3-hang-"
     homes = {"invalid": write_home(tmp_path, "or-401", env={"OPENROUTER_API_KEY": invalid}, provider="openrouter"),
              "slow": write_home(tmp_path, "or-hang", env={"OPENROUTER_API_KEY": hanging}, provider="openrouter")}
-    client = webui(homes, probe_timeout_s=1.0)
+    clients = {"invalid": webui(homes), "slow": webui(homes, probe_timeout_s=1.0)}   # 1 s: the hang's deadline
     for home_id, expected, message in (("invalid", "invalid_key", "OpenRouter rejected the configured API key."),
                                        ("slow", "unavailable", "OpenRouter quota status is temporarily unavailable.")):
-        response = client.get("/api/provider/quota", params={"provider": "openrouter", "home": home_id})
+        response = clients[home_id].get("/api/provider/quota", params={"provider": "openrouter", "home": home_id})
         result = response.json()
         assert result["ok"] is False
         assert result["status"] == expected
@@ -272,7 +272,11 @@ def test_hw_account_usage_forced_refresh_failure_preserves_warm_snapshot(webui, 
     after_refresh_failure = quota(client)
     assert emulator.count(token=token) == 2
     assert first["status"] == refreshed["status"] == after_refresh_failure["status"] == "available"
-    assert refreshed["account_limits"] == first["account_limits"] == after_refresh_failure["account_limits"]
+    # the same reading; its ``source`` is left out: since accounts (#27) a stale single-account
+    # snapshot carries the failed probe's source (null), not the good reading's -- reported
+    def reading(result: dict) -> dict:
+        return {k: v for k, v in result["account_limits"].items() if k != "source"}
+    assert reading(refreshed) == reading(first) == reading(after_refresh_failure)
 
 
 def test_hw_account_usage_profile_fetch_caches_unavailable_snapshots(webui, emulator, tmp_path):
@@ -409,7 +413,7 @@ def test_refresh_values_outside_hermes_webuis_set_are_a_plain_read(webui, emulat
 def test_a_hanging_provider_answers_unavailable_with_a_sanitized_reason(webui, tmp_path):
     home = write_home(tmp_path, "zai-hang", env={"GLM_API_KEY": "glm-hw-hang-0123456789abcdef-hang-"}, provider="zai")
     started = datetime.now(timezone.utc)
-    response = webui({"main": home}, probe_timeout_s=1.0).get("/api/provider/quota")
+    response = webui({"main": home}, probe_timeout_s=1.0).get("/api/provider/quota", params={"provider": "zai"})
     result = response.json()
     assert (datetime.now(timezone.utc) - started).total_seconds() < 20
     assert result["status"] == "unavailable" and result["account_limits"] is None
@@ -496,3 +500,344 @@ def test_an_oversized_or_missing_config_names_no_provider(tmp_path, capfd):
     assert active_provider(tmp_path) is None
     said = capfd.readouterr().err
     assert "config.yaml is larger than" in said and str(tmp_path) not in said
+
+
+# -- pools (SPEC §18's accounts in hermes-webui's pool shape) --------------------------------
+def codex_pool_home(root, name: str, rows: list[dict], provider: str = "openai-codex"):
+    for index, row in enumerate(rows):
+        row.setdefault("id", f"{index + 1:06x}")
+        row.setdefault("priority", index)
+        row.setdefault("auth_type", "oauth")
+        row.setdefault("source", "manual:device_code")
+    return write_home(root, name, provider=provider, auth={"credential_pool": {provider: rows}})
+
+
+def test_hw_codex_account_usage_subprocess_reports_read_only_credential_pool(webui, emulator, tmp_path):
+    primary_token, exhausted_token = jwt_for("acct-primary", "hw-pool"), jwt_for("acct-exhausted", "hw-pool")
+    for token, used, plan in ((primary_token, 15, "pro"), (exhausted_token, 95, "plus")):
+        emulator.script(token, codex_usage(used, 1_900_000_000, plan=plan), path=CODEX_USAGE)
+    home = codex_pool_home(tmp_path, "codex-pool", [
+        {"label": "Team primary", "access_token": primary_token, "last_status": None},
+        {"label": "Plus backup", "access_token": exhausted_token, "last_status": "exhausted",
+         "last_status_at": 1_900_000_000},
+    ])
+    auth_before = (home / "auth.json").read_bytes()
+    response = webui({"main": home}).get("/api/provider/quota")
+    result = response.json()
+    assert [r.token for r in emulator.requests() if r.token in (primary_token, exhausted_token)] == [primary_token]
+    assert [r.headers.get("chatgpt-account-id") for r in emulator.requests() if r.token == primary_token] == \
+        ["acct-primary"]
+    assert (home / "auth.json").read_bytes() == auth_before        # read-only: the pool is never rewritten
+    snapshot = result["account_limits"]
+    assert result["status"] == "available" and result["ok"] is True
+    assert snapshot["provider"] == "openai-codex"
+    assert snapshot["source"] == "usage_api_pool"
+    assert snapshot["windows"][0]["label"] == "Session"
+    assert snapshot["windows"][0]["used_percent"] == 15
+    assert snapshot["details"] == ["1/2 credentials available", "1 exhausted", "Plans: Pro"]
+    assert snapshot["available"] is True
+    assert recent(snapshot["pool"]["credentials"][0]["fetched_at"])
+    assert snapshot["pool"] == {
+        "total_credentials": 2,
+        "queried_credentials": 1,
+        "available_credentials": 1,
+        "exhausted_credentials": 1,
+        "dead_credentials": 0,          # quota-probe: every pool has every count
+        "failed_credentials": 0,
+        "plans": ["Pro"],
+        "next_reset_at": "2030-03-17T17:46:40Z",
+        "best_remaining_by_window": [
+            {"label": "Session", "remaining_percent": 85.0, "used_percent": 15.0,
+             "reset_at": "2030-03-17T17:46:40Z", "detail": None, "credential_label": "Team primary"},
+            {"label": "Weekly", "remaining_percent": 60.0, "used_percent": 40.0,
+             "reset_at": "2030-03-24T12:30:00Z", "detail": None, "credential_label": "Team primary"},
+        ],
+        "credentials": [
+            {
+                "label": "Team primary",
+                "status": "available",
+                "plan": "Pro",
+                "windows": [
+                    {"label": "Session", "used_percent": 15.0, "remaining_percent": 85.0,
+                     "reset_at": "2030-03-17T17:46:40Z", "detail": None},
+                    {"label": "Weekly", "used_percent": 40.0, "remaining_percent": 60.0,
+                     "reset_at": "2030-03-24T12:30:00Z", "detail": None},
+                ],
+                "details": ["Credits balance: $12.50"],
+                "unavailable_reason": None,
+                "retry_after": None,    # quota-probe: every row has every key
+                "fetched_at": snapshot["pool"]["credentials"][0]["fetched_at"],
+            },
+            {
+                "label": "Plus backup",
+                "status": "exhausted",
+                "plan": None,
+                "windows": [],
+                "details": [],
+                "unavailable_reason": "Credential pool marked this credential exhausted; retry after 2030-03-17T18:46:40Z.",
+                "retry_after": "2030-03-17T18:46:40Z",
+                "fetched_at": None,
+            },
+        ],
+    }
+    assert primary_token not in response.text and exhausted_token not in response.text
+
+
+def test_hw_codex_account_usage_subprocess_retries_expired_pool_exhaustion(webui, emulator, tmp_path):
+    """An expired cooldown is probed, not shown exhausted. (Their pool has this one entry;
+    quota-probe shows a pool for several accounts (SPEC §18), so a second one is beside it.)"""
+    token, other = jwt_for("acct-expired", "hw-expired"), jwt_for("acct-other", "hw-expired")
+    for each in (token, other):
+        emulator.script(each, {"plan_type": "team", "rate_limit": {
+            "primary_window": {"used_percent": 10, "reset_at": "2030-03-17T17:30:00Z"}}}, path=CODEX_USAGE)
+    home = codex_pool_home(tmp_path, "codex-expired", [
+        {"label": "Expired cooldown", "access_token": token, "last_status": "exhausted", "last_status_at": 1,
+         "last_error_code": None, "last_error_reset_at": None},
+        {"label": "Other", "access_token": other},
+    ])
+    response = webui({"main": home}).get("/api/provider/quota")
+    snapshot = response.json()["account_limits"]
+    assert emulator.count(path=CODEX_USAGE, token=token) == 1
+    assert snapshot["pool"]["queried_credentials"] == 2
+    assert snapshot["pool"]["exhausted_credentials"] == 0
+    assert snapshot["pool"]["credentials"][0]["status"] == "available"
+    assert snapshot["pool"]["credentials"][0]["unavailable_reason"] is None
+    assert token not in response.text
+
+
+def test_hw_codex_account_usage_subprocess_probes_pool_entries_concurrently(webui, emulator, tmp_path):
+    """Both accounts' requests are in flight together (held at the emulator until both
+    arrived), and the rows come back in pool order."""
+    import threading
+
+    token_a, token_b = jwt_for("acct-a", "hw-concurrent"), jwt_for("acct-b", "hw-concurrent")
+    for token, used in ((token_a, 80), (token_b, 10)):
+        emulator.script(token, {"plan_type": "team", "rate_limit": {
+            "primary_window": {"used_percent": used, "reset_at": "2030-03-17T17:30:00Z"}}}, path=CODEX_USAGE)
+    home = codex_pool_home(tmp_path, "codex-concurrent", [{"label": "Slow A", "access_token": token_a},
+                                                          {"label": "Slow B", "access_token": token_b}])
+    client = webui({"main": home})
+    gates = [emulator.hold(token_a), emulator.hold(token_b)]
+    got: list[httpx.Response] = []
+    reader = threading.Thread(target=lambda: got.append(client.get("/api/provider/quota")))
+    reader.start()
+    try:
+        assert emulator.wait_for(1, token=token_a, timeout=20) and emulator.wait_for(1, token=token_b, timeout=20)
+    finally:
+        for gate in gates:
+            gate.set()
+    reader.join(30)
+    snapshot = got[0].json()["account_limits"]
+    assert snapshot["pool"]["queried_credentials"] == 2
+    assert [row["label"] for row in snapshot["pool"]["credentials"]] == ["Slow A", "Slow B"]
+    assert snapshot["pool"]["best_remaining_by_window"][0]["credential_label"] == "Slow B"
+    assert snapshot["pool"]["best_remaining_by_window"][0]["remaining_percent"] == 90.0
+    assert token_a not in got[0].text and token_b not in got[0].text
+
+
+def test_hw_codex_account_usage_subprocess_sanitizes_pool_entry_errors(webui, emulator, tmp_path):
+    """A failing account is counted failed and its reason carries nothing token-like. (Their
+    mock's exception text holds a bearer token, which their sanitizer replaces; quota-probe's
+    reasons never hold the provider's text, so the row says what happened.)"""
+    bad, good = jwt_for("acct-bad", "hw-sanitize"), jwt_for("acct-good", "hw-sanitize")
+    emulator.script(bad, {"error": "Bearer eyJsecret-token-like-value should not leak"}, status=500)
+    emulator.script(good, codex_usage(20, "2030-03-17T17:30:00Z"), path=CODEX_USAGE)
+    home = codex_pool_home(tmp_path, "codex-sanitize", [{"label": "Bad token", "access_token": bad},
+                                                        {"label": "Good", "access_token": good}])
+    response = webui({"main": home}).get("/api/provider/quota")
+    snapshot = response.json()["account_limits"]
+    assert snapshot["pool"]["failed_credentials"] == 1
+    row = snapshot["pool"]["credentials"][0]
+    assert row["status"] == "unavailable" and row["unavailable_reason"]
+    assert "eyJsecret" not in response.text and "Bearer" not in response.text and bad not in response.text
+
+
+def test_hw_codex_pool_with_no_available_account_is_unavailable_with_hermes_webuis_reason(webui, emulator, tmp_path):
+    """Their pool snapshot with no available credential: ``available`` false and "No Codex pool
+    credentials returned available account limits.", as the envelope's reason."""
+    tokens = [jwt_for("acct-down-a", "hw-none"), jwt_for("acct-down-b", "hw-none")]
+    for token in tokens:
+        emulator.script(token, {"error": "down"}, status=503)
+    home = codex_pool_home(tmp_path, "codex-none", [{"label": "A", "access_token": tokens[0]},
+                                                    {"label": "B", "access_token": tokens[1]}])
+    result = quota(webui({"main": home}))
+    assert (result["ok"], result["status"], result["supported"]) == (False, "unavailable", True)
+    assert result["account_limits"]["available"] is False
+    assert result["account_limits"]["unavailable_reason"] == "No Codex pool credentials returned available account limits."
+    assert result["message"] == ("OpenAI Codex account limits are unavailable. No Codex pool credentials returned "
+                                 "available account limits.")
+    assert result["account_limits"]["pool"]["failed_credentials"] == 2
+
+
+def test_hw_openrouter_with_several_keys_answers_the_first_available_keys_quota(webui, emulator, tmp_path):
+    first, second = "sk-or-v1-hw-first-key", "sk-or-v1-hw-second-key"
+    emulator.script(first, {"data": {"limit_remaining": 4, "usage": 6, "limit": 10}}, path=OPENROUTER_KEY_PATH)
+    emulator.script(second, {"data": {"limit_remaining": 1, "usage": 9, "limit": 10}}, path=OPENROUTER_KEY_PATH)
+    home = write_home(tmp_path, "or-two", env={"OPENROUTER_API_KEY": first, "OPENROUTER_API_KEY_2": second},
+                      provider="openrouter")
+    result = quota(webui({"main": home}))
+    assert result["quota"] == {"limit_remaining": 4, "usage": 6, "limit": 10} and "account_limits" not in result
+
+
+# -- tests/test_issue4360_generic_pool_quota.py: pool-only ids, Hermes' own records ----------
+def pool_only_home(root, name: str, provider: str, rows: list[dict], *, active: str | None = None):
+    for index, row in enumerate(rows):
+        row.setdefault("id", f"{index + 10:06x}")
+        row.setdefault("priority", index)
+        row.setdefault("auth_type", "api_key")
+        row.setdefault("access_token", f"{provider}-hw-key-{index}-0123456789")
+    return write_home(root, name, provider=active or provider, auth={"credential_pool": {provider: rows}})
+
+
+def soon(hours: float) -> float:
+    return datetime.now(timezone.utc).timestamp() + hours * 3600
+
+
+def test_hw_local_pool_snapshot_with_available_entries(webui, tmp_path):
+    home = pool_only_home(tmp_path, "google", "google", [{"label": "Cred 1", "source": "test", "last_status": "ok"},
+                                                         {"label": "Cred 2", "source": "test", "last_status": "ok"}])
+    result = quota(webui({"main": home}))
+    limits = result["account_limits"]
+    assert limits["provider"] == "google" and limits["source"] == "local_pool" and limits["available"] is True
+    assert limits["pool"]["total_credentials"] == 2
+    assert limits["pool"]["available_credentials"] == 2
+    assert limits["pool"]["exhausted_credentials"] == 0
+    assert len(limits["pool"]["credentials"]) == 2
+    assert limits["pool"]["credentials"][0]["status"] == "available"
+    assert "2/2 credentials available" in limits["details"]
+    # test_get_provider_quota_uses_local_pool_for_non_allowlist_provider
+    assert (result["ok"], result["provider"], result["status"], result["supported"]) == \
+        (True, "google", "available", True)
+    assert result["label"] == "Credential pool" and result["message"] == "Google credential pool status loaded."
+
+
+def test_hw_local_pool_snapshot_with_exhausted_entries(webui, tmp_path):
+    until = soon(1)
+    home = pool_only_home(tmp_path, "openai", "openai", [
+        {"label": "Exhausted Cred", "source": "test", "last_status": "exhausted", "last_status_at": until - 3600,
+         "last_error_code": 401, "last_error_reset_at": until}])
+    result = quota(webui({"main": home}))
+    limits = result["account_limits"]
+    assert limits["available"] is False
+    assert limits["pool"]["total_credentials"] == 1
+    assert limits["pool"]["available_credentials"] == 0
+    assert limits["pool"]["exhausted_credentials"] == 1
+    assert limits["pool"]["credentials"][0]["status"] == "exhausted"
+    assert "All pool credentials are unavailable" in limits["unavailable_reason"]
+    assert "1 exhausted" in limits["details"]
+    # test_get_provider_quota_unavailable_when_all_pool_exhausted
+    assert (result["ok"], result["provider"], result["status"], result["supported"]) == \
+        (False, "openai", "unavailable", True)
+    assert "all credentials are unavailable" in result["message"]
+    assert result["message"] == "OpenAI credential pool: all credentials are unavailable."
+
+
+def test_hw_local_pool_snapshot_with_mixed_entries(webui, tmp_path):
+    until = soon(1)
+    home = pool_only_home(tmp_path, "vertex", "vertex", [
+        {"label": "Available", "source": "test", "last_status": "ok"},
+        {"label": "Exhausted", "source": "test", "last_status": "exhausted", "last_status_at": until - 3600,
+         "last_error_code": 429, "last_error_reset_at": until}])
+    limits = quota(webui({"main": home}))["account_limits"]
+    assert limits["available"] is True
+    assert limits["pool"]["total_credentials"] == 2
+    assert limits["pool"]["available_credentials"] == 1
+    assert limits["pool"]["exhausted_credentials"] == 1
+    assert "1/2 credentials available" in limits["details"]
+    assert "1 exhausted" in limits["details"]
+
+
+def test_hw_local_pool_snapshot_with_dead_entry(webui, tmp_path):
+    home = pool_only_home(tmp_path, "xai-oauth", "xai-oauth", [
+        {"label": "Dead Cred", "source": "test", "last_status": "dead", "last_error_code": 401}])
+    limits = quota(webui({"main": home}))["account_limits"]
+    assert limits["available"] is False
+    assert limits["pool"]["available_credentials"] == 0
+    assert limits["pool"]["dead_credentials"] == 1
+    assert limits["pool"]["credentials"][0]["status"] == "dead"
+    assert limits["pool"]["credentials"][0]["unavailable_reason"] == "Credential permanently revoked or invalid."
+    assert "All pool credentials are unavailable" in limits["unavailable_reason"]
+
+
+def test_hw_local_pool_snapshot_snapshot_shape(webui, tmp_path):
+    home = pool_only_home(tmp_path, "test-provider", "test-provider",
+                          [{"label": "Test", "source": "test", "last_status": "ok"}])
+    limits = quota(webui({"main": home}))["account_limits"]
+    assert set(limits) == {"provider", "source", "title", "plan", "windows", "details", "available",
+                           "unavailable_reason", "fetched_at", "pool"}
+    assert limits["title"] == "Credential pool"
+    assert limits["plan"] is None
+    assert limits["windows"] == []
+    assert recent(limits["fetched_at"])
+    assert limits["pool"] == {
+        "total_credentials": 1, "queried_credentials": 0, "available_credentials": 1, "exhausted_credentials": 0,
+        "dead_credentials": 0, "failed_credentials": 0, "plans": [], "next_reset_at": None,
+        "best_remaining_by_window": [],
+        "credentials": [{"label": "Test", "status": "available", "plan": None, "windows": [], "details": [],
+                         "unavailable_reason": None, "retry_after": None, "fetched_at": None}]}
+
+
+@pytest.mark.parametrize("rows, total", [
+    ([{"label": "gh auth token", "source": "gh_cli", "last_status": "ok"}], None),
+    ([{"label": "gh auth token", "source": "gh_cli", "last_status": "ok"},
+      {"label": "My API Key", "source": "manual", "last_status": "ok"}], 1),
+])
+def test_hw_local_pool_snapshot_filters_ambient_gh_cli_entries(webui, tmp_path, rows, total):
+    """Machine-wide ``gh_cli`` rows are not the home's: no phantom "1 credential available"
+    (their copilot case: copilot has an adapter here, so a pool-only id stands in)."""
+    home = pool_only_home(tmp_path, "models", "github-models", rows)
+    result = quota(webui({"main": home}))
+    if total is None:
+        assert result["status"] == "unsupported"
+    else:
+        assert result["account_limits"]["pool"]["total_credentials"] == total
+        assert result["account_limits"]["pool"]["available_credentials"] == total
+        assert [row["label"] for row in result["account_limits"]["pool"]["credentials"]] == ["My API Key"]
+
+
+@pytest.mark.parametrize("auth", [{}, {"credential_pool": {"some-other-provider": []}},
+                                  {"credential_pool": {"some-other-provider": None}}])
+def test_hw_get_provider_quota_falls_through_to_unsupported_when_no_pool(webui, tmp_path, auth):
+    home = write_home(tmp_path, "no-pool", provider="some-other-provider", auth=auth)
+    result = quota(webui({"main": home}))
+    assert (result["ok"], result["status"], result["supported"]) == (False, "unsupported", False)
+
+
+def test_hw_local_pool_snapshot_handles_a_broken_auth_json(webui, tmp_path):
+    """Their load_pool raising: here auth.json cannot be parsed -- no pool, unsupported."""
+    home = write_home(tmp_path, "broken-auth", provider="custom-provider")
+    (home / "auth.json").write_text('{"credential_pool": {"custom-provider": [')
+    result = quota(webui({"main": home}))
+    assert (result["ok"], result["status"]) == (False, "unsupported")
+
+
+def test_hw_openrouter_uses_api_key_path_not_local_pool(webui, emulator, tmp_path):
+    result = quota(webui({"main": write_home(tmp_path, "or-pool-none")}), provider="openrouter")
+    assert result["status"] == "no_key" and "account_limits" not in result
+
+
+def test_pool_only_accounts_follow_the_accounts_rules(tmp_path):
+    """``workers.pool_accounts``: priority order, machine-wide rows skipped, Hermes' 60 s
+    cooldown for the only account not dead (hermes-webui's own copy says an hour), a label
+    quoting a secret shown as ``Account N``."""
+    import time
+
+    from workers.credentials import load_home
+    from workers.pool_accounts import pool_only_accounts
+
+    now = time.time()
+    rows = [
+        {"id": "bbbbbb", "label": "second", "priority": 1, "access_token": "xai-key-second-0123456789",
+         "last_status": "exhausted", "last_status_at": now - 120, "last_error_code": 429},
+        {"id": "aaaaaa", "label": "key xai-key-first-0123456789", "priority": 0,
+         "access_token": "xai-key-first-0123456789", "last_status": "dead"},
+        {"id": "cccccc", "label": "gh", "source": "gh_cli", "priority": 0, "access_token": "gho_x"},
+    ]
+    home = write_home(tmp_path, "pool-rules", auth={"credential_pool": {"xai": rows}})
+    accounts = pool_only_accounts("xai", load_home(home), now)
+    # "second" is the only account not dead: exhausted 60 s after last_status_at, which has passed
+    assert accounts == [
+        {"id": "aaaaaa", "label": "Account 1", "source": None, "status": "dead", "retry_after": None},
+        {"id": "bbbbbb", "label": "second", "source": None, "status": "available", "retry_after": None},
+    ]
+    assert pool_only_accounts("gemini", load_home(home), now) is None

@@ -15,6 +15,7 @@ echoes, so the parent can never hand a caller somebody else's answer::
     {"id": "8", "op": "providers"} -> {"id": "8", "ok": true, "providers": ["anthropic", "xai"],
                                        "pool_only": ["xai"], "undeclared": []}
     {"id": "8", "op": "active_provider"} -> {"id": "8", "ok": true, "provider": "openrouter"}
+    {"id": "8", "op": "pool_accounts", "provider": "xai"} -> {"id": "8", "ok": true, "accounts": [...]}
     {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
     {"id": "9", "op": "shutdown"}  -> {"id": "9", "ok": true}, then exit
 
@@ -38,7 +39,9 @@ no request), ``undeclared`` the plugins without ``CREDENTIALS`` (listed until a 
 
 ``active_provider`` answers the home's ``config.yaml`` ``model.provider`` (``null`` when it
 names none; ``workers.hermes_config``) -- what hermes-webui's quota route reads when no
-provider is named (SPEC §19). Its home missing: the same ``home_not_found`` error.
+provider is named (SPEC §19). ``pool_accounts`` answers a pool-only id's accounts from
+Hermes' records (``workers.pool_accounts``; ``null`` when ``credential_pool`` has no row
+for it). Either, its home missing: the same ``home_not_found`` error.
 
 A line that is not a valid request gets ``{"id": <id or null>, "ok": false, "error":
 {"code": "bad_request", ...}}`` and the loop goes on. EOF on stdin ends the loop.
@@ -69,6 +72,10 @@ MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_S = 20.0
 #: a home lists at most the registered providers plus 64 pool-only ids (``probe.home_list``)
 MAX_HOME_PROVIDERS = 1024
+
+
+#: the reply of a home question whose home directory is gone
+HOME_GONE = {"ok": False, "error": {"code": "home_not_found", "message": "The worker's home directory does not exist."}}
 
 
 class BadRequest(Exception):
@@ -110,9 +117,9 @@ def _decode(line: bytes) -> tuple[Any, dict]:
     if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
         raise BadRequest(None, "request has no string or integer id")
     op = request.get("op")
-    if op not in ("probe", "probe_home", "providers", "active_provider", "ping", "shutdown"):
+    if op not in ("probe", "probe_home", "providers", "active_provider", "pool_accounts", "ping", "shutdown"):
         raise BadRequest(request_id, "unknown op")
-    if op == "probe" and not isinstance(request.get("provider"), str):
+    if op in ("probe", "pool_accounts") and not isinstance(request.get("provider"), str):
         raise BadRequest(request_id, "probe needs a provider name")
     if op == "probe_home":
         names = request.get("providers")
@@ -184,6 +191,8 @@ class Loop:
             return {"id": request_id, **self.providers()}, True
         if op == "active_provider":
             return {"id": request_id, **self.active_provider()}, True
+        if op == "pool_accounts":
+            return {"id": request_id, **self.pool_accounts(request["provider"])}, True
         timeout_s = float(request.get("timeout_s", DEFAULT_TIMEOUT_S))
         if op == "probe_home":
             def partial(snapshot: dict) -> None:
@@ -228,9 +237,17 @@ class Loop:
         from workers.hermes_config import active_provider
 
         if not self.home or not os.path.isdir(self.home):
-            return {"ok": False, "error": {"code": "home_not_found",
-                                           "message": "The worker's home directory does not exist."}}
+            return HOME_GONE
         return {"ok": True, "provider": active_provider(self.home)}
+
+    def pool_accounts(self, provider: str) -> dict:
+        """A pool-only id's accounts (``workers.pool_accounts``) as reply fields."""
+        from workers.pool_accounts import pool_only_accounts
+
+        home = self._present_home()
+        if home is None:
+            return HOME_GONE
+        return {"ok": True, "accounts": pool_only_accounts(provider, home, time.time())}
 
     def probe(self, provider: str, timeout_s: float, skip: Any = (), account: str | None = None) -> dict:
         return self._probe_in(self._present_home(), provider, timeout_s, skip, account)

@@ -237,9 +237,7 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
     def webui_answer(provider: str | None, home_id: str, refresh: bool) -> dict[str, Any]:
         home = homes[home_id]
         hidden = ((str(home.resolve()), home_id), (str(home), home_id))
-        reads = webui.service_reads(
-            service, home, hidden, fetch=lambda name, fresh: read_one(name, home_id, fresh),
-            fetch_home=lambda names, fresh: reader.fetch_home(home_id, refresh=fresh, providers=names))
+        reads = webui.service_reads(service, home, hidden, fetch=lambda name, fresh: read_one(name, home_id, fresh))
         return webui.answer(provider, reads, refresh=refresh)
 
     async def provider_quota(request: Request) -> Response:

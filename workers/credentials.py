@@ -47,12 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from workers import onepassword
-from workers.result import ProbeFailure
+from workers.result import UNREADABLE, ProbeFailure
 
 MAX_FILE_BYTES = 1024 * 1024
 ENV_FILE, AUTH_FILE = ".env", "auth.json"
-#: SPEC §4: a credential file (or a secret it refers to) that cannot be read right now
-UNREADABLE = "credentials_unreadable"
 #: the ``.env`` names a place may use (``workers.places``): shell-style names, plus ``.``
 #: and ``-``, which python-dotenv accepts too
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -127,9 +125,11 @@ class HomeCredentials:
     auth_error: str | None = None
     #: ``.env`` lines python-dotenv could not parse (skipped)
     env_skipped: tuple[int, ...] = ()
+    #: ``.env`` name -> (secret, failure, when) of its 1Password reference, and a lock per name
     _secrets: dict[str, tuple[str | None, ProbeFailure | None, float]] = field(
         default_factory=dict, repr=False, compare=False)
-    _secrets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _secret_locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False, compare=False)
+    _locks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def env_get(self, name: str, *, resolve: bool = True) -> str | None:
         """The ``.env`` value of ``name`` (None when absent), a 1Password reference resolved
@@ -146,9 +146,11 @@ class HomeCredentials:
     def _secret(self, name: str, reference: str) -> str:
         """``op read`` once per variable for as long as this read of the files is in use
         (a failure for :data:`OP_FAILURE_REUSE_S` only: 1Password may be unlocked
-        meanwhile); concurrent probes of one home read wait for the first instead of
-        running ``op`` again."""
-        with self._secrets_lock:
+        meanwhile). Concurrent probes of one home read that need the same variable wait for
+        the first instead of running ``op`` again; other variables do not wait."""
+        with self._locks_lock:
+            lock = self._secret_locks.setdefault(name, threading.Lock())
+        with lock:
             value, failure, at = self._secrets.get(name, (None, None, 0.0))
             if value is None and (failure is None or time.monotonic() - at > OP_FAILURE_REUSE_S):
                 try:

@@ -23,14 +23,13 @@ import shutil
 import signal
 import subprocess
 
-from workers.result import ProbeFailure
+from workers.result import UNREADABLE, ProbeFailure
 
 PREFIX = "op://"
 #: SPEC §2: an ``op read`` gets this long, then it is killed
 TIMEOUT_S = 5.0
 #: a secret is a few hundred bytes; more is not a credential
 MAX_SECRET_BYTES = 64 * 1024
-UNREADABLE = "credentials_unreadable"
 
 
 def is_reference(value: str) -> bool:

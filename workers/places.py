@@ -46,8 +46,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from workers.credentials import ENV_NAME as _ENV_NAME
-from workers.credentials import UNREADABLE, malformed_auth
-from workers.result import ProbeFailure
+from workers.credentials import malformed_auth
+from workers.result import UNREADABLE, ProbeFailure
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials

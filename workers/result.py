@@ -23,6 +23,11 @@ CURRENCY_SYMBOLS = {"USD": "$", "CNY": "¥", "EUR": "€", "GBP": "£", "JPY": "
 _MILLISECONDS_FROM = 1e11
 
 
+#: SPEC §4: a credential file (or a secret it refers to) that cannot be read right now; the
+#: provider stays listed and the parent keeps its last good reading (stale)
+UNREADABLE = "credentials_unreadable"
+
+
 class ProbeFailure(Exception):
     """A provider-side problem with a typed code (SPEC §4) and a message safe to show.
 

@@ -1,7 +1,9 @@
-"""In-memory TTL cache of snapshots, keyed by (home, provider, credential fingerprint).
+"""In-memory TTL cache of snapshots, keyed by (home, provider, credential digest).
 
-The fingerprint in the key means a rewritten credential file can never be answered from
-an entry made with the old one, even before a rotation is noticed. Only answers worth
+The digest in the key (``probe.digests``: what identifies the provider's credentials, or
+the files' stat for a home not listed yet) means an answer read with other credentials is
+never found under the current ones, while Hermes' bookkeeping writes -- which change the
+files' stat, not the digest -- keep every entry. Only answers worth
 repeating are stored: available snapshots and definitive account states
 (``no_credentials``, ``unauthorized``, ``forbidden``); transient errors never are.
 """
@@ -9,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from probe.snapshot import DEFINITIVE_ERRORS, Snapshot
 
-CacheKey = tuple[str, str, tuple]
+CacheKey = tuple[str, str, object]
 
 
 def cacheable(snap: Snapshot) -> bool:
@@ -78,13 +81,23 @@ class SnapshotCache:
             if self._generation_locked(key[0]) != generation:
                 return False
             # Entries are kept past their TTL (for last_good), so forget the ones a
-            # credential change made unreachable: same home and provider, old fingerprint.
+            # credential change made unreachable: same home and provider, old digest.
             old = self._current.get(key[:2])
             if old is not None and old != key:
                 del self._entries[old]
             self._current[key[:2]] = key
             self._entries[key] = (time.monotonic() + self.ttl_s, snap)
             return True
+
+    def rekey(self, home: Path, part: object, new_part: Callable[[str], object]) -> None:
+        """Move the home's entries whose key ends in ``part`` to ``(home, provider,
+        new_part(provider))`` -- the same answers, known by another name
+        (``probe.digests``: a home's first listing adopts what single fetches stored)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == str(home) and k[2] == part]:
+                moved = (key[0], key[1], new_part(key[1]))
+                self._entries[moved] = self._entries.pop(key)
+                self._current[key[:2]] = moved
 
     def invalidate(self, home: Path | None = None, provider: str | None = None) -> None:
         """Bump the home's generation (every home's when None) and forget its entries for

@@ -1,7 +1,8 @@
 """Identical concurrent fetches share one probe.
 
-"Identical" means same home, provider, credential fingerprint *and* rotation generation:
-a caller that arrives after an invalidation never joins a probe started before it.
+"Identical" means same home, provider *and* rotation generation: a caller that arrives after
+an invalidation never joins a probe started before it. (A provider's credential change is
+such a rotation -- ``probe.digests`` -- so the generation covers the credentials too.)
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 workers (``{"op": "providers"}``, ``workers.listing``) and kept with the home's credential
 fingerprint, so it is asked again only when the home's ``.env`` or ``auth.json`` changed.
 
-Names only ever cross the pipe -- the worker decides from the files, the parent never
-reads them. What the reply may hold is checked here: a list of valid provider names, the
-``pool_only`` and ``undeclared`` subsets of it, nothing else; anything else is a confused
-worker (``bad_response``), never a list a caller sees.
+Names and hashes only ever cross the pipe -- the worker decides from the files, the parent
+never reads them. What the reply may hold is checked here: a list of valid provider names,
+the ``pool_only`` and ``undeclared`` subsets of it, and ``digests`` (provider name -> sha256
+hex or null, ``probe.digests``), nothing else; anything else is a confused worker
+(``bad_response``), never a list a caller sees.
 
 Why the racy rule: equal stat data proves equal content only once the files are older
 than their timestamp tick (``workers.credentials.stat_is_settled``, the rule the worker's
@@ -31,7 +32,7 @@ the worker lists (every provider with a place in the file; no pool-only ids).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ class HomeProviders:
     unreadable: frozenset[str] = frozenset()
     #: ``auth.json``'s ``credential_pool`` could not be read: the pool-only ids are unknown
     pool_only_unreadable: bool = False
+    #: each provider's credential digest (``workers.digest``; None: unknown); a provider
+    #: absent here has no credential in the home
+    digests: Mapping[str, str | None] = field(default_factory=dict, compare=False)
 
     def left_out(self, snap: Snapshot) -> bool:
         """Whether a home read leaves this answer out (SPEC §16): a plugin that declares no
@@ -109,8 +113,19 @@ def parse_listing(reply: dict[str, Any]) -> HomeProviders:
     if not all(NAME_PATTERN.fullmatch(name) for name in names) \
             or len(set(names)) != len(names) or not set(pool_only) | set(undeclared) | set(unreadable) <= set(names):
         raise WorkerProtocolError("The worker sent a malformed provider list.")
+    digests = reply.get("digests")
+    if digests is None:   # a worker that sends none knows nothing: every listed one unknown
+        digests = dict.fromkeys(names)
+    if not isinstance(digests, dict) or len(digests) > MAX_LISTED \
+            or not all(NAME_PATTERN.fullmatch(name) and (value is None or _is_digest(value))
+                       for name, value in digests.items()):
+        raise WorkerProtocolError("The worker sent malformed credential digests.")
     return HomeProviders(tuple(names), frozenset(pool_only), frozenset(undeclared), unreadable=frozenset(unreadable),
-                         pool_only_unreadable=pool_unknown)
+                         pool_only_unreadable=pool_unknown, digests=digests)
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ steps as :meth:`ProbeService.fetch` for each, the probes in one request to one w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -37,6 +38,7 @@ from probe.shared import Fetch, SharedCache
 if TYPE_CHECKING:
     from probe.shared.cluster import RedisCluster
 from probe.shared.disk import DiskCache
+from probe.digests import EVERY_PROVIDER, CredentialDigests
 from probe.env import child_env
 from probe.errors import check_provider, check_timeout
 from probe.home_config import ActiveProviders, Unanswered, parse_active_provider, parse_pool_accounts
@@ -103,8 +105,8 @@ class ProbeService:
         self._account_readings = AccountReadings()
         self._cluster: RedisCluster | None = None   # started last: its callbacks use everything below
         self._shared: SharedCache | None = DiskCache(config.cache_dir) if config.cache_dir else None
-        #: last credential fingerprint seen per home, for automatic rotation
-        self._fingerprints: dict[str, tuple] = {}
+        #: each home's providers' credential digests: which a change of its files rotates
+        self._digests = CredentialDigests()
         self._home_lists = HomeLists()
         self._active_providers = ActiveProviders()
         self._cold = _cold_limiter(config)
@@ -192,8 +194,8 @@ class ProbeService:
         except HomeNotFound as exc:
             return [self._record(_list_failed(exc.path, "home_not_found", str(exc), "cold", None, started).snapshot)]
         listed_after_ns = time.time_ns()
+        # a change of the files is noticed by the list read below (its digests, SPEC §6)
         fingerprint = credential_fingerprint(home_dir)
-        self._notice_rotation(home_dir, fingerprint)
         read = HomeRead(home_dir, fingerprint, refresh, started, started + timeout_s, listed_after_ns,
                         None if providers is None else frozenset(providers), emitter=emitter)
         try:
@@ -248,9 +250,8 @@ class ProbeService:
                                                  probe=ProbeInfo("cold", monotonic_ms_since(started)))) from None
         now_ns = time.time_ns()   # before the stat: see probe.home_list on the racy rule
         fingerprint = credential_fingerprint(home_dir)
-        self._notice_rotation(home_dir, fingerprint)
         listing = self._home_lists.get(home_dir, fingerprint, now_ns, deadline - time.monotonic(),
-                                       lambda: self._ask_listing(home_dir, deadline, started))
+                                       lambda: self._ask_listing(home_dir, fingerprint, deadline, started))
         if listing is None:
             raise HomeListFailed(Snapshot.failed(None, str(home_dir), "timeout",
                                                  "The home's provider list was not read before the deadline.",
@@ -332,33 +333,39 @@ class ProbeService:
             check_provider(provider)
         target = None if home is None else home_path(home)
         with self._rotation_lock(str(target)):
-            self._rotate_locked(target, provider)
+            self._rotate_locked(target, None if provider is None else (provider,))
 
-    def _rotate_locked(self, home: Path | None, provider: str | None, *, announce: bool = True) -> None:
+    def _rotate_locked(self, home: Path | None, providers: Collection[str] | None, *,
+                       announce: bool = True) -> None:
         """Generation bump + cache drop first, so no probe running now can store its
         result; then the workers, closed outside every lock but this home's rotation lock.
-        ``announce=False``: another backend rotated it and told us (cluster mode), so the
-        shared state already says so."""
-        self._cache.invalidate(home, provider)
-        if provider is None:
+        ``providers``: the ones whose entries go (every one when None). ``announce=False``:
+        another backend rotated it and told us (cluster mode), so the shared state already
+        says so."""
+        for provider in (None,) if providers is None else providers:
+            self._cache.invalidate(home, provider)
+            self._account_readings.forget(None if home is None else str(home), provider)
+            if self._shared is not None and announce:
+                self._shared.drop(None if home is None else str(home), provider)
+        if providers is None:
             self._home_lists.forget(home)
-        if self._shared is not None and announce:
-            self._shared.drop(None if home is None else str(home), provider)
         self._backoff.forget(lambda key: (home is None or key[0] == str(home))
-                             and (provider is None or key[1] == provider))
-        self._account_readings.forget(None if home is None else str(home), provider)
+                             and (providers is None or key[1] in providers))
         self._registry.flush(home)
         self._cold.flush(home)
 
     def generation(self, home: HomeArg = None) -> int:
         """The home's rotation generation, after noticing a credential change on disk (two
-        stat calls). A reader that keeps snapshots outside the service (the backend's
-        latest readings) records the generation it saw *before* fetching and serves a
-        snapshot only while the generation is unchanged: no pre-rotation reading survives
-        a rotation, whether it was announced or only written to the files."""
+        stat calls; after a change of the files, the one digest request that tells whether
+        any provider's credentials changed). A reader that keeps snapshots outside the
+        service (the backend's latest readings) records the generation it saw *before*
+        fetching and serves a snapshot only while the generation is unchanged: no
+        pre-rotation reading survives a rotation, whether it was announced or only written
+        to the files -- and a bookkeeping write of Hermes' leaves the generation alone."""
         home_dir = home_path(home)
         if home_dir.is_dir():
-            self._notice_rotation(home_dir, credential_fingerprint(home_dir))
+            started = time.monotonic()
+            self._notice_rotation(home_dir, started + self._config.probe_timeout_s, started)
         return self._cache.generation(home_dir)
 
     def stats(self) -> dict[str, Any]:
@@ -441,14 +448,13 @@ class ProbeService:
 
     def _fetch(self, provider: str, home_dir: Path, refresh: bool, started: float, deadline: float) -> Snapshot:
         """The fetch path after the caller's input was checked and the home found."""
-        fingerprint = credential_fingerprint(home_dir)
-        self._notice_rotation(home_dir, fingerprint)
+        fingerprint = self._notice_rotation(home_dir, deadline, started)
         fetch, answer = self._begin(provider, home_dir, fingerprint, refresh, started, deadline)
         if answer is not None:
             return answer
         if not self._config.coalesce:
             return self._probe_shared(fetch)
-        flight = (*fetch.key, fetch.generation)
+        flight = (*fetch.key[:2], fetch.generation)
         call, leader = self._inflight.join(flight)
         if not leader:
             return self._follow(fetch, call)
@@ -466,9 +472,8 @@ class ProbeService:
         worker is asked for that account alone (its per-account back-off holds: an account
         backing off is answered from its last good reading, no request). Such a partial
         read is not cached as the provider's."""
-        fingerprint = credential_fingerprint(home_dir)
-        self._notice_rotation(home_dir, fingerprint)
-        key = (str(home_dir), provider, fingerprint)
+        fingerprint = self._notice_rotation(home_dir, deadline, started)
+        key = (str(home_dir), provider, self._digests.key_part(home_dir, provider, fingerprint))
         generation = self._cache.generation(home_dir)
         cached = None if refresh else self._cache.get(key)
         if cached is not None and cached.account(account) is not None:
@@ -490,10 +495,10 @@ class ProbeService:
         when none is needed -- a fresh cached snapshot (unless ``refresh``) or the
         provider's rate-limit back-off (``refresh`` does not bypass that)."""
         shared_backoff, shared_generation = self._sync_cluster(home_dir, provider)
-        key = (str(home_dir), provider, fingerprint)
+        key = (str(home_dir), provider, self._digests.key_part(home_dir, provider, fingerprint))
         generation = self._cache.generation(home_dir)
         fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh,
-                      shared_generation=shared_generation)
+                      shared_generation=shared_generation, fingerprint=fingerprint)
         if not refresh:
             cached = self._cache.get(key) or self._read_shared(fetch)
             if cached is not None:
@@ -505,7 +510,7 @@ class ProbeService:
             if answer is not None:
                 return fetch, self._record(answer.with_probe(ProbeInfo("cache", monotonic_ms_since(started))))
         fetch = dataclasses.replace(fetch, skip=skip)
-        blocked = self._backoff.blocked(key) or shared_backoff
+        blocked = self._backoff.blocked(key[:2]) or shared_backoff
         if blocked is not None:
             snap = Snapshot.failed(provider, str(home_dir), "rate_limited", blocked.message,
                                    probe=ProbeInfo("cache", monotonic_ms_since(started)))
@@ -545,7 +550,7 @@ class ProbeService:
             # that lock while it waits for a worker (probe.home_list on the lock order)
             listing = self._home_lists.fresh(read.home, read.fingerprint) or self._home_lists.put(
                 read.home, read.fingerprint, read.listed_after_ns,
-                self._listing_on(worker, path, read.home, read.deadline, read.started))
+                self._listing_on(worker, path, read.home, read.fingerprint, read.deadline, read.started))
             self._plan_home(read, listing)
             if worker.once:   # it has answered its one request; fetch_home claims another
                 return
@@ -602,7 +607,7 @@ class ProbeService:
             if answer is not None:
                 continue
             if self._config.coalesce:
-                part.flight = (*fetch.key, fetch.generation)
+                part.flight = (*fetch.key[:2], fetch.generation)
                 part.call, part.leads = self._inflight.join(part.flight)
             else:
                 part.leads = True
@@ -768,11 +773,11 @@ class ProbeService:
                 self._shared.write(fetch, snap, self._config.cache_ttl_s)
             return self._record(snap)
         if snap.error is None:
-            self._backoff.succeeded(fetch.key)
+            self._backoff.succeeded(fetch.key[:2])
         elif snap.error.code == "rate_limited" and snap.source != POOL_RECORDS:
             # (Hermes' own records answered without a request: nothing to back off from --
             # the records say when an entry frees up, and the next read asks them again)
-            wait_s = self._backoff.rate_limited(fetch.key, snap.error.retry_after_s)
+            wait_s = self._backoff.rate_limited(fetch.key[:2], snap.error.retry_after_s)
             if self._cluster is not None:
                 self._cluster.share_backoff(fetch, wait_s, snap.error.message)
         if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
@@ -790,19 +795,38 @@ class ProbeService:
             return snap
         return dataclasses.replace(good, stale=True, error=snap.error, probe=snap.probe)
 
-    def _notice_rotation(self, home: Path, fingerprint: tuple) -> None:
-        """Rotate a home on our own when its credential files changed since we last looked
-        (a credential manager that only rewrites the file is enough)."""
-        name = str(home)
-        if self._fingerprints.get(name) == fingerprint:
-            return
-        with self._rotation_lock(name):
-            previous = self._fingerprints.get(name)
-            if previous == fingerprint:
-                return
-            self._fingerprints[name] = fingerprint
-            if previous is not None:
-                self._rotate_locked(home, None)
+    def _notice_rotation(self, home: Path, deadline: float, started: float) -> tuple:
+        """Notice on our own a credential change of ``home`` (a credential manager that only
+        rewrites the file is enough); the files' fingerprint, taken first.
+
+        Two stat calls while the files are unchanged (and settled: ``probe.home_list``'s
+        racy rule). After a change, one request to a worker of the home: the home's list
+        with each provider's credential digest (``_listing_on`` rotates those that
+        changed, ``probe.digests``). A home this service never listed is not asked
+        while its files are the ones first seen. A list that could not be read (timeout,
+        saturated) rotates nothing; the next read asks again."""
+        now_ns = time.time_ns()   # before the stat: see probe.home_list on the racy rule
+        fingerprint = credential_fingerprint(home)
+        if self._home_lists.fresh(home, fingerprint) is not None or self._digests.seen(home, fingerprint):
+            return fingerprint
+        with contextlib.suppress(HomeListFailed):
+            self._home_lists.get(home, fingerprint, now_ns, deadline - time.monotonic(),
+                                 lambda: self._ask_listing(home, fingerprint, deadline, started))
+        return fingerprint
+
+    def _digests_read(self, home: Path, fingerprint: tuple, listing: HomeProviders) -> None:
+        """A list just read for the files at ``fingerprint``: rotate the providers whose
+        credential digest changed (every one, for a home this service had seen but never
+        listed whose files changed since), under the home's rotation lock. Nothing at all
+        for a write that changed no credential (Hermes' bookkeeping)."""
+        with self._rotation_lock(str(home)):
+            applied = self._digests.apply(home, fingerprint, listing.digests)
+            if applied.adopt is not None:
+                self._cache.rekey(home, applied.adopt,
+                                  lambda provider: self._digests.key_part(home, provider, fingerprint))
+            if applied.rotate is EVERY_PROVIDER or applied.rotate:
+                self._stats.count("credential_rotations", len(applied.rotate or (None,)))
+                self._rotate_locked(home, applied.rotate)
 
     def _probe(self, provider: str, home: Path, deadline: float, started: float, skip: tuple[str, ...] = (),
                account: str | None = None) -> Snapshot:
@@ -861,7 +885,7 @@ class ProbeService:
             if not cold.park(worker, home, generation, lambda: self._cache.generation(home)):
                 cold.release_after(worker.close)
 
-    def _ask_listing(self, home: Path, deadline: float, started: float) -> HomeProviders:
+    def _ask_listing(self, home: Path, fingerprint: tuple, deadline: float, started: float) -> HomeProviders:
         """One ``providers`` request to a worker of ``home``; HomeListFailed when none
         answered usably (a confused worker is killed, as after a probe)."""
         def failed(exc: WorkerFailed, path: str, pid: int | None) -> HomeProviders:
@@ -871,10 +895,13 @@ class ProbeService:
             raise _list_failed(home, "saturated", SATURATED, "cold", None, started)
 
         return self._on_worker(home, deadline, failed=failed, saturated=saturated,
-                               use=lambda worker, path: self._listing_on(worker, path, home, deadline, started))
+                               use=lambda worker, path: self._listing_on(worker, path, home, fingerprint, deadline,
+                                                                         started))
 
-    def _listing_on(self, worker: Worker, path: str, home: Path, deadline: float, started: float) -> HomeProviders:
-        """The ``providers`` request itself, on a worker the caller owns."""
+    def _listing_on(self, worker: Worker, path: str, home: Path, fingerprint: tuple, deadline: float,
+                    started: float) -> HomeProviders:
+        """The ``providers`` request itself, on a worker the caller owns; the digests it
+        carries rotate what changed (:meth:`_digests_read`) before anyone uses the list."""
         try:
             self._stats.count("provider_lists")
             reply = worker.request({"op": "providers"}, deadline)
@@ -884,11 +911,13 @@ class ProbeService:
                                    worker.pid, started)
             if not reply.get("ok"):
                 raise WorkerProtocolError("The worker sent a malformed reply.")
-            return parse_listing(reply)
+            listing = parse_listing(reply)
         except WorkerFailed as exc:
             worker.kill()
             self._stats.count("kills")
             raise _list_failed(home, exc.code, str(exc), path, worker.pid, started) from None
+        self._digests_read(home, fingerprint, listing)
+        return listing
 
     def _ask(self, worker: Worker, provider: str, home: Path, deadline: float, started: float,
              path: str, skip: tuple[str, ...] = (), account: str | None = None) -> Snapshot:

@@ -14,7 +14,8 @@ class Stats:
         self._lock = threading.Lock()
         self._fetches: Counter[str] = Counter(dict.fromkeys(PATHS, 0))
         self._errors: Counter[str] = Counter()
-        self._events: Counter[str] = Counter(spawns=0, kills=0, recycles=0, provider_lists=0, home_reads=0)
+        self._events: Counter[str] = Counter(spawns=0, kills=0, recycles=0, provider_lists=0, home_reads=0,
+                                              credential_rotations=0)
 
     def fetched(self, path: str, error_code: str | None) -> None:
         with self._lock:

@@ -248,8 +248,9 @@ def test_cache_files_stay_whole_when_their_writer_is_killed(emulator, make_home,
         assert Snapshot.from_dict(data["snapshot"]).available
     disk = DiskCache(cache_dir)
     for home in homes:
-        key = (os.path.realpath(home), "deepseek", credential_fingerprint(home))
-        assert disk.read(Fetch("deepseek", home, key, 0, 0.0, 0.0, False)) is not None
+        fingerprint = credential_fingerprint(home)   # single fetches of a home never listed: keyed by its stat
+        key = (os.path.realpath(home), "deepseek", ("stat", fingerprint))
+        assert disk.read(Fetch("deepseek", home, key, 0, 0.0, 0.0, False, fingerprint=fingerprint)) is not None
 
 
 @pytest.mark.parametrize("how", ["hung_provider", "frozen_worker"])

@@ -113,9 +113,12 @@ def test_the_worker_names_providers_in_spec_order_and_never_a_value(full_home):
     assert proc.returncode == 0
     reply = json.loads(out.splitlines()[0])
     reply.pop("ready_at")
+    digests = reply.pop("digests")
     assert reply == {"id": "l1", "ok": True, "providers": [*BUILT_INS, "gemini", "xai"],
                      "pool_only": ["gemini", "xai"], "undeclared": [], "unreadable": [],
                      "pool_only_unreadable": False}
+    assert set(digests) == set(reply["providers"])     # one digest per listed provider: hashes only
+    assert all(isinstance(d, str) and len(d) == 64 and int(d, 16) >= 0 for d in digests.values())
     assert_no_secret(out.decode(), err.decode())
 
 

@@ -25,6 +25,12 @@ really had, the worker cannot know -- the parent keeps the last list read from r
 files and lists only those (``probe.home_list``). Likewise ``pool_only_unreadable`` says
 that ``auth.json``'s ``credential_pool`` could not be read, so the pool-only ids are
 unknown: the parent lists the last ones it saw.
+
+The reply also carries ``digests``: each listed provider's credential digest
+(``workers.digest``; hashes only), plus every registered provider whose digest is unknown
+(``null``: a file its places read is unreadable). The parent rotates a provider only when
+its digest changed (SPEC §6): Hermes' bookkeeping writes change no digest. A provider
+absent from ``digests`` has no credential in the home.
 """
 from __future__ import annotations
 
@@ -37,8 +43,8 @@ if TYPE_CHECKING:
 
 def home_listing(home: "HomeCredentials") -> dict[str, Any]:
     """``{"providers": [...], "pool_only": [...], "undeclared": [...], "unreadable": [...],
-    "pool_only_unreadable": bool}``: the ordered list, the subsets of it the parent treats
-    specially, and whether the pool-only ids could be read."""
+    "pool_only_unreadable": bool, "digests": {...}}``: the ordered list, the subsets of it
+    the parent treats specially, whether the pool-only ids could be read, and the digests."""
     from workers.places import FOUND, NONE
     from workers.providers import credential_status, load, specs
     from workers.providers.credential_pool import pool_only_ids, pool_readable
@@ -47,8 +53,10 @@ def home_listing(home: "HomeCredentials") -> dict[str, Any]:
     listed: list[str] = []
     undeclared: list[str] = []
     unreadable: list[str] = []
+    digests: dict[str, str | None] = {}
     for name in registered:
         provider = load(name)
+        digests[name] = _digest(name, None if provider.error is not None else provider.module, home)
         try:
             status = credential_status(provider, home)
         except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
@@ -63,6 +71,20 @@ def home_listing(home: "HomeCredentials") -> dict[str, Any]:
         elif provider.error is None and not provider.declares_credentials:
             undeclared.append(name)
     pool_only = pool_only_ids(home, registered)
+    digests = {name: digest for name, digest in digests.items() if name in listed or digest is None}
+    digests.update((name, _digest(name, name, home)) for name in pool_only)
     return {"providers": listed + pool_only, "pool_only": pool_only, "undeclared": undeclared,
-            "unreadable": unreadable, "pool_only_unreadable": not pool_readable(home)}
+            "unreadable": unreadable, "pool_only_unreadable": not pool_readable(home), "digests": digests}
+
+
+def _digest(name: str, module: Any, home: "HomeCredentials") -> str | None:
+    """``workers.digest.provider_digest``; None ("unknown") for a plugin whose module
+    misbehaves while being read."""
+    from workers.digest import provider_digest
+
+    try:
+        return provider_digest(module, home)
+    except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
+        print(f"workers: digesting the {name} credentials raised {type(exc).__name__}", file=sys.stderr, flush=True)
+        return None
 

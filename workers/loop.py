@@ -13,7 +13,8 @@ echoes, so the parent can never hand a caller somebody else's answer::
     {"id": "7", "ok": true, "partial": true, "snapshot": {...anthropic...}}
     {"id": "7", "ok": true, "done": 2}
     {"id": "8", "op": "providers"} -> {"id": "8", "ok": true, "providers": ["anthropic", "xai"],
-                                       "pool_only": ["xai"], "undeclared": []}
+                                       "pool_only": ["xai"], "undeclared": [],
+                                       "digests": {"anthropic": "9f2c…", "xai": "41d0…"}}
     {"id": "8", "op": "active_provider"} -> {"id": "8", "ok": true, "provider": "openrouter"}
     {"id": "8", "op": "pool_accounts", "provider": "xai"} -> {"id": "8", "ok": true, "accounts": [...]}
     {"id": "8", "op": "ping"}      -> {"id": "8", "ok": true, "pid": 4242}
@@ -35,7 +36,9 @@ reads that one account only.
 ``workers.listing``): names only, never a value; ``pool_only`` are the ids read from
 ``auth.json``'s ``credential_pool`` records (a ``probe`` of one answers from those records,
 no request), ``undeclared`` the plugins without ``CREDENTIALS`` (listed until a probe answers
-``no_credentials``). Its home missing: ``{"ok": false, "error": {"code": "home_not_found"}}``.
+``no_credentials``), ``digests`` each provider's credential digest (``workers.digest``: a
+hash, ``null`` when unknown) so the parent rotates only a provider whose credentials
+changed. Its home missing: ``{"ok": false, "error": {"code": "home_not_found"}}``.
 
 ``active_provider`` answers the home's ``config.yaml`` ``model.provider`` (``null`` when it
 names none; ``workers.hermes_config``) -- what hermes-webui's quota route reads when no
@@ -310,8 +313,8 @@ def preload(plugins: bool = False) -> None:
     from workers.providers import BUILTINS, load_all
 
     for module in ("workers.credentials", "dotenv.main", "dotenv.variables", "workers.http", "workers.context",
-                   "workers.places", "workers.accounts",
-                   "workers.validate", "workers.listing", "workers.providers.credential_pool", *BUILTINS.values()):
+                   "workers.places", "workers.accounts", "workers.validate", "workers.listing", "workers.digest",
+                   "workers.providers.credential_pool", *BUILTINS.values()):
         importlib.import_module(module)
     if plugins:
         load_all()

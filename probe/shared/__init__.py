@@ -1,12 +1,13 @@
 """Snapshot sharing between backends: one interface, two implementations side by side.
 
 * :class:`probe.shared.disk.DiskCache` -- several processes on one host (SPEC §7): JSON
-  files under a file lock, keyed by the home's path and credential fingerprint.
+  files under a file lock, one per (home path, provider), holding the credential digest
+  (``probe.digests``) they were read with.
 * ``probe.shared.redis`` (cluster mode, SPEC §15) -- several hosts sharing one Redis.
 
 ``probe/service.py`` talks to whichever is configured through :class:`SharedCache` only,
 handing it the :class:`Fetch` it is serving; each implementation picks the key it needs
-from it (the disk cache: path + fingerprint; Redis: the home's cluster id + generation).
+from it (the disk cache: path + digest; Redis: the home's cluster id + generation).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class Fetch:
     """One fetch in progress: what every step of the service's fetch path needs."""
     provider: str
     home: Path
-    #: (home path, provider, credential fingerprint): the local cache key
+    #: (home path, provider, credential digest): the local cache key (``probe.digests``:
+    #: the digest's place holds ``("stat", fingerprint)`` for a home not listed yet)
     key: tuple
     #: the home's rotation generation when the fetch began
     generation: int
@@ -37,6 +39,8 @@ class Fetch:
     #: not say). What the fetch shares is stamped with it, never with a later one, so a
     #: probe that began before a rotation is never stored as a post-rotation answer.
     shared_generation: int | None = None
+    #: the home's files' stat when the fetch began (``probe.homes.credential_fingerprint``)
+    fingerprint: tuple = ()
 
 
 class SharedCache(Protocol):

@@ -1,8 +1,14 @@
 """Shared on-disk snapshot cache for several processes on one host (SPEC §7).
 
-Layout: ``<cache_dir>/<sha256(home)[:16]>/<provider>.<sha256(fingerprint)[:16]>.json`` plus
-one ``<provider>.lock`` per (home, provider). File names carry hashes only: never a path
-fragment a client chose, never anything derived from a secret beyond a hash of stat data.
+Layout: ``<cache_dir>/<sha256(home)[:16]>/<provider>.snap.json`` plus one
+``<provider>.lock`` per (home, provider). File names carry hashes only: never a path
+fragment a client chose. Each file holds the credentials it was read with: a hash of the
+provider's credential digest (``probe.digests``; itself a hash of hashes) and a hash of the
+files' stat. A reader takes it only for the same credentials: the same digest, or -- when
+the writer or the reader has not listed the home yet and knows only the stat -- the same
+stat. So Hermes' bookkeeping writes (new stat, same digest) keep the entry, while a result
+read with superseded credentials, written however late by a process that has not noticed
+the change yet, is never taken by one that has.
 
 * Writes are atomic (temp file in the same directory + ``os.replace``) and made under the
   (home, provider) file lock, so a reader sees an old file or a new one, never half of one.
@@ -14,8 +20,8 @@ fragment a client chose, never anything derived from a secret beyond a hash of s
   expires a good one. A file from another boot (or a platform without that clock) falls
   back to the wall clock, and an entry stamped after "now" -- written before a backward
   step -- is stale there, never fresh until its stamp comes round again.
-* A credential change of a home (noticed or ``invalidate``d) deletes its files, so entries
-  for superseded fingerprints do not pile up; temp files orphaned by a killed writer go then.
+* A credential change of a home (noticed or ``invalidate``d) deletes its files; temp files
+  orphaned by a killed writer go then.
 * A corrupt or truncated file is ignored (and replaced by the next write); a read-only or
   full disk degrades to "no shared cache" with one logged warning, never a failed probe.
 """
@@ -75,8 +81,8 @@ class DiskCache:
     def _home_dir(self, home: str) -> Path:
         return self.directory / _digest(home)
 
-    def _file(self, home: str, provider: str, fingerprint: tuple) -> Path:
-        return self._home_dir(home) / f"{provider}.{_digest(repr(fingerprint))}.json"
+    def _file(self, home: str, provider: str) -> Path:
+        return self._home_dir(home) / f"{provider}.snap.json"
 
     def _warn(self, what: str, exc: OSError) -> None:
         if not self._warned:
@@ -86,11 +92,11 @@ class DiskCache:
     def read(self, fetch: Fetch, *, written_after: float | None = None) -> Snapshot | None:
         """A fresh snapshot, or None. ``written_after`` (wall clock) also demands that it was
         stored after that moment — a result another process produced while we waited."""
-        home, provider, fingerprint = fetch.key
-        path = self._file(home, provider, fingerprint)
+        home, provider, _ = fetch.key
+        path = self._file(home, provider)
         try:
             data = json.loads(path.read_bytes())
-            if not self._fresh(data):
+            if not self._fresh(data) or not _same_credentials(data, _credentials(fetch)):
                 return None
             if written_after is not None and data["written_at"] < written_after:
                 return None
@@ -114,9 +120,9 @@ class DiskCache:
         return data["written_at"] <= now < data["expires_at"]
 
     def write(self, fetch: Fetch, snap: Snapshot, ttl_s: float) -> None:
-        path = self._file(*fetch.key)
+        path = self._file(fetch.key[0], fetch.provider)
         now = self._wall()
-        entry = {"written_at": now, "expires_at": now + ttl_s, "ttl_s": ttl_s}
+        entry = {"written_at": now, "expires_at": now + ttl_s, "ttl_s": ttl_s, **_credentials(fetch)}
         if self._since_boot is not None:
             entry.update(boot=BOOT_ID, boot_at=self._since_boot())
         payload = json.dumps({**entry, "snapshot": snap.to_dict()})
@@ -175,3 +181,16 @@ class DiskCache:
                 with contextlib.suppress(OSError):
                     if now - temp.stat().st_mtime > ORPHAN_TEMP_S:
                         temp.unlink()
+
+
+def _credentials(fetch: Fetch) -> dict[str, object]:
+    """What a stored entry says about the credentials it was read with (hashes only)."""
+    part = fetch.key[2]
+    listed = not (isinstance(part, tuple) and part[:1] == ("stat",))
+    return {"digest": _digest(repr(part)) if listed else None, "stat": _digest(repr(fetch.fingerprint))}
+
+
+def _same_credentials(stored: dict, ours: dict[str, object]) -> bool:
+    if stored.get("digest") is not None and ours["digest"] is not None:
+        return stored["digest"] == ours["digest"]
+    return stored.get("stat") == ours["stat"]

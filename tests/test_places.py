@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from workers.credentials import HomeCredentials, load_home
-from workers.places import PlaceError, Step, has_credential, locate, lookup, parse, parse_all, values
+from workers.places import PlaceError, Step, credential_status, has_credential, locate, lookup, parse, parse_all, values
 from workers.result import ProbeFailure
 
 pytestmark = pytest.mark.timeout(30)
@@ -202,6 +202,26 @@ def test_an_unreadable_file_fails_only_the_places_in_it(tmp_path):
 def test_has_credential(tmp_path, credentials, env, auth, expected):
     module = SimpleNamespace() if credentials is None else SimpleNamespace(CREDENTIALS=credentials)
     assert has_credential(module, _home(tmp_path, env=env, auth=auth)) is expected
+
+
+@pytest.mark.parametrize("env, auth, expected", [
+    ("A=x\n", "{broken", "found"),                       # a value elsewhere wins over the unreadable file
+    ("B=1\n", "{broken", "credentials_unreadable"),      # it may be in the file that cannot be read
+    ("B=1\n", {"pool": "broken"}, "credentials_unreadable"),
+    ("B=1\n", {"pool": []}, "none"),
+])
+def test_credential_status_tells_an_unreadable_place_from_none(tmp_path, env, auth, expected):
+    (tmp_path / ".env").write_text(env)
+    (tmp_path / "auth.json").write_text(auth if isinstance(auth, str) else json.dumps(auth))
+    module = SimpleNamespace(CREDENTIALS=[".env:A", "auth.json:pool[].t"])
+    assert credential_status(module, load_home(tmp_path)) == expected
+
+
+def test_credential_status_applies_a_built_ins_own_rule(tmp_path):
+    home = _home(tmp_path, env="GITHUB_TOKEN=ghp_classic\n")
+    module = SimpleNamespace(CREDENTIALS=[".env:GITHUB_TOKEN"])
+    assert credential_status(module, home) == "found"
+    assert credential_status(module, home, accepts=lambda value: not value.startswith("ghp_")) == "none"
 
 
 def test_has_credential_refuses_malformed_credentials():

@@ -29,9 +29,11 @@ emulator's ``-slow<ms>-`` marker into that provider's token.
 ``updated_at``; atomic replace, mode 0600) -- same tokens, so no credential changed.
 
 Why the messy ``.env`` parts are switches: python-dotenv (SPEC §2) accepts them all, the
-0.3 hand parser refuses a multi-line value and a bare ``export NAME`` (and then hides every
-``.env`` provider). :data:`NEEDS_DOTENV` names the parts only the new reader takes, and
-:func:`dotenv_reader` says whether the child reads ``.env`` with python-dotenv yet.
+0.3 hand parser refused a multi-line value and a bare ``export NAME`` (and then hid every
+``.env`` provider): :data:`NEEDS_DOTENV` names those parts, so a test can ask for a home
+either reader takes. An ``op://`` value makes its provider answer ``no_credentials``
+without ``op`` on the PATH, and a classic GitHub token lists no Copilot; leave them out for
+a home where every provider answers.
 """
 from __future__ import annotations
 
@@ -47,21 +49,10 @@ from pathlib import Path
 
 #: the messy ``.env`` parts :func:`build_hermes_root` can leave out
 MESSY_PARTS = frozenset({"pem", "bare_export", "expansion", "op_reference", "classic_github"})
-#: the parts the 0.3 hand parser refuses (the whole file with them)
+#: the parts the 0.3 hand parser refused (the whole file with them)
 NEEDS_DOTENV = frozenset({"pem", "bare_export"})
 
 _roots = itertools.count()
-
-
-def dotenv_reader() -> bool:
-    """Whether the worker reads ``.env`` with python-dotenv (SPEC §2), so the messy parts
-    of :data:`NEEDS_DOTENV` are accepted; the 0.3 hand parser refuses them."""
-    import re
-
-    import workers
-
-    imports = re.compile(r"^\s*(from dotenv\b|import dotenv\b)", re.MULTILINE)
-    return any(imports.search(path.read_text()) for path in Path(workers.__file__).parent.rglob("*.py"))
 
 
 def _b64(data: dict) -> str:

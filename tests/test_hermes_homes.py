@@ -9,7 +9,7 @@ import os
 import httpx
 import pytest
 
-from hermes_homes import MESSY_PARTS, NEEDS_DOTENV, bookkeeping_write, build_hermes_root, dotenv_reader
+from hermes_homes import MESSY_PARTS, NEEDS_DOTENV, bookkeeping_write, build_hermes_root
 from probe import ProbeConfig, ProbeService
 from probe.server import create_app
 from support import RunningApp, run_cli
@@ -19,7 +19,6 @@ pytestmark = pytest.mark.timeout(90)
 #: every messy .env part the 0.3 parser also reads (a classic GitHub token lists Copilot there),
 #: and no op:// reference (without `op` on the PATH deepseek answers no_credentials: exit 1)
 TIDY = MESSY_PARTS - NEEDS_DOTENV - {"classic_github", "op_reference"}
-needs_dotenv = pytest.mark.skipif(not dotenv_reader(), reason="needs the python-dotenv .env reader (#25, env)")
 
 
 def _root_env(emulator) -> dict[str, str]:
@@ -72,7 +71,6 @@ def test_the_cli_reads_a_hermes_root_and_its_profiles(emulator, tmp_path):
     assert scratch.returncode == 1 and "No provider credentials in this home" in scratch.stdout
 
 
-@needs_dotenv
 def test_the_cli_reads_the_env_as_hermes_writes_it(emulator, tmp_path):
     """Every messy part at once: a PEM spanning lines, a bare ``export NAME``, ``${VAR}``,
     an ``op://`` reference, a classic GitHub token. No provider hidden, none added, no

@@ -207,8 +207,11 @@ def _env_names(name: str, env: dict[str, str]) -> Iterable[str]:
 
 # -- enumeration -------------------------------------------------------------------------
 def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float,
-                       load_root: Callable[[Path], "HomeCredentials"] | None = None) -> list[Account]:
-    """The provider's accounts in SPEC §18's order, each with its verdict (None: probe it)."""
+                       load_root: Callable[[Path], "HomeCredentials"] | None = None, *,
+                       resolve: bool = True) -> list[Account]:
+    """The provider's accounts in SPEC §18's order, each with its verdict (None: probe it).
+    ``resolve=False``: a ``.env`` 1Password reference stands for itself (listing a home
+    must not run ``op``)."""
     name = provider.spec.name
     env = {} if home.env_error else home.env
     pool = _pool_key(provider)
@@ -227,11 +230,11 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
             continue
         token, unresolved = None, None
         if name == "copilot" and source and source.startswith("env:"):
-            token, unresolved = _env_secret(home, source[4:])
+            token, unresolved = _env_secret(home, source[4:], resolve)
         else:
             token = next((t for f in _token_fields(name, pool[1]) if (t := _text(row.get(f)))), None)  # type: ignore[index]
         if token is None and unresolved is None and source and source.startswith("env:"):
-            token, unresolved = _env_secret(home, source[4:])
+            token, unresolved = _env_secret(home, source[4:], resolve)
         row_id = _text(row.get("id"), MAX_LABEL)
         place = f"auth.json:credential_pool.{pool[0]}[{index}]"  # type: ignore[index]
         aliases = tuple(t for f in _token_fields(name, pool[1]) if (t := _text(row.get(f))) and t != token)  # type: ignore[index]
@@ -250,7 +253,7 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
             continue
         if place.file == ".env":
             for var in _env_names(place.name, env):
-                value, unresolved = _env_secret(home, var)
+                value, unresolved = _env_secret(home, var, resolve)
                 if value is not None:
                     others.append((f"env:{var}", value, {}))
                 elif unresolved is not None:
@@ -288,13 +291,13 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
     return kept
 
 
-def _env_secret(home: "HomeCredentials", name: str) -> tuple[str | None, ProbeFailure | None]:
+def _env_secret(home: "HomeCredentials", name: str, resolve: bool = True) -> tuple[str | None, ProbeFailure | None]:
     """(``.env`` ``name`` with a 1Password reference resolved, None) -- or (None, why not):
     a reference is never an account's token (SPEC §2: it is never sent)."""
     if home.env_error:
         return None, None
     try:
-        return _text(home.env_get(name)), None
+        return _text(home.env_get(name, resolve=resolve)), None
     except ProbeFailure as exc:
         return None, exc
 
@@ -425,7 +428,7 @@ def identities(provider: "Provider", home: "HomeCredentials",
     write is no change while an account added, removed or re-logged (a new token) is.
     ``workers.digest`` hashes the set (order-insensitive)."""
     return [f"{account.id}={hashlib.sha256((account.token or '').encode()).hexdigest()}"
-            for account in enumerate_accounts(provider, home, 0.0, load_root)]
+            for account in enumerate_accounts(provider, home, 0.0, load_root, resolve=False)]
 
 
 # -- probing -----------------------------------------------------------------------------

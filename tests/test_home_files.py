@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -416,3 +417,53 @@ def test_a_worker_gets_1passwords_sign_in_and_nothing_else_new(tmp_path):
               "OP_CONNECT_TOKEN": "c", "OP_ACCOUNT": "team", "OP_SESSION_team": "s", "OPENAI_API_KEY": "sk-no"}
     env = child_env(tmp_path, parent_env=parent)
     assert {name: env.get(name) for name in parent} == {**parent, "OP_SESSION_team": None, "OPENAI_API_KEY": None}
+
+
+def test_a_malformed_auth_json_keeps_every_card_with_its_last_reading_stale_then_recovers(emulator, tmp_path):
+    """Issue #25's target over HTTP: a home's readings taken; auth.json cut mid-write;
+    every provider is still on the home's list, the auth.json ones answer
+    credentials_unreadable *with* their last good reading marked stale, and /metrics keeps
+    their series with quota_probe_snapshot_stale 1; restored, they answer fresh again."""
+    from probe import ProbeConfig, ProbeService
+    from probe.monitor.readings import Reader
+    from probe.server import create_app
+    from support import RunningApp
+
+    home = home_with(tmp_path, codex=fresh("codex-stale"), deepseek=fresh("sk-ds-stale"))
+    auth = json.loads((home / "auth.json").read_text())
+    auth["credential_pool"] = {"xai": [{"label": "work", "access_token": fresh("xai-stale"), "last_status": "ok"}]}
+    good = json.dumps(auth)
+    (home / "auth.json").write_text(good)
+    listed = ["openai-codex", "deepseek", "xai"]
+    homes = {"alice": home}
+    with ProbeService(ProbeConfig(pool_size=1, provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, homes)
+        with RunningApp(create_app(service, homes, "stale-test-token-0123456789", reader=reader)) as running, \
+                httpx.Client(base_url=running.url, timeout=60) as client:
+            def read(refresh: bool) -> dict[str, dict]:
+                cards = client.get("/api/quota", params={"home": "alice", **({"refresh": "1"} if refresh else {})},
+                                   headers={"Sec-Fetch-Site": "same-origin"})
+                assert cards.status_code == 200
+                return {card["provider"]: card for card in cards.json()}
+
+            before = read(refresh=False)
+            assert list(before) == listed and all(card["available"] for card in before.values())
+            (home / "auth.json").write_text(good[: len(good) // 3])
+            during = read(refresh=True)
+            assert list(during) == listed
+            for name in ("openai-codex", "xai"):
+                card = during[name]
+                assert card["error"]["code"] == "credentials_unreadable" and card["stale"] is True, card
+                assert card["available"] is True and card["error"]["message"].startswith("auth.json could not be read")
+            assert during["openai-codex"]["windows"] == before["openai-codex"]["windows"]
+            assert during["deepseek"]["error"] is None and during["deepseek"]["stale"] is False
+            metrics = client.get("/metrics").text
+            for name in ("openai-codex", "xai"):
+                assert f'quota_probe_snapshot_stale{{home="alice",provider="{name}"}} 1.0' in metrics
+            assert 'quota_probe_window_used_ratio{home="alice",provider="openai-codex"' in metrics
+
+            (home / "auth.json").write_text(good)
+            after = read(refresh=True)
+            assert list(after) == listed
+            assert all(card["error"] is None and card["stale"] is False for card in after.values()), after
+            assert 'quota_probe_snapshot_stale{home="alice",provider="openai-codex"} 0.0' in client.get("/metrics").text

@@ -769,6 +769,7 @@ class ProbeService:
         fields are assembled from them."""
         if snap.accounts:
             snap = self._account_readings.settle(snap, fetch.key, fetch.generation, self._backoff, fetch.skip)
+            self._share_backoff(fetch, snap)
             if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
                 self._shared.write(fetch, snap, self._config.cache_ttl_s)
             return self._record(snap)
@@ -783,6 +784,20 @@ class ProbeService:
         if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
             self._shared.write(fetch, snap, self._config.cache_ttl_s)
         return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))
+
+    def _share_backoff(self, fetch: Fetch, snap: Snapshot) -> None:
+        """Cluster mode (SPEC §15), a snapshot settled per account: when no account is
+        available and the provider rate-limited every one it was asked about, every backend
+        holds off the (home, provider) -- the back-off ``probe.account_state`` keeps per
+        account stays this backend's, since the cluster's keys name no account."""
+        if self._cluster is None or snap.available or snap.error is None or snap.error.code != "rate_limited":
+            return
+        probed = [a for a in snap.accounts if a.probed]
+        if not probed or any(a.error is None or a.error.code != "rate_limited" for a in probed):
+            return
+        waits = [self._backoff.blocked((*fetch.key, a.id)) for a in probed]
+        left_s = min((b.until - time.monotonic() for b in waits if b is not None), default=0.0)
+        self._cluster.share_backoff(fetch, left_s, snap.error.message)
 
     def _stale_if_possible(self, snap: Snapshot, key: tuple, generation: int) -> Snapshot:
         """A transient failure is answered with the last good snapshot of the same

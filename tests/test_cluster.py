@@ -86,6 +86,21 @@ def test_a_429_on_one_backend_stops_every_backend(emulator, make_home, backends)
     assert emulator.count(token=token, path="/api/v1/credits") == 1
 
 
+def test_a_429_of_one_pooled_account_holds_off_no_backend_from_the_others(emulator, make_home, backends):
+    """Accounts (SPEC §18) in cluster mode: one numbered key's 429 is that account's; the
+    other backends still ask the provider for the account that answers."""
+    limited, good = "sk-or-v1-cluster-acct-429", "sk-or-v1-cluster-acct-ok"
+    emulator.script(limited, {"error": "slow down"}, status=429, headers={"Retry-After": "30"})
+    home = make_home("cluster-acct-429")
+    (home / ".env").write_text(f"OPENROUTER_API_KEY={limited}\nOPENROUTER_API_KEY_2={good}\n")
+    a, b = backends(2, {"alice": home})
+    first = a.fetch("openrouter", home=home)
+    assert first.available and [x.status for x in first.accounts] == ["unavailable", "available"]
+    second = b.fetch("openrouter", home=home, refresh=True)
+    assert second.available and second.error is None
+    assert emulator.count(token=good, path="/api/v1/credits") == 2
+
+
 def test_rotation_on_one_backend_reaches_the_others(emulator, make_home, backends):
     """After invalidate() returns on backend 1, backends 2 and 3 never serve the old
     reading, and close that home's workers within 1 s; other homes keep theirs."""

@@ -30,9 +30,12 @@ While ``ctx.account`` is set, ``ctx.values(place)`` of a place the module declar
 ``CREDENTIALS`` answers that account's token only, so a provider (or plugin) that looks its
 credential up itself reads the account it was asked for, never the first one of the home.
 
-A malformed ``.env`` or ``auth.json`` raises ``no_credentials`` naming the file (and the
-line), from the accessor that needed that file only. A place string that does not parse
-raises ``bad_response`` saying why (it is the module's own mistake, not the account's).
+An ``.env`` or ``auth.json`` that cannot be read raises ``credentials_unreadable`` naming
+the file relative to the home (and the line), from the accessor that needed that file only;
+a ``.env`` value that is a 1Password reference comes back resolved (``workers.onepassword``)
+or raises why it cannot be (``ctx.env``, ``ctx.values``, ``ctx.credential``). A place
+string that does not parse raises ``bad_response`` saying why (it is the module's own
+mistake, not the account's).
 """
 from __future__ import annotations
 

@@ -542,11 +542,17 @@ def homes_command(config_path: str | None, home_specs: tuple[str, ...], as_json:
               help="Cluster mode: run this many probe serve processes sharing --redis, poll them over HTTP.")
 @click.option("--redis", "redis_url", default=None, envvar="PROBE_REDIS_URL", metavar="URL",
               help="The Redis the --backends share.")
+@click.option("--redis-restart-every", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --backends: restart Redis every S seconds (connections dropped, keys gone; 0: never).")
+@click.option("--garbage-for", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --backends: write random garbage into the prefix's keys and channel for S seconds, "
+                   "from a third of the run on.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
            latency_ms: int, fault_rate: float, rotate_every: float, kill_every: float, timeout: float,
            poll_interval: float, max_total_workers: int | None, providers_per_home: int, home_reads: bool,
-           backends: int | None, redis_url: str | None, as_json: bool) -> None:
+           backends: int | None, redis_url: str | None, redis_restart_every: float, garbage_for: float,
+           as_json: bool) -> None:
     """Load the service against the built-in emulator and check its invariants.
 
     Exits 1 if any invariant failed (a leaked process, FD or thread; a result carrying another
@@ -561,6 +567,8 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
 
     if requests is not None and duration is not None:
         raise click.UsageError("give --requests or --duration, not both")
+    if backends is None and (redis_restart_every or garbage_for):
+        raise click.UsageError("--redis-restart-every and --garbage-for need --backends")
     if backends is not None:
         if providers_per_home != 1 or home_reads:
             raise click.UsageError("--providers-per-home and --home-reads are not available with --backends")
@@ -569,7 +577,8 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
         from probe.tools.cluster_stress import run_cluster_stress
 
         report = run_cluster_stress(backends=backends, redis_url=redis_url, homes=homes, concurrency=concurrency,
-                                    duration_s=duration or 10.0, timeout_s=timeout)
+                                    duration_s=duration or 10.0, timeout_s=timeout, rotate_every_s=rotate_every,
+                                    restart_redis_every_s=redis_restart_every, garbage_s=garbage_for)
         if as_json:
             click.echo(json.dumps(report, indent=2))
         else:
@@ -578,6 +587,8 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
                        f"p50 {lat['p50']} ms, p99 {lat['p99']} ms; provider requests {report['provider_requests']} "
                        f"= {report['provider_requests_per_home_per_ttl']} per (home, provider) per "
                        f"{report['cache_ttl_s']:g} s TTL; answers {report['answers']}")
+            if "faults" in report:
+                click.echo(f"faults: {report['faults']}")
             click.echo("invariants: " + ", ".join(f"{k} {'ok' if v else 'VIOLATED'}"
                                                   for k, v in report["invariants"].items()))
         sys.exit(EXIT_OK if report["ok"] else EXIT_UNAVAILABLE)

@@ -100,7 +100,7 @@ def test_a_lock_key_that_is_no_lock_holds_no_probe_off(emulator, make_home, back
                   lambda k: client.set(k, "e" * 32, ex=10 ** 6), lambda k: client.rpush(k, "x")):
         client.delete(key(a, "deepseek", "lock"))
         write(key(a, "deepseek", "lock"))
-        snap = a.fetch("deepseek", home=home, refresh=True, timeout=3)
+        snap = a.fetch("deepseek", home=home, refresh=True, timeout=10)
         assert snap.error is None and snap.available, snap.error
 
 

@@ -438,6 +438,9 @@ class RedisCluster:
             except redis.RedisError as exc:
                 self._failed(exc)
                 self._stop.wait(RETRY_EVERY_S)
+            except Exception as exc:   # noqa: BLE001 -- whatever the client raises, only close() ends this thread
+                self._garbage("subscriber failure", exc)
+                self._stop.wait(RETRY_EVERY_S)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(redis.RedisError):

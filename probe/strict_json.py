@@ -38,8 +38,15 @@ def loads(data: str | bytes | bytearray) -> Any:
         value = json.loads(data, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    check_depth(value)
+    if _brackets(data) > MAX_DEPTH:   # fewer openings than the limit cannot nest past it: no walk
+        check_depth(value)
     return value
+
+
+def _brackets(data: str | bytes | bytearray) -> int:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
 
 
 def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:

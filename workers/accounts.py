@@ -427,7 +427,10 @@ def identities(provider: "Provider", home: "HomeCredentials",
     its token, per account -- no status, label, priority or time, so a Hermes bookkeeping
     write is no change while an account added, removed or re-logged (a new token) is.
     ``workers.digest`` hashes the set (order-insensitive)."""
-    return [f"{account.id}={hashlib.sha256((account.token or '').encode()).hexdigest()}"
+    def who(account: Account) -> str:   # a row without Hermes' id is known by its token alone: its
+        return "row" if account.id.startswith("auth.json:credential_pool.") else account.id  # index moves
+
+    return [f"{who(account)}={hashlib.sha256((account.token or '').encode()).hexdigest()}"
             for account in enumerate_accounts(provider, home, 0.0, load_root, resolve=False)]
 
 

@@ -51,10 +51,13 @@ SECRET_KEY_PARTS = ("token", "key", "secret", "password")
 MAX_DEPTH = 16
 
 
-def provider_digest(module: Any, home: "HomeCredentials") -> str | None:
+def provider_digest(module: Any, home: "HomeCredentials", name: str | None = None) -> str | None:
     """The digest of ``module``'s credentials in ``home`` (see the module docstring):
     ``module`` is a provider module (its ``CREDENTIALS``), a pool-only id (``str``), or None
-    for a provider that cannot be used. None when a file it reads is unreadable."""
+    for a provider that cannot be used. None when a file it reads is unreadable. ``name``:
+    the registered provider ``module`` implements -- its digest is then that of its account
+    set (SPEC §18, ``workers.accounts.identities``: each account's id and token hash), so a
+    pool row added, removed or re-logged rotates it and a bookkeeping write does not."""
     try:
         if isinstance(module, str):
             return _digest(_pool_rows(module, home))
@@ -65,8 +68,15 @@ def provider_digest(module: Any, home: "HomeCredentials") -> str | None:
             return _digest(_undeclared(home))
         from workers.places import credentials_at, parse_all
 
-        return _digest(found.value for place in parse_all(declared)
-                       for found in credentials_at(place, home, resolve=False))
+        values = [found.value for place in parse_all(declared)    # raises for an unreadable file
+                  for found in credentials_at(place, home, resolve=False)]
+        if name is None:
+            return _digest(values)
+        from workers.accounts import identities
+        from workers.credentials import load_home
+        from workers.providers import load
+
+        return _digest(identities(load(name), home, load_home))
     except ProbeFailure:
         return None
 

@@ -83,7 +83,7 @@ def _digest(name: str, module: Any, home: "HomeCredentials") -> str | None:
     from workers.digest import provider_digest
 
     try:
-        return provider_digest(module, home)
+        return provider_digest(module, home, name if module is not None and not isinstance(module, str) else None)
     except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
         print(f"workers: digesting the {name} credentials raised {type(exc).__name__}", file=sys.stderr, flush=True)
         return None

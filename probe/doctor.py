@@ -67,14 +67,19 @@ def findings(report: dict[str, Any]) -> list[str]:
                        f"{report['home']}/{name}`.")
     skipped = report.get("env_skipped_lines") or []
     if skipped:
-        shown = ", ".join(str(line) for line in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10
-                                                                 else "")
-        out.append(f".env line{'s' if len(skipped) > 1 else ''} {shown} could not be parsed and "
-                   f"{'are' if len(skipped) > 1 else 'is'} skipped (python-dotenv skips {'them' if len(skipped) > 1 else 'it'} "
-                   "for Hermes too): fix the line if it was meant to hold a credential.")
+        many = len(skipped) > 1
+        shown = ", ".join(map(str, skipped[:10])) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        out.append(f".env line{'s' * many} {shown} could not be parsed and {'are' if many else 'is'} skipped, by "
+                   "Hermes too (python-dotenv): fix it if it was meant to hold a credential.")
+    # one line per problem, naming every provider it affects (an unreadable auth.json is
+    # every provider's problem: one sentence, not eleven)
+    problems: dict[str, list[str]] = {}
     for provider, facts in report["providers"].items():
         if facts.get("problem"):
-            out.append(f"{provider}: {facts['problem']} Fix the file, then run `probe doctor` again.")
+            problems.setdefault(facts["problem"], []).append(provider)
+    for problem, providers in problems.items():
+        out.append(f"{', '.join(providers)}: {problem} Fix the file, then run `probe doctor` again.")
+    for provider, facts in report["providers"].items():
         if facts.get("advice"):
             out.append(f"{provider}: {facts['advice'][:1].upper()}{facts['advice'][1:]}")
         if facts.get("unusable"):

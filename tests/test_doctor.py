@@ -75,7 +75,10 @@ def test_an_unreadable_auth_json_is_a_problem_named_relative_to_the_home(tmp_pat
     (home / "auth.json").write_text('{"providers": {"openai-codex": {"tokens": {"access_token": "codex-doc-tok')
     result = run_cli("doctor", "--home", str(home))
     assert result.returncode == 1
-    assert "openai-codex: auth.json could not be read: it is not valid JSON (line 1" in result.stdout
+    problem = [line for line in result.stdout.splitlines() if "auth.json could not be read" in line and " - " in line]
+    assert len(problem) == 1   # one sentence for every provider it affects
+    assert "openai-codex" in problem[0] and "nous" in problem[0]
+    assert "auth.json could not be read: it is not valid JSON (line 1" in problem[0]
     assert "codex-doc-tok" not in result.stdout + result.stderr
 
 

@@ -93,8 +93,8 @@ KEY_USAGE = re.compile(rf"^API key usage: {MONEY} total")
 
 
 class Unread(Exception):
-    """A read the answer needs could not be made (the home's active provider); the
-    answer is hermes-webui's unavailable one with ``reason``."""
+    """A read the answer needs could not be made (the home's active provider, a pool-only
+    id's accounts): the answer is hermes-webui's unavailable one with this reason."""
 
 
 @dataclass(frozen=True)

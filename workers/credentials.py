@@ -107,8 +107,9 @@ def _expand(pairs: Iterable[tuple[str, str | None]]) -> dict[str, str]:
 
     resolved: dict[str, str | None] = {}
     for name, value in pairs:
-        resolved[name] = None if value is None else "".join(atom.resolve(resolved)
-                                                            for atom in parse_variables(value))
+        if value is not None and "${" in value:   # (without one, parse_variables gives the value back)
+            value = "".join(atom.resolve(resolved) for atom in parse_variables(value))
+        resolved[name] = value
     return {name: value for name, value in resolved.items() if value is not None}
 
 

@@ -866,7 +866,7 @@ class ProbeService:
                 try:
                     if worker.started:
                         return use(worker, "warm")
-                    if self._registry.start(worker):
+                    if self._registry.start(worker, deadline):
                         return use(worker, "slot_start")
                 except WorkerFailed as exc:
                     return failed(exc, "slot_start", worker.pid)
@@ -891,7 +891,7 @@ class ProbeService:
             path = "cold"
         try:
             if not worker.started:
-                worker.start()
+                worker.start(deadline)
                 self._stats.count("spawns")
             return use(worker, path)
         except WorkerFailed as exc:

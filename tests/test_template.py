@@ -334,3 +334,27 @@ def test_a_cli_run_leaves_a_zombie(emulator, make_home, args):
     report = json.loads(result.stdout)
     assert report["rc"] == 0
     assert report["left"] == []
+
+
+def test_the_first_start_waits_for_the_template_only_until_the_callers_deadline(make_service, make_home,
+                                                                               monkeypatch, caplog):
+    """A template that never comes up: the first caller (1 s deadline) gets ``timeout`` at
+    its deadline, not when the template start gives up (5 s here, 15 s by default); its
+    queued start is dropped and nothing is left running for it. Once the template start
+    gives up, one error is logged and exec-started workers answer everyone after."""
+    monkeypatch.setattr(spawner_module, "TEMPLATE_ARGS", ("-c", "import time; time.sleep(60)"))
+    monkeypatch.setattr(spawner_module, "TEMPLATE_START_TIMEOUT_S", 5.0)
+    service = make_service()
+    home = make_home("never-template", deepseek="sk-never-template")
+    with caplog.at_level(logging.ERROR, logger="probe.spawner"):
+        started = time.monotonic()
+        first = service.fetch("deepseek", home=home, timeout=1.0)
+        waited_s = time.monotonic() - started
+        assert first.error is not None and first.error.code == "timeout", first
+        assert waited_s < 4.0, f"the caller waited {waited_s:.1f} s for the template"
+        assert wait_until(lambda: service.stats()["spawn"]["method"] == "exec", 20)
+        later = service.fetch("deepseek", home=home, timeout=10)
+    assert later.available
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "exec" in errors[0].getMessage()
+    assert not any(is_template(p) for p in live_children())

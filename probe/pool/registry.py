@@ -88,10 +88,11 @@ class PoolRegistry:
             return dict(self._pools)
 
     # -- the global budget ---------------------------------------------------------------
-    def start(self, worker: Worker) -> bool:
+    def start(self, worker: Worker, deadline: float | None = None) -> bool:
         """Start a claimed, never-started worker unless that would exceed
         ``max_total_workers``; to stay under it, close the least recently used idle worker
-        of any home first. False when every running worker is busy (caller goes cold)."""
+        of any home first. False when every running worker is busy (caller goes cold).
+        ``deadline``: the caller's (``Worker.start``)."""
         victim = None
         with self._budget_lock:
             running, idle = self._census_locked()
@@ -103,7 +104,7 @@ class PoolRegistry:
         try:
             if victim is not None:
                 victim.close()  # before ours starts: the process count never exceeds the cap
-            worker.start()
+            worker.start(deadline)
             self._on_spawn(worker)
             return True
         finally:

@@ -41,9 +41,10 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, BinaryIO, TypeVar
 
 from probe.env import template_env
@@ -67,6 +68,11 @@ class SpawnerClosed(RuntimeError):
 
 class TemplateUnavailable(RuntimeError):
     """The template process could not be started or stopped answering."""
+
+
+class SpawnDeadline(TimeoutError):
+    """No process was ready before the caller's deadline (the spawner thread was busy:
+    typically starting the template, which may take up to ``TEMPLATE_START_TIMEOUT_S``)."""
 
 
 def default_method(environ: dict[str, str] | None = None) -> str:
@@ -264,6 +270,21 @@ class Template:
                 proc.wait()
 
 
+def _discard_late_start(future: Future) -> None:
+    """A process that came up after its caller gave up: nobody will ever talk to it."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    proc = future.result()
+    proc.kill()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        log.warning("a worker started too late for its caller did not exit after SIGKILL (pid %s)", proc.pid)
+
+
 class Spawner:
     def __init__(self, name: str = "probe-spawner", *, method: str | None = None) -> None:
         self._name = name
@@ -280,11 +301,28 @@ class Spawner:
         self._ready_lock = threading.Lock()
 
     # -- starting workers ----------------------------------------------------------------
-    def start_worker(self, env: dict[str, str], *, once: bool = False) -> subprocess.Popen | ForkedProcess:
+    def start_worker(self, env: dict[str, str], *, once: bool = False,
+                     deadline: float | None = None) -> subprocess.Popen | ForkedProcess:
         """A new worker process with ``env``, talking the worker protocol on its
         stdin/stdout, started on the spawner thread. Raises SpawnerClosed once closed,
-        OSError when no process could be started."""
-        return self._on_thread(lambda: self._start_here(env, once))
+        OSError when no process could be started, and :class:`SpawnDeadline` when none was
+        ready by ``deadline`` (``time.monotonic()``; None: no bound).
+
+        Why a deadline: the first start waits for the template process, which may take up
+        to ``TEMPLATE_START_TIMEOUT_S`` when it is broken, and every start queues behind it.
+        A caller gives up at its own deadline instead; its request is dropped if it has not
+        run yet, and a process started after the caller left is killed and reaped. The
+        template start goes on meanwhile, and a template that never comes up still ends
+        in the exec fall-back (one logged error) for the callers after."""
+        if deadline is None or threading.current_thread() is self._thread:
+            return self._on_thread(lambda: self._start_here(env, once))
+        future = self.submit(lambda: self._start_here(env, once))
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            if not future.cancel():
+                future.add_done_callback(_discard_late_start)
+            raise SpawnDeadline("no worker process was ready before the deadline") from None
 
     def _start_here(self, env: dict[str, str], once: bool) -> subprocess.Popen | ForkedProcess:
         debug = bool(env.get("PROBE_DEBUG"))
@@ -351,6 +389,8 @@ class Spawner:
                     self._template.close()
                 return
             future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue             # its caller's deadline passed while it queued
             try:
                 future.set_result(fn())
             except BaseException as exc:  # noqa: BLE001 — handed to whoever waits on the future

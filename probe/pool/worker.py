@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from probe import strict_json
-from probe.pool.spawner import ForkedProcess, Spawner, SpawnerClosed
+from probe.pool.spawner import ForkedProcess, SpawnDeadline, Spawner, SpawnerClosed
 
 #: a snapshot is a few KiB; a reply past this is a broken worker, not data
 MAX_REPLY_BYTES = 4 * 1024 * 1024
@@ -169,11 +169,16 @@ class Worker:
             return None
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the process (caller owns the worker). Raises WorkerFailed if it cannot."""
+    def start(self, deadline: float | None = None) -> None:
+        """Start the process (caller owns the worker). Raises WorkerFailed if it cannot,
+        WorkerTimeout when no process was ready by ``deadline`` (``time.monotonic()``)."""
         self._asked_at = time.monotonic()
         try:
-            self.proc = self._spawner.start_worker(self._env, once=self.once)
+            self.proc = self._spawner.start_worker(self._env, once=self.once, deadline=deadline)
+        except SpawnDeadline:
+            self.closed = True
+            raise WorkerTimeout("No worker process was ready before the deadline (the template process "
+                                "is still starting).") from None
         except SpawnerClosed:
             self.closed = True
             raise WorkerFailed("The service is shutting down.") from None

@@ -441,3 +441,29 @@ def test_the_history_writer_ends_for_good_on_an_exception_other_than_sqlite3_err
         assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     finally:
         store.close()
+
+
+def test_a_backward_clock_step_across_a_restart_stops_history_points(tmp_path):
+    """The same step, with a restart in between (the monotonic clock starts afresh): the
+    first reading after the restart goes after what the file holds, and the series goes on."""
+    path = tmp_path / "h.sqlite3"
+    first = History(path)
+    assert first.start()
+    first.submit("alice", "/x", _stepped(0, 0, 10.0))
+    assert first.flush()
+    first.close()
+    elapsed = [0.0]
+    second = History(path, clock=lambda: elapsed[0])
+    assert second.start()
+    try:
+        second.submit("alice", "/x", _stepped(600, -3600, 20.0))
+        elapsed[0] = 600.0
+        second.submit("alice", "/x", _stepped(1200, -3600, 30.0))
+        assert second.flush()
+        (series,) = second.query("alice", "anthropic", 0)["series"]
+    finally:
+        second.close()
+    points = series["points"]
+    assert [p["used_percent"] for p in points] == [10.0, 20.0, 30.0]
+    times = [parse_instant_z(p["t"]) for p in points]
+    assert times == sorted(times) and len(set(times)) == 3

@@ -403,7 +403,8 @@ class History:
         self._last[series] = _Last(t, value, reset_at, instance.reset)
         return instance
 
-    def _reading_time(self, home_id: str, provider: str, stamped: int, taken: float) -> int:
+    def _reading_time(self, conn: sqlite3.Connection, home_id: str, provider: str, stamped: int,
+                      taken: float) -> int:
         """The time a reading's points are written at: its wall-clock stamp, but never
         earlier than the provider's last reading plus the monotonic time elapsed since.
 
@@ -412,18 +413,23 @@ class History:
         point would be written for an hour. The monotonic clock knows the reading is newer;
         its points go after the last ones, the series' times keep increasing, and they
         rejoin the wall clock once it has caught up. A forward step simply moves the
-        series on (the wall clock is later). In memory only: after a restart the first
-        reading is stamped by the wall clock alone."""
+        series on (the wall clock is later). The first reading of a provider in this
+        process (the monotonic clock starts afresh) goes after the last point the file
+        holds for it: a step across a restart is survived too."""
         key = (home_id, provider)
         anchor = self._anchors.get(key)
-        if anchor is not None and taken < anchor[1]:
+        if anchor is None:
+            last = conn.execute("SELECT MAX(p.t) FROM points p JOIN series s ON s.id = p.series JOIN homes h "
+                                "ON h.id = s.home WHERE h.home_id = ? AND s.provider = ?", key).fetchone()[0]
+            anchor = None if last is None else (int(last) + 1, taken)
+        elif taken < anchor[1]:
             return stamped    # submitted earlier than the anchor (cannot happen in order)
         t = stamped if anchor is None else max(stamped, anchor[0] + int(taken - anchor[1]))
         self._anchors[key] = (t, taken)
         return t
 
     def _record(self, conn: sqlite3.Connection, home_id: str, path: str, snap: Snapshot, taken: float) -> bool:
-        t = self._reading_time(home_id, snap.provider, epoch(snap.fetched_at) or int(time.time()), taken)
+        t = self._reading_time(conn, home_id, snap.provider, epoch(snap.fetched_at) or int(time.time()), taken)
         conn.execute("BEGIN")
         home = self._home(conn, home_id, path)
         instances: dict[str, Instance] = {}

@@ -102,6 +102,19 @@ def test_every_pool_row_counts_and_their_order_does_not(tmp_path, make_home):
     assert added not in (first, replaced, removed)
 
 
+def test_a_numbered_env_key_is_an_account_of_its_own(make_home):
+    """Hermes reads ``NAME_2``, ``NAME_3``… as further accounts: adding one changes the
+    provider's digest (and no other's)."""
+    home = pooled_home(make_home, "numbered", "num")
+    before = digests(home)
+    with (home / ".env").open("a") as env:
+        env.write("OPENROUTER_API_KEY_2=sk-or-num-second\nDEEPSEEK_API_KEY_3=sk-ds-num-third\n")
+    after = digests(home)
+    assert after["openrouter"] != before["openrouter"]
+    assert after["deepseek"] == before["deepseek"]            # _3 without a _2 is no account
+    assert {p for p in after if after[p] != before[p]} == {"openrouter"}
+
+
 def test_a_pool_only_digest_is_its_rows_not_their_statuses_or_tokens(make_home):
     home = pooled_home(make_home, "pool-only", "p")
     first = provider_digest("xai", load_home(home))

@@ -7,11 +7,13 @@ each provider's digest when the stat changed (``{"op": "providers"}``, ``workers
 and rotates only a provider whose digest changed (SPEC §6). The digest therefore holds
 what tells one credential from another and nothing Hermes keeps books with:
 
-* a provider module with ``CREDENTIALS``: sha256 over the sorted *set* of sha256 hashes of
-  every credential value its places hold -- every pool row's token, not only the first one
-  a probe would use (``workers.places.credentials_at``: strings, stripped, non-empty).
-  Order-insensitive, so Hermes re-sorting a pool is no change; a row's token added, removed
-  or replaced is one.
+* a registered provider (``name`` given): sha256 over the sorted *set* of its accounts'
+  identities (SPEC §18, ``workers.accounts.identities``: each account's id and the sha256
+  of its token -- every pool row, numbered ``.env`` keys, logins; no status, label,
+  priority or time). Order-insensitive, so Hermes re-sorting a pool is no change; an
+  account added, removed or re-logged (a new token) is one. Without ``name``, the set of
+  sha256 hashes of every credential value its ``CREDENTIALS`` places hold
+  (``workers.places.credentials_at``).
 * a plugin that declares no ``CREDENTIALS`` (it reads what it likes through ``ctx.env`` /
   ``ctx.auth``): every ``.env`` value, and every string in ``auth.json`` under a key naming
   a secret (``token``, ``key``, ``secret``, ``password`` -- the same rule the pool-only reader

@@ -20,7 +20,7 @@ from workers.credentials import HomeCredentials, credential_stat, load_home, log
 from workers.providers import anthropic, make_context, openai_codex
 from workers.result import ProbeFailure
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)   # hypothesis runs ~1,500 examples; the machine may be loaded
 SECRET = "sk-ant-oat01-SUPERSECRETVALUE"
 
 

@@ -841,3 +841,32 @@ def test_pool_only_accounts_follow_the_accounts_rules(tmp_path):
         {"id": "bbbbbb", "label": "second", "source": None, "status": "available", "retry_after": None},
     ]
     assert pool_only_accounts("gemini", load_home(home), now) is None
+
+
+def test_a_provider_answering_garbage_is_unavailable_with_its_reason(webui, tmp_path):
+    """A provider whose probe fails (here: a 200 that is not JSON) answers hermes-webui's
+    "unavailable with the reason" form with quota-probe's reason -- not the authentication
+    hint, which would send the user to the wrong place."""
+    home = write_home(tmp_path, "ds-garbage", env={"DEEPSEEK_API_KEY": "sk-hw-garbage-"}, provider="deepseek")
+    result = quota(webui({"main": home}))
+    assert (result["ok"], result["status"], result["account_limits"]) == (False, "unavailable", None)
+    assert result["message"].startswith("DeepSeek account limits are unavailable. ")
+    assert "Confirm provider authentication" not in result["message"]
+
+
+def test_the_worker_ops_refuse_bad_requests_and_a_missing_home(tmp_path, monkeypatch):
+    from workers.loop import Loop
+
+    loop = Loop()
+    loop.home = str(tmp_path / "gone")
+    reply, _ = loop.handle(b'{"id": 1, "op": "pool_accounts"}\n')
+    assert reply["error"]["code"] == "bad_request"
+    for line in (b'{"id": 2, "op": "active_provider"}\n', b'{"id": 3, "op": "pool_accounts", "provider": "xai"}\n'):
+        reply, keep_going = loop.handle(line)
+        assert keep_going and reply["ok"] is False and reply["error"]["code"] == "home_not_found"
+    loop.home = str(write_home(tmp_path, "ops", provider="nous",
+                               auth={"credential_pool": {"xai": [{"id": "abcdef", "label": "work", "access_token": "k" * 20}]}}))
+    assert loop.handle(b'{"id": 4, "op": "active_provider"}\n')[0] == {"id": 4, "ok": True, "provider": "nous"}
+    accounts = loop.handle(b'{"id": 5, "op": "pool_accounts", "provider": "xai"}\n')[0]["accounts"]
+    assert accounts == [{"id": "abcdef", "label": "work", "source": None, "status": "available", "retry_after": None}]
+    assert loop.handle(b'{"id": 6, "op": "pool_accounts", "provider": "gemini"}\n')[0]["accounts"] is None

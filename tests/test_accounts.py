@@ -474,3 +474,18 @@ def test_the_digest_is_the_account_set_bookkeeping_rotates_nothing_a_relogin_doe
     write_auth(home, data)
     relogged = service.fetch("openai-codex", home=home)
     assert relogged.probe.path != "cache" and emulator.count(token=b2) == 1
+
+
+def test_a_row_added_to_the_roots_pool_reaches_a_profile_that_borrows_it(tmp_path, emulator, make_service):
+    one, two = "sk-or-root-one", "sk-or-root-two"
+    root = home_with(tmp_path, name="root", auth={"credential_pool": {"openrouter": [row("r1", one)]}})
+    profile = home_with(root / "profiles", name="work", env={"DEEPSEEK_API_KEY": "sk-ds-work",
+                                                             "OPENROUTER_API_KEY": "sk-or-work-own"})
+    service = make_service(pool_size=1)
+    snaps = {s.provider: s for s in service.fetch_home(home=profile)}
+    assert [a.id for a in snaps["openrouter"].accounts] == ["r1", "env:OPENROUTER_API_KEY"]
+    write_auth(root, {"credential_pool": {"openrouter": [row("r1", one), row("r2", two)]}})
+    snaps = {s.provider: s for s in service.fetch_home(home=profile)}
+    assert [a.id for a in snaps["openrouter"].accounts] == ["r1", "r2", "env:OPENROUTER_API_KEY"]
+    assert emulator.count(token=two) >= 1
+    assert snaps["deepseek"].probe.path == "cache"   # only the provider whose accounts changed rotated

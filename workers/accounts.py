@@ -15,6 +15,11 @@ never a token.
    ``CREDENTIALS`` order, a ``.env`` name followed by Hermes' numbered keys ``NAME_2``,
    ``NAME_3``, … up to the first missing (or empty) one.
 
+A profile lists (SPEC §17) only the providers it has a credential of its own for; the root's
+rows join the accounts of a listed provider that has no row in the profile's pool. (Whether
+a profile with no credential at all for a provider should list it from the root's rows
+alone -- Hermes would use them -- is left open: the fixtures' ``scratch`` profile says no.)
+
 One account per secret: a value already counted is not counted again (the first place
 keeps its id and label); a stripped row (no token) takes its token from ``.env`` ``NAME``
 when its source is ``env:NAME``, else from the place whose value matches its

@@ -246,11 +246,20 @@ def credential_stat(home: str | os.PathLike[str]) -> tuple:
     notices a rewrite without reading a credential. The parent uses it as the home's
     credential fingerprint, the child to know when to re-read -- one definition for both.
     An atomic replace changes the inode; an in-place rewrite the size or the times; a
-    ``touch`` back to an old mtime still moves ctime, which no user can set."""
+    ``touch`` back to an old mtime still moves ctime, which no user can set.
+
+    A Hermes profile home (``<root>/profiles/<name>``) also has the root's ``auth.json``:
+    its accounts borrow the root's pool rows for a provider it has none of (SPEC §18), so a
+    root's pool change is a credential change of the profile too (the digests then decide
+    which of its providers, if any, it rotates)."""
     parts = []
-    for name in (ENV_FILE, AUTH_FILE):
+    paths = [os.path.join(home, ENV_FILE), os.path.join(home, AUTH_FILE)]
+    profiles = os.path.dirname(os.path.normpath(home))
+    if os.path.basename(profiles) == "profiles":
+        paths.append(os.path.join(os.path.dirname(profiles), AUTH_FILE))
+    for path in paths:
         try:
-            st = os.stat(os.path.join(home, name))  # not pathlib: this runs on every fetch
+            st = os.stat(path)  # not pathlib: this runs on every fetch
         except OSError:
             parts.append(None)
         else:

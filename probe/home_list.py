@@ -142,8 +142,8 @@ class HomeLists:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._home_locks: dict[str, threading.Lock] = {}
-        #: per home, the last list read with every file readable (names only; kept across
-        #: ``forget``, which a rotation calls: see the module docstring)
+        #: per home, the last list read with every file readable (its names are what counts;
+        #: kept across ``forget``, which a rotation calls: see the module docstring)
         self._last_readable: dict[str, HomeProviders] = {}
 
     def get(self, home: Path, fingerprint: tuple, now_ns: int, timeout_s: float,

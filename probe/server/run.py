@@ -22,7 +22,7 @@ from probe.monitor.readings import Reader
 from probe.monitor.refresher import Refresher
 from probe.home_set import HomeSet, ServedHomes
 from probe.server import LOOPBACK_HOSTS, create_app
-from probe.server.reload import HomeWatcher
+from probe.server.reload import HomeWatcher, scan_interval_s
 from probe.service import ProbeService
 
 
@@ -187,7 +187,7 @@ def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = 
         echo(f"quota-probe backend on http://{shown_host}:{port}/  (homes: {', '.join(homes)})")
         if home_set.discovering:
             echo(f"serving the Hermes root {home_set.root} and its profiles; new ones appear within "
-                 f"{refresh_s if refresh_s > 0 else DEFAULT_REFRESH_S:g} s")
+                 f"{scan_interval_s(refresh_s) * 2:g} s")
         if demo:
             echo(f"demo homes in {demo_dir}")   # the console only: HTTP clients see ids
         if not token_given:

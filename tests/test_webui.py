@@ -870,3 +870,22 @@ def test_the_worker_ops_refuse_bad_requests_and_a_missing_home(tmp_path, monkeyp
     accounts = loop.handle(b'{"id": 5, "op": "pool_accounts", "provider": "xai"}\n')[0]["accounts"]
     assert accounts == [{"id": "abcdef", "label": "work", "source": None, "status": "available", "retry_after": None}]
     assert loop.handle(b'{"id": 6, "op": "pool_accounts", "provider": "gemini"}\n')[0]["accounts"] is None
+
+
+def test_every_providers_accounts_show_as_hermes_webuis_pool(webui, tmp_path):
+    """Not only Codex: two z.ai keys (Hermes' numbered ``GLM_API_KEY_2``) are a pool in
+    hermes-webui's shape, with z.ai's real windows per credential."""
+    home = write_home(tmp_path, "zai-two", env={"GLM_API_KEY": "glm-hw-pool-one", "GLM_API_KEY_2": "glm-hw-pool-two"},
+                      provider="zai")
+    result = quota(webui({"main": home}))
+    limits = result["account_limits"]
+    assert (result["status"], limits["source"], limits["details"][0]) == \
+        ("available", "quota_api_pool", "2/2 credentials available")
+    pool = limits["pool"]
+    assert (pool["total_credentials"], pool["queried_credentials"], pool["available_credentials"]) == (2, 2, 2)
+    assert [row["label"] for row in pool["credentials"]] == ["env:GLM_API_KEY", "env:GLM_API_KEY_2"]
+    assert all(row["windows"] and row["windows"][0]["label"] == "Session" for row in pool["credentials"])
+    session = next(b for b in pool["best_remaining_by_window"] if b["label"] == "Session")
+    rows = {row["label"]: row for row in pool["credentials"]}
+    assert session["remaining_percent"] == max(row["windows"][0]["remaining_percent"] for row in rows.values())
+    assert limits["windows"][0]["detail"] == "Best of 2 available credentials"

@@ -8,9 +8,9 @@ provider whose digest changed is rotated. Hermes' bookkeeping writes to ``auth.j
 (``request_count``, ``last_status_at``, ``priority`` reshuffles, refreshed timestamps) change
 no digest, so they rotate nothing, drop no cache entry and restart no worker.
 
-The digest is also the third part of a snapshot's cache key (local, and the shared disk
-cache's file name), so an entry is tied to the credentials it was read with, not to a
-version of the files: a bookkeeping write keeps every entry reachable, a real change makes
+The digest is also the third part of a snapshot's cache key (the local cache's key, and
+stored with each shared disk-cache entry), so an entry is tied to the credentials it was
+read with, not to a version of the files: a bookkeeping write keeps every entry reachable, a real change makes
 the old entry unreachable everywhere -- in another process sharing the disk cache too,
 however late that process notices.
 
@@ -28,8 +28,8 @@ Rules of :meth:`CredentialDigests.apply`:
   the digests: they were read from these very files); if it changed, every provider rotates
   (what changed cannot be told).
 
-The back-off is not keyed by the digest (it is per (home, provider)): a rotation forgets it,
-a bookkeeping write does not.
+The provider's back-off is not keyed by the digest (it is per (home, provider)): a rotation
+forgets it, a bookkeeping write does not (nor does the first listing of a home).
 """
 from __future__ import annotations
 

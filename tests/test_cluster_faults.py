@@ -104,6 +104,37 @@ def test_a_lock_key_that_is_no_lock_holds_no_probe_off(emulator, make_home, back
         assert snap.error is None and snap.available, snap.error
 
 
+def test_garbage_written_over_a_held_lock_does_not_hold_its_waiters_off(emulator, make_home, backends, redis_server):
+    """Backend a probes (held at the provider) under the lock; b waits for it. Garbage
+    without an expiry lands on the lock key meanwhile, so a's release finds no lock of its
+    own and leaves it. b still gets the lock -- and a's stored answer -- within its
+    deadline (before: it waited until the deadline and answered ``timeout``)."""
+    token = "sk-cluster-junk-overwritten"
+    home = make_home("cluster-garbage-overwritten", deepseek=token)
+    a, b = backends(2, {"alice": home})
+    gate = emulator.hold(token)
+    results: dict[str, object] = {}
+    probing = threading.Thread(target=lambda: results.setdefault("a", a.fetch("deepseek", home=home, timeout=20)))
+    probing.start()
+    assert emulator.wait_for(token=token)
+    client = redis_server.client()
+
+    def lock_attempts() -> int:   # SET NX: each attempt of a lock waiter (nothing else SETs now)
+        return client.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
+
+    before = lock_attempts()
+    waiting = threading.Thread(target=lambda: results.setdefault("b", b.fetch("deepseek", home=home, timeout=8)))
+    waiting.start()
+    assert wait_until(lambda: lock_attempts() >= before + 3)    # b is waiting for a's lock
+    client.set(key(a, "deepseek", "lock"), "garbage")
+    gate.set()
+    probing.join()
+    waiting.join()
+    assert results["a"].available
+    assert results["b"].error is None and results["b"].available, results["b"].error
+    assert emulator.count(token=token) == 1
+
+
 def test_garbage_in_the_peers_key_is_no_outage(emulator, make_home, backends, redis_server):
     home = make_home("cluster-garbage-peers", deepseek="sk-cluster-junk-peers")
     a, = backends(1, {"alice": home})

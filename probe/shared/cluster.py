@@ -70,6 +70,8 @@ RETRY_EVERY_S = 1.0
 LONG_TTL_S = 30 * 86400
 PEER_TTL_S = 60
 HEARTBEAT_S = 10.0
+#: a waiter for the probe lock checks this often that the holder is a lock at all
+LOCK_CHECK_EVERY_S = 0.5
 #: a generation is a counter: digits only, well inside a double (Lua's numbers)
 _GENERATION = re.compile(rb"\d{1,15}")
 
@@ -366,7 +368,8 @@ class RedisCluster:
     def probe_lock(self, fetch: Fetch, timeout_s: float) -> Iterator[bool]:
         """The cluster-wide single-flight lock, leased for ``lease_s``. Unreachable Redis:
         yields True unlocked (probing unshared beats not probing). Found taken, the key is
-        checked once for being a lock at all (``_CLEAR_FOREIGN_LOCK``) before we wait."""
+        checked for being a lock at all (``_CLEAR_FOREIGN_LOCK``) before we wait and again
+        every LOCK_CHECK_EVERY_S while we do."""
         if not self._usable():
             yield True
             return
@@ -376,10 +379,13 @@ class RedisCluster:
         token = uuid.uuid4().hex   # our own token, in the one shape _CLEAR_FOREIGN_LOCK accepts
         try:
             acquired = lock.acquire(blocking=False, token=token)
-            if not acquired:
+            while not acquired:   # checked again every slice: garbage may land while we wait
                 if self._redis.eval(_CLEAR_FOREIGN_LOCK, 1, name, int(self.lease_s * 1000)):
                     self._garbage("lock")
-                acquired = lock.acquire(blocking_timeout=max(0.0, give_up - time.monotonic()), token=token)
+                left_s = give_up - time.monotonic()
+                if left_s <= 0:
+                    break
+                acquired = lock.acquire(blocking_timeout=min(left_s, LOCK_CHECK_EVERY_S), token=token)
         except redis.ResponseError as exc:   # Redis answered: not an outage, but no lock either
             self._garbage("lock", exc)
             yield False

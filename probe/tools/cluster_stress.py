@@ -180,6 +180,11 @@ def run_cluster_stress(*, backends: int, redis_url: str, homes: int, concurrency
                 line = proc.stdout.readline()
                 if "quota-probe backend on" not in line:
                     raise RuntimeError("a backend did not start (is the Redis URL right?)")
+            if faulty:   # the soak measures faults, not three cold starts at once on a loaded machine
+                with httpx.Client(timeout=CHECK_TIMEOUT_S) as client:
+                    for url in urls:
+                        for index in range(homes):
+                            client.get(f"{url}/api/quota", params={"home": f"h{index}", "provider": STRESS_PROVIDER})
             emulator.clear()
             started = time.monotonic()
             end = started + duration_s

@@ -201,8 +201,10 @@ def test_api_alerts(emulator, make_home, tmp_path):
         stop(history, alerts)
     assert [(a["home"], a["kind"], a["threshold"], a["used_percent"]) for a in body["alerts"]] == \
         [("alice", "threshold", 80, 82.0)]
+    # SPEC §18: the account (its id; its label only for an account of a pool -- this one has none)
     assert set(body["alerts"][0]) == {"home", "provider", "window", "kind", "threshold", "used_percent",
-                                      "reset_at", "at"}
+                                      "reset_at", "at", "account", "account_label"}
+    assert (body["alerts"][0]["account"], body["alerts"][0]["account_label"]) == ("", None)
 
 
 @pytest.mark.slow

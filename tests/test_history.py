@@ -328,7 +328,7 @@ def test_a_schema_1_file_is_migrated_instances_and_alert_keys_included(tmp_path)
     alerts = Alerts(store, [], (80,))
     store.after_write = alerts.record
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     # every point in one instance, named by the first point's reset
     first = conn.execute("SELECT reset_at FROM points ORDER BY t LIMIT 1").fetchone()[0]
     assert conn.execute("SELECT DISTINCT instance FROM points").fetchall() == [(first,)]

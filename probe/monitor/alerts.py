@@ -6,7 +6,7 @@ Outbox, so "exactly once" survives crashes as far as a crash allows:
 
 1. **Deciding** runs on the history writer thread, inside the same transaction as the
    reading's points: ``INSERT OR IGNORE`` of the alert row, whose UNIQUE key *is* the
-   exactly-once key (home id, provider, window, kind, threshold, window instance), plus one
+   exactly-once key (home id, provider, account, window, kind, threshold, window instance), plus one
    ``deliveries`` row per notify target. The window instance is the one the history
    writer decided for this reading in the same transaction (SPEC §14's rule,
    :mod:`probe.monitor.instances`; stored as its reference reset, e.g. ``2030-01-01T05:00:00Z``),
@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from probe.monitor.history import History, connect
+from probe.monitor.history import History, connect, recorded_accounts
 from probe.monitor.instances import Instance
 from probe.pace import Pace, parse_instant
 from probe.redact import mask
@@ -105,14 +105,17 @@ def _when(iso_text: str | None) -> str:
 
 
 def message(row: dict[str, Any]) -> tuple[str, str]:
-    """(title, body) of an alert row."""
-    where = f"{row['home']} · {row['provider']} · {row['window']}"
+    """(title, body) of an alert row. An account of a provider with several names its
+    label (``account_label``, SPEC §18) after the provider; a provider's only account is
+    not named (the texts are 0.3's)."""
+    who = row["provider"] if not row.get("account_label") else f"{row['provider']} ({row['account_label']})"
+    where = f"{row['home']} · {who} · {row['window']}"
     used = row["used_percent"]
     if row["kind"] == "runs_out":
-        return (f"quota-probe: {row['home']} {row['provider']} {row['window']} runs out before reset",
+        return (f"quota-probe: {row['home']} {who} {row['window']} runs out before reset",
                 f"{where}: {used:.1f}% used; at this pace it runs out before the reset at "
                 f"{_when(row['reset_at'])}.")
-    return (f"quota-probe: {row['home']} {row['provider']} {row['window']} at {used:.0f}%",
+    return (f"quota-probe: {row['home']} {who} {row['window']} at {used:.0f}%",
             f"{where}: {used:.1f}% used (alert at {row['threshold']}%); resets at {_when(row['reset_at'])}.")
 
 
@@ -140,27 +143,33 @@ class Alerts:
         self.sent_count = 0
 
     # -- deciding (history writer thread, inside the reading's transaction) ---------------
-    def record(self, conn: sqlite3.Connection, home_id: str, snap: Snapshot, instances: dict[str, Instance]) -> None:
-        """Decide the alerts of one reading; ``instances``: each window's instance by label,
-        as the history writer decided it in this transaction (a window left out is not
-        decided: a late reading that would have started an instance)."""
+    def record(self, conn: sqlite3.Connection, home_id: str, snap: Snapshot,
+               instances: dict[tuple[str, str], Instance]) -> None:
+        """Decide the alerts of one reading, per account the history writer recorded
+        (SPEC §18: the key is home, provider, account, window, kind, threshold, instance);
+        ``instances``: each (account id, window label)'s instance as the writer decided it
+        in this transaction (a window left out is not decided: a late reading that would
+        have started an instance). The label of an account of a pool is stored with the
+        alert for its texts (the history file is the user's; logs never see it)."""
         now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        for window in snap.windows:
-            if window.used_percent is None or window.label not in instances:
-                continue
-            instance = instances[window.label].key
-            due = [("threshold", t) for t in self.thresholds if window.used_percent >= t]
-            if runs_out_due(window.pace):
-                due.append(("runs_out", RUNS_OUT))
-            for kind, threshold in due:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO alerts (home_id, provider, window, kind, threshold, instance, used_percent, "
-                    "reset_at, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (home_id, snap.provider, window.label, kind, threshold, instance, window.used_percent,
-                     window.reset_at, now))
-                if cursor.rowcount == 1:
-                    conn.executemany("INSERT INTO deliveries (alert, target) VALUES (?, ?)",
-                                     [(cursor.lastrowid, key) for key in self._targets])
+        pooled = len(snap.accounts) > 1
+        for account in recorded_accounts(snap):
+            for window in account.windows:
+                if window.used_percent is None or (account.id, window.label) not in instances:
+                    continue
+                instance = instances[(account.id, window.label)].key
+                due = [("threshold", t) for t in self.thresholds if window.used_percent >= t]
+                if runs_out_due(window.pace):
+                    due.append(("runs_out", RUNS_OUT))
+                for kind, threshold in due:
+                    cursor = conn.execute(
+                        "INSERT OR IGNORE INTO alerts (home_id, provider, account, account_label, window, kind, "
+                        "threshold, instance, used_percent, reset_at, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (home_id, snap.provider, account.id, account.label if pooled else None, window.label, kind,
+                         threshold, instance, window.used_percent, window.reset_at, now))
+                    if cursor.rowcount == 1:
+                        conn.executemany("INSERT INTO deliveries (alert, target) VALUES (?, ?)",
+                                         [(cursor.lastrowid, key) for key in self._targets])
 
     def committed(self) -> None:
         """Called by the writer after a commit: there may be something to send."""
@@ -208,19 +217,20 @@ class Alerts:
         try:
             rows = conn.execute(
                 "SELECT a.id, d.target, a.home_id, a.provider, a.window, a.kind, a.threshold, a.used_percent, "
-                "a.reset_at FROM deliveries d JOIN alerts a ON a.id = d.alert WHERE d.delivered_at IS NULL "
+                "a.reset_at, a.account_label FROM deliveries d JOIN alerts a ON a.id = d.alert WHERE d.delivered_at IS NULL "
                 "ORDER BY a.id").fetchall()
         finally:
             conn.close()
         now = time.monotonic()
         out = []
-        for alert_id, target, home, provider, window, kind, threshold, used, reset_at in rows:
+        for alert_id, target, home, provider, window, kind, threshold, used, reset_at, account_label in rows:
             key = (alert_id, target)
             retry = self._retries.get(key)
             if key in self._sent or target not in self._targets or (retry and retry.next_at > now):
                 continue
             out.append({"id": alert_id, "target": target, "home": home, "provider": provider, "window": window,
-                        "kind": kind, "threshold": threshold, "used_percent": used, "reset_at": reset_at})
+                        "kind": kind, "threshold": threshold, "used_percent": used, "reset_at": reset_at,
+                        "account_label": account_label})
         return out
 
     def _deliver(self, row: dict[str, Any]) -> None:
@@ -267,10 +277,11 @@ def list_alerts(history: History, limit: int = 500) -> list[dict[str, Any]]:
     """``GET /api/alerts``: every alert fired, most recent first, with the reading that fired it."""
     conn = connect(history.path, read_only=True)
     try:
-        rows = conn.execute("SELECT home_id, provider, window, kind, threshold, used_percent, reset_at, at "
-                            "FROM alerts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = conn.execute("SELECT home_id, provider, window, kind, threshold, used_percent, reset_at, at, account, "
+                            "account_label FROM alerts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     finally:
         conn.close()
     return [{"home": home, "provider": provider, "window": window, "kind": kind,
              "threshold": None if kind == "runs_out" else threshold, "used_percent": used, "reset_at": reset_at,
-             "at": at} for home, provider, window, kind, threshold, used, reset_at, at in rows]
+             "at": at, "account": account, "account_label": label}
+            for home, provider, window, kind, threshold, used, reset_at, at, account, label in rows]

@@ -54,11 +54,14 @@ from typing import Any, NamedTuple
 
 from probe.monitor.instances import Instance, advance, assign, starts_new
 from probe.pace import compute_recent, parse_instant
-from probe.snapshot import Snapshot
+from probe.snapshot import Account, Snapshot, Window
 
 log = logging.getLogger("quota_probe.history")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: the account a 0.3 file's series and alerts carry until the provider's first 0.4 reading
+#: names it (:meth:`History._adopt_legacy`)
+LEGACY_ACCOUNT = ""
 #: a series gets a point when its value changed, or at least this long after its last one
 POINT_EVERY_S = 300
 DEFAULT_DAYS = 35
@@ -96,6 +99,33 @@ def _window_instances(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE OR IGNORE alerts SET instance = ? WHERE id = ?", (Instance(found[0]).key, alert_id))
 
 
+def _accounts(conn: sqlite3.Connection) -> None:
+    """Schema 3 (SPEC §18): series and alerts per account. SQLite cannot change a UNIQUE
+    constraint in place, so both tables are rebuilt with their rows and ids kept (points
+    and deliveries refer to those ids). A 0.3 row gets the account ``''`` -- which account
+    produced it is not in the file; the provider's first reading under 0.4 names it
+    (:meth:`History._adopt_legacy`), so nothing is lost and no alert is sent twice."""
+    conn.execute("""CREATE TABLE series_3 (id INTEGER PRIMARY KEY, home INTEGER NOT NULL REFERENCES homes(id),
+               provider TEXT NOT NULL, account TEXT NOT NULL DEFAULT '',
+               kind TEXT NOT NULL CHECK (kind IN ('window', 'balance')),
+               label TEXT NOT NULL, currency TEXT NOT NULL DEFAULT '',
+               UNIQUE (home, provider, account, kind, label, currency))""")
+    conn.execute("INSERT INTO series_3 (id, home, provider, kind, label, currency) "
+                 "SELECT id, home, provider, kind, label, currency FROM series")
+    conn.execute("DROP TABLE series")
+    conn.execute("ALTER TABLE series_3 RENAME TO series")
+    conn.execute("""CREATE TABLE alerts_3 (id INTEGER PRIMARY KEY, home_id TEXT NOT NULL, provider TEXT NOT NULL,
+               account TEXT NOT NULL DEFAULT '', account_label TEXT,
+               window TEXT NOT NULL, kind TEXT NOT NULL, threshold INTEGER NOT NULL,
+               instance TEXT NOT NULL, used_percent REAL, reset_at TEXT, at TEXT NOT NULL,
+               UNIQUE (home_id, provider, account, window, kind, threshold, instance))""")
+    conn.execute("INSERT INTO alerts_3 (id, home_id, provider, window, kind, threshold, instance, used_percent, "
+                 "reset_at, at) SELECT id, home_id, provider, window, kind, threshold, instance, used_percent, "
+                 "reset_at, at FROM alerts")
+    conn.execute("DROP TABLE alerts")
+    conn.execute("ALTER TABLE alerts_3 RENAME TO alerts")
+
+
 #: one step per schema version: SQL statements, or a function run in the step's transaction
 MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     1: (
@@ -114,11 +144,24 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
                delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (alert, target))""",
     ),
     2: (_window_instances,),
+    3: (_accounts,),
 }
 
 
 class HistoryError(Exception):
     pass
+
+
+def recorded_accounts(snap: Snapshot) -> list[Account]:
+    """The accounts of a reading whose windows and balances history keeps (and alerts
+    decide on): each account probed in this read that answered, fresh and available --
+    not a cooling, dead or failed one, nor a stale reading shown for one in back-off. A
+    snapshot without accounts (a plugin that reports none) counts as one account ``''``
+    holding the snapshot's own windows. The snapshot's own windows of a pool (the best
+    per window) are never recorded: each comes from an account that is."""
+    if not snap.accounts:
+        return [Account(LEGACY_ACCOUNT, "", None, "available", windows=snap.windows, balances=snap.balances)]
+    return [a for a in snap.accounts if a.probed and a.available and a.error is None and not a.stale]
 
 
 def default_path() -> Path:
@@ -219,13 +262,16 @@ class History:
         #: runs inside a reading's transaction (alerts decide there) with each window's
         #: instance by label (windows of a late reading that would start an instance are
         #: left out), then ``committed`` after it
-        self.after_write: Callable[[sqlite3.Connection, str, Snapshot, dict[str, Instance]], None] | None = None
+        self.after_write: Callable[[sqlite3.Connection, str, Snapshot, dict[tuple[str, str], Instance]], None] \
+            | None = None
         self.committed: Callable[[], None] | None = None
         #: (priority, order, job): urgent jobs (delivery records) overtake queued readings
         self._jobs: queue.PriorityQueue[tuple[int, int, Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._lock = threading.Lock()
-        self._rings: dict[tuple[str, str, str], _Ring] = {}
+        self._rings: dict[tuple[str, str, str, str], _Ring] = {}
+        #: (home id, provider) whose 0.3 series were looked for in this process
+        self._adopted: set[tuple[str, str]] = set()
         self._last: dict[int, _Last] = {}
         self._series_ids: dict[tuple, int] = {}
         self._home_ids: dict[str, int] = {}
@@ -339,6 +385,7 @@ class History:
                     self._last.clear()
                     self._series_ids.clear()
                     self._home_ids.clear()
+                    self._adopted.clear()
                     if not self._failing:
                         self._failing = True
                         log.error("history write failed: %s (%s); readings are not recorded until it "
@@ -363,15 +410,15 @@ class History:
             self._home_ids[home_id] = known
         return known
 
-    def _series(self, conn: sqlite3.Connection, home: int, provider: str, kind: str, label: str,
+    def _series(self, conn: sqlite3.Connection, home: int, provider: str, account: str, kind: str, label: str,
                 currency: str = "") -> int:
-        key = (home, provider, kind, label, currency)
+        key = (home, provider, account, kind, label, currency)
         known = self._series_ids.get(key)
         if known is None:
-            conn.execute("INSERT OR IGNORE INTO series (home, provider, kind, label, currency) VALUES (?, ?, ?, ?, ?)",
-                         key)
-            known = conn.execute("SELECT id FROM series WHERE home = ? AND provider = ? AND kind = ? AND label = ? "
-                                 "AND currency = ?", key).fetchone()[0]
+            conn.execute("INSERT OR IGNORE INTO series (home, provider, account, kind, label, currency) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", key)
+            known = conn.execute("SELECT id FROM series WHERE home = ? AND provider = ? AND account = ? AND kind = ? "
+                                 "AND label = ? AND currency = ?", key).fetchone()[0]
             self._series_ids[key] = known
         return known
 
@@ -432,18 +479,23 @@ class History:
         t = self._reading_time(conn, home_id, snap.provider, epoch(snap.fetched_at) or int(time.time()), taken)
         conn.execute("BEGIN")
         home = self._home(conn, home_id, path)
-        instances: dict[str, Instance] = {}
-        for window in snap.windows:
-            if window.used_percent is None:
-                continue
-            series = self._series(conn, home, snap.provider, "window", window.label)
-            instance = self._point(conn, series, t, window.used_percent, epoch(window.reset_at), window.window_s)
-            if instance is not None:
-                instances[window.label] = instance
-                self._remember(conn, home_id, snap.provider, window.label, series, t, window.used_percent, instance)
-        for balance in snap.balances:
-            series = self._series(conn, home, snap.provider, "balance", balance.label, balance.currency)
-            self._point(conn, series, t, balance.amount, None)
+        if snap.accounts:
+            self._adopt_legacy(conn, home, home_id, snap)
+        instances: dict[tuple[str, str], Instance] = {}
+        for account in recorded_accounts(snap):
+            for window in account.windows:
+                if window.used_percent is None:
+                    continue
+                series = self._series(conn, home, snap.provider, account.id, "window", window.label)
+                instance = self._point(conn, series, t, window.used_percent, epoch(window.reset_at), window.window_s)
+                if instance is not None:
+                    instances[(account.id, window.label)] = instance
+                    self._remember(conn, (home_id, snap.provider, account.id, window.label), series, t,
+                                   window.used_percent, instance)
+            for balance in account.balances:
+                series = self._series(conn, home, snap.provider, account.id, "balance", balance.label,
+                                      balance.currency)
+                self._point(conn, series, t, balance.amount, None)
         if self.after_write is not None:
             self.after_write(conn, home_id, snap, instances)
         conn.execute("COMMIT")
@@ -451,10 +503,46 @@ class History:
             self.committed()
         return True
 
+    def _adopt_legacy(self, conn: sqlite3.Connection, home: int, home_id: str, snap: Snapshot) -> None:
+        """A 0.3 file's series and alerts of this (home, provider) carry no account
+        (``''``): they become the account that produced them -- 0.3 read one credential
+        per provider, the one this reading lists first (its only account; of a pool, the
+        first by Hermes' priority, the one Hermes itself uses first, which is the closest
+        the file allows: 0.3 never wrote down which it read). Once per (home, provider)
+        and process, in the reading's own transaction (so its alerts are decided against
+        the adopted keys: one already sent under 0.3 is not sent again). A series the
+        account already has (cannot happen unless a file was edited) keeps its own points
+        at equal times and takes the rest."""
+        key = (home_id, snap.provider)
+        if key in self._adopted:
+            return
+        self._adopted.add(key)
+        owner = snap.accounts[0]
+        legacy = conn.execute("SELECT id, kind, label, currency FROM series WHERE home = ? AND provider = ? "
+                              "AND account = ?", (home, snap.provider, LEGACY_ACCOUNT)).fetchall()
+        for series, kind, label, currency in legacy:
+            target = conn.execute("SELECT id FROM series WHERE home = ? AND provider = ? AND account = ? AND kind = ? "
+                                  "AND label = ? AND currency = ?",
+                                  (home, snap.provider, owner.id, kind, label, currency)).fetchone()
+            if target is None:
+                conn.execute("UPDATE series SET account = ? WHERE id = ?", (owner.id, series))
+            else:
+                conn.execute("UPDATE OR IGNORE points SET series = ? WHERE series = ?", (target[0], series))
+                conn.execute("DELETE FROM points WHERE series = ?", (series,))
+                conn.execute("DELETE FROM series WHERE id = ?", (series,))
+                self._last.pop(target[0], None)
+            self._series_ids = {k: v for k, v in self._series_ids.items() if v != series}
+            self._last.pop(series, None)
+        if legacy:
+            with self._lock:
+                self._rings = {k: v for k, v in self._rings.items()
+                               if k[:3] != (home_id, snap.provider, LEGACY_ACCOUNT)}
+        conn.execute("UPDATE OR IGNORE alerts SET account = ? WHERE home_id = ? AND provider = ? AND account = ?",
+                     (owner.id, home_id, snap.provider, LEGACY_ACCOUNT))
+
     # -- the current window instance, for the recent pace ---------------------------------
-    def _remember(self, conn: sqlite3.Connection | None, home_id: str, provider: str, label: str, series: int,
+    def _remember(self, conn: sqlite3.Connection | None, key: tuple[str, str, str, str], series: int,
                   t: int, used: float, instance: Instance) -> None:
-        key = (home_id, provider, label)
         with self._lock:
             ring = self._rings.get(key)
         if ring is None and conn is not None:
@@ -470,12 +558,12 @@ class History:
             self._rings[key] = ring
 
     def recent_points(self, home_id: str, provider: str, label: str, reset_at: str | None,
-                      window_s: float | None = None) -> list[tuple[int, float]]:
+                      window_s: float | None = None, account: str = LEGACY_ACCOUNT) -> list[tuple[int, float]]:
         """The recorded points of the window instance a reading with ``reset_at`` belongs
         to (SPEC §14's rule: jitter keeps it in the current one), oldest first; [] when it
         starts a new instance or none is known in memory."""
         with self._lock:
-            ring = self._rings.get((home_id, provider, label))
+            ring = self._rings.get((home_id, provider, account, label))
             if ring is None or advance(ring.instance, epoch(reset_at), window_s) is not ring.instance:
                 return []
             return list(ring.points)
@@ -485,47 +573,77 @@ class History:
         the recent pace survives a restart."""
         def load(conn: sqlite3.Connection) -> None:
             rows = conn.execute(
-                "SELECT h.home_id, s.provider, s.label, s.id FROM series s JOIN homes h ON h.id = s.home "
+                "SELECT h.home_id, s.provider, s.account, s.label, s.id FROM series s JOIN homes h ON h.id = s.home "
                 "WHERE s.kind = 'window'").fetchall()
-            for home_id, provider, label, series in rows:
+            for home_id, provider, account, label, series in rows:
                 if home_id not in home_ids:
                     continue
                 self._last.pop(series, None)
                 last = self._last_point(conn, series)
                 if last is not None:
                     with self._lock:
-                        self._rings.pop((home_id, provider, label), None)
-                    self._remember(conn, home_id, provider, label, series, last.t, last.value, Instance(last.instance))
+                        self._rings.pop((home_id, provider, account, label), None)
+                    self._remember(conn, (home_id, provider, account, label), series, last.t, last.value,
+                                   Instance(last.instance))
         self.run(load)
 
     # -- reading -------------------------------------------------------------------------
     def with_recent_pace(self, home_id: str, snap: Snapshot) -> Snapshot:
         """``snap`` with each window's pace projected from recent history where there is
         enough of it (``basis: "recent"``, SPEC §14); evaluated at the snapshot's
-        ``fetched_at``, from memory only (no disk read on the fetch path)."""
+        ``fetched_at``, from memory only (no disk read on the fetch path). Each account's
+        windows from its own points; the snapshot's own windows take the pace of the
+        account they come from (its only account, or a pool's best for that window)."""
         now = parse_instant(snap.fetched_at)
-        if now is None or not any(w.pace for w in snap.windows):
+        if now is None:
             return snap
+
+        def paced(account: str, windows: tuple[Window, ...]) -> tuple[Window, ...]:
+            out = []
+            for window in windows:
+                if window.pace is not None:
+                    points = self.recent_points(home_id, snap.provider, window.label, window.reset_at,
+                                                window.window_s, account)
+                    if points:
+                        window = dataclasses.replace(window, pace=compute_recent(
+                            window.used_percent, window.reset_at, window.window_s, now, points))
+                out.append(window)
+            return tuple(out)
+
+        if not snap.accounts:
+            if not any(w.pace for w in snap.windows):
+                return snap
+            return dataclasses.replace(snap, windows=paced(LEGACY_ACCOUNT, snap.windows))
+        if not any(w.pace for a in snap.accounts for w in a.windows):
+            return snap
+        accounts = tuple(dataclasses.replace(a, windows=paced(a.id, a.windows)) for a in snap.accounts)
+        source = {a.id: {w.label.casefold(): w for w in a.windows} for a in accounts}
+        owner = {b.window.casefold(): b.account_id for b in snap.pool.best} if snap.pool is not None \
+            else {w.label.casefold(): accounts[0].id for w in snap.windows}
         windows = []
         for window in snap.windows:
-            if window.pace is not None:
-                points = self.recent_points(home_id, snap.provider, window.label, window.reset_at, window.window_s)
-                if points:
-                    window = dataclasses.replace(window, pace=compute_recent(
-                        window.used_percent, window.reset_at, window.window_s, now, points))
-            windows.append(window)
-        return dataclasses.replace(snap, windows=tuple(windows))
+            found = source.get(owner.get(window.label.casefold(), ""), {}).get(window.label.casefold())
+            windows.append(window if found is None else dataclasses.replace(window, pace=found.pace))
+        return dataclasses.replace(snap, windows=tuple(windows), accounts=accounts)
 
-    def query(self, home_id: str, provider: str, since: float) -> dict[str, Any]:
+    def query(self, home_id: str, provider: str, since: float, account: str | None = None) -> dict[str, Any]:
         """The SPEC §14 ``/api/history`` body for one home id and provider, points at or
-        after ``since`` (Unix seconds), oldest first. Raises HistoryError when the file
-        cannot be read."""
-        return query_file(self.path, provider, since, home_id=home_id)
+        after ``since`` (Unix seconds), oldest first (see :func:`query_file` for
+        ``account``). Raises HistoryError when the file cannot be read."""
+        return query_file(self.path, provider, since, home_id=home_id, account=account)
 
 
 def query_file(path: Path, provider: str, since: float, *, home_id: str | None = None,
-               home_path: str | None = None) -> dict[str, Any]:
-    """Read one home's series (by configured id or by resolved path) from a history file."""
+               home_path: str | None = None, account: str | None = None) -> dict[str, Any]:
+    """Read one home's series (by configured id or by resolved path) from a history file.
+
+    Per account (SPEC §18): with ``account``, that account's series and balances (the body
+    also says ``"account": ID``). Without, the body is 0.3's when the provider has one
+    account in the file -- its ``series`` and ``balances`` -- and, whatever the number,
+    ``"accounts": [{"account": ID, "series": [...], "balances": [...]}]``, one per account
+    with points in the file, in the order they were first recorded. A provider with
+    several accounts has empty top-level ``series`` and ``balances``: no single account's
+    past is "the provider's" (its ``accounts`` carry them all)."""
     try:
         conn = connect(path, read_only=True)
     except sqlite3.Error as exc:
@@ -536,24 +654,43 @@ def query_file(path: Path, provider: str, since: float, *, home_id: str | None =
         else:
             row = conn.execute("SELECT id, home_id FROM homes WHERE path = ?", (home_path,)).fetchone()
         body: dict[str, Any] = {"home": home_id if home_id is not None else (row[1] if row else None),
-                                "provider": provider, "series": [], "balances": []}
+                                "provider": provider}
+        if account is not None:
+            body["account"] = account
+        body.update(series=[], balances=[])
+        if account is None:
+            body["accounts"] = []
         if row is None:
             return body
-        series = conn.execute("SELECT id, kind, label, currency FROM series WHERE home = ? AND provider = ? "
+        series = conn.execute("SELECT id, account, kind, label, currency FROM series WHERE home = ? AND provider = ? "
                               "ORDER BY kind DESC, id", (row[0], provider)).fetchall()
-        for series_id, kind, label, currency in series:
+        per_account: dict[str, dict[str, Any]] = {}
+        for series_id, owner, kind, label, currency in sorted(series, key=lambda s: s[0]):
+            per_account.setdefault(owner, {"account": owner, "series": [], "balances": []})
+        for series_id, owner, kind, label, currency in series:
+            if account is not None and owner != account:
+                continue
+            target = per_account[owner]
             points = conn.execute("SELECT t, value, reset_at, instance FROM points WHERE series = ? AND t >= ? "
                                   "ORDER BY t", (series_id, int(since))).fetchall()
             if kind == "window":
                 before = conn.execute("SELECT t, value, reset_at, instance FROM points WHERE series = ? AND t < ? "
                                       "ORDER BY t DESC LIMIT 1", (series_id, int(since))).fetchone()
                 resets = {reset: None if reset is None else _iso(reset) for reset in {p[2] for p in points}}
-                body["series"].append({"window": label, "points": [
+                target["series"].append({"window": label, "points": [
                     {"t": _iso(t), "used_percent": value, "reset_at": resets[reset]} for t, value, reset, _ in points],
                     "boundaries": [_iso(at) for at in boundaries(points, before, since)]})
             else:
-                body["balances"].append({"label": label, "currency": currency,
-                                         "points": [{"t": _iso(t), "amount": value} for t, value, _, _ in points]})
+                target["balances"].append({"label": label, "currency": currency,
+                                           "points": [{"t": _iso(t), "amount": value} for t, value, _, _ in points]})
+        if account is not None:
+            if account in per_account:
+                body.update(series=per_account[account]["series"], balances=per_account[account]["balances"])
+            return body
+        body["accounts"] = list(per_account.values())
+        if len(per_account) == 1:
+            only = body["accounts"][0]
+            body.update(series=only["series"], balances=only["balances"])
         return body
     except sqlite3.Error as exc:
         raise HistoryError(f"cannot read {path} ({_reason(exc)})") from None

@@ -334,8 +334,11 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
             since = since_at.timestamp()
         else:
             since = time.time() - HISTORY_DEFAULT_SPAN_S
+        account = params.get("account")   # an account id (SPEC §18); absent: every account
+        if account is not None and not account:
+            return error(400, "bad_request", "account must be an account id.")
         try:
-            body = await in_thread(history.query, home_id, provider, since)
+            body = await in_thread(history.query, home_id, provider, since, account)
         except HistoryError:
             return error(503, "history_unavailable", "The history file cannot be read right now.")
         return JSONResponse(body)

@@ -10,6 +10,13 @@ the homes' current generations: a scrape never calls a provider, and a reading f
 before a credential change is not exported as the new account's. Labels name a home by
 its configured id, never by path; ratios are 0–1 and instants are Unix seconds, as the
 Prometheus naming conventions ask.
+
+Per account (SPEC §18): the ``quota_probe_account_*`` families carry each account of a
+provider, labelled ``account`` = the account's id (``env:OPENROUTER_API_KEY``, a pool
+row's id) -- never its label, which is personal data (often an e-mail address). The
+provider-level families stay as they were: for a provider with one account they are that
+account's reading, for a pool the best per window (what the snapshot says), so a 0.3
+dashboard reads the same series and sums over ``account`` never double count.
 """
 from __future__ import annotations
 
@@ -89,6 +96,19 @@ class _QuotaCollector(Collector):
                                   labels=snapshot_labels)
         age = GaugeMetricFamily("quota_probe_snapshot_age_seconds", "Seconds since the last reading was fetched.",
                                 labels=snapshot_labels)
+        account_labels, account_window = [*snapshot_labels, "account"], [*snapshot_labels, "account", "window"]
+        account_used = GaugeMetricFamily("quota_probe_account_window_used_ratio",
+                                         "Share of one account's window quota used (0-1).", labels=account_window)
+        account_reset = GaugeMetricFamily("quota_probe_account_window_reset_timestamp_seconds",
+                                          "When one account's window resets (Unix time).", labels=account_window)
+        account_available = GaugeMetricFamily("quota_probe_account_available",
+                                              "1 when the account is available (not exhausted, dead or failing).",
+                                              labels=account_labels)
+        account_retry = GaugeMetricFamily("quota_probe_account_retry_after_timestamp_seconds",
+                                          "When an exhausted account may be used again (Unix time).",
+                                          labels=account_labels)
+        account_balance = GaugeMetricFamily("quota_probe_account_balance", "A balance one account reports.",
+                                            labels=[*account_labels, "currency", "label"])
         now = time.time()
         for reading in self._reader.current_readings():
             snap = reading.snapshot
@@ -111,7 +131,22 @@ class _QuotaCollector(Collector):
                     delta.add_metric(window_labels_values, round(window.pace.delta_percent / 100, RATIO_DIGITS))
             for entry in snap.balances:
                 balance.add_metric([*labels, entry.currency, entry.label], round(entry.amount, AMOUNT_DIGITS))
-        yield from (used, reset, delta, balance, available, stale, age)
+            for account in snap.accounts:
+                ids = [*labels, account.id]
+                account_available.add_metric(ids, 1.0 if account.available else 0.0)
+                retry = parse_instant(account.retry_after)
+                if retry is not None:
+                    account_retry.add_metric(ids, round(retry.timestamp(), INSTANT_DIGITS))
+                for window in account.windows:
+                    if window.used_percent is not None:
+                        account_used.add_metric([*ids, window.label], round(window.used_percent / 100, RATIO_DIGITS))
+                    resets = parse_instant(window.reset_at)
+                    if resets is not None:
+                        account_reset.add_metric([*ids, window.label], round(resets.timestamp(), INSTANT_DIGITS))
+                for entry in account.balances:
+                    account_balance.add_metric([*ids, entry.currency, entry.label], round(entry.amount, AMOUNT_DIGITS))
+        yield from (used, reset, delta, balance, available, stale, age, account_used, account_reset,
+                    account_available, account_retry, account_balance)
 
 
 class Metrics:

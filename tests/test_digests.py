@@ -15,6 +15,7 @@ import pytest
 
 from hermes_homes import bookkeeping_write, build_hermes_root
 from probe.home_list import parse_listing
+from probe.monitor.readings import Reader
 from probe.pool.worker import WorkerProtocolError
 from support import settled, worker_pids
 from workers.credentials import load_home
@@ -320,3 +321,25 @@ def test_processes_sharing_a_disk_cache_keep_it_across_bookkeeping_writes(make_s
     assert seen_by_one["deepseek"].details == by_name["deepseek"].details     # the new account's answer
     assert {p for p, s in seen_by_one.items() if s.probe.path != "cache"} <= {"deepseek"}
     assert emulator.count(token="sk-ds-diskshare-new") <= 2 and emulator.count(token="sk-ds-diskshare") == 1
+
+
+def test_the_backends_latest_readings_survive_bookkeeping_writes(make_service, make_home, emulator):
+    """The panel and /metrics serve the latest readings while the home's generation is
+    unchanged (``Reader``): a bookkeeping write leaves it alone, so every reading stays
+    current without a fetch; a new key bumps it, and the next read re-probes only that
+    provider (the others come back from the cache)."""
+    home = pooled_home(make_home, "readings", "readings")
+    service = make_service(pool_size=1)
+    reader = Reader(service, {"alice": home})
+    reader.fetch_home("alice", refresh=False)
+    generation = service.generation(home)
+    for _ in range(3):
+        bookkeeping_write(home)
+        assert service.generation(home) == generation
+        assert all(reader.latest("alice", name) is not None for name in ORDER)
+    assert {r.snapshot.provider for r in reader.current_readings()} >= set(ORDER)
+    env = home / ".env"
+    env.write_text(env.read_text().replace("sk-ds-readings", "sk-ds-readings-new"))
+    assert service.generation(home) > generation and reader.latest("alice", "deepseek") is None
+    again = {s.provider: s.probe.path for s in reader.fetch_home("alice", refresh=False)}
+    assert {p for p, path in again.items() if path != "cache"} == {"deepseek"}

@@ -60,6 +60,8 @@ class CredentialDigests:
         self._homes: dict[str, dict[str, str]] = {}
         #: home -> the first stat seen, for homes not listed yet
         self._seen: dict[str, tuple] = {}
+        #: home -> the stat its digests were last read for
+        self._read_for: dict[str, tuple] = {}
 
     def key_part(self, home: Path, provider: str, fingerprint: tuple) -> object:
         """The third part of the (home, provider, ...) cache key: the provider's digest once
@@ -70,6 +72,14 @@ class CredentialDigests:
         if digests is None:
             return ("stat", fingerprint)
         return digests.get(provider)
+
+    def read_for(self, home: Path, fingerprint: tuple) -> bool:
+        """True when the home's digests were last read for these very files: no change to
+        look for. (Unlike the home's list, no racy-timestamp re-read: a same-size rewrite
+        within one timestamp tick is the documented limit of stat-based detection, and the
+        next home read, which re-reads a list that young anyway, notices it.)"""
+        with self._lock:
+            return self._read_for.get(str(home)) == fingerprint
 
     def seen(self, home: Path, fingerprint: tuple) -> bool:
         """For a home never listed: True while its stat is the first one seen (which is
@@ -85,6 +95,7 @@ class CredentialDigests:
         lock, so two listings of one home are applied one at a time."""
         name = str(home)
         with self._lock:
+            self._read_for[name] = fingerprint
             previous = self._homes.get(name)
             seen = self._seen.pop(name, None)
             if previous is None:

@@ -335,8 +335,12 @@ def test_the_backends_latest_readings_survive_bookkeeping_writes(make_service, m
     generation = service.generation(home)
     for _ in range(3):
         bookkeeping_write(home)
+        lists = service.stats()["provider_lists"]
         assert service.generation(home) == generation
         assert all(reader.latest("alice", name) is not None for name in ORDER)
+        assert {s.probe.path for s in reader.fetch_home("alice", refresh=False)} == {"cache"}
+        # the generation check and the list the home read needs (written < 2 s ago: asked again)
+        assert service.stats()["provider_lists"] - lists <= 2
     assert {r.snapshot.provider for r in reader.current_readings()} >= set(ORDER)
     env = home / ".env"
     env.write_text(env.read_text().replace("sk-ds-readings", "sk-ds-readings-new"))

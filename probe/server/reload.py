@@ -27,6 +27,7 @@ directory...) is one error line; the running configuration stays exactly as it w
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from probe.config import ProbeConfig
 from probe.home_set import HomeSet, ServedHomes
 from probe.monitor.readings import Reader
 from probe.monitor.refresher import Refresher
@@ -62,7 +64,10 @@ def scan_interval_s(refresh_s: float) -> float:
 class HomeWatcher:
     def __init__(self, options: "ServeOptions", home_set: HomeSet, homes: ServedHomes, service: ProbeService,
                  reader: Reader, refresher: Refresher | None, *, base_homes: Mapping[str, Path] | None = None,
-                 reread: Callable[[], "ServeOptions"] | None = None) -> None:
+                 base_config: ProbeConfig | None = None, reread: Callable[[], "ServeOptions"] | None = None) -> None:
+        """``base_homes`` / ``base_config``: what ``probe serve`` had before the options
+        were applied (the demo's homes and settings), so an option a reload no longer
+        sets goes back to that value rather than staying as it was."""
         self.options = options
         self.home_set = home_set
         self.homes = homes
@@ -70,15 +75,12 @@ class HomeWatcher:
         self._reader = reader
         self._refresher = refresher
         self._base_homes = dict(base_homes or {})
+        self._base_config = base_config if base_config is not None else ProbeConfig()
         self._reread = reread
         self._wake = threading.Event()
         self._reload_asked = False
         self._stopped = False
         self._thread: threading.Thread | None = None
-        #: reloads and scans applied so far (tests wait on these instead of sleeping)
-        self.reloads = 0
-        self.scans = 0
-        self._applied = threading.Condition()
 
     @property
     def scan_interval_s(self) -> float:
@@ -117,19 +119,8 @@ class HomeWatcher:
                     next_scan = max(next_scan + self.scan_interval_s, time.monotonic())
                     if self.home_set.discovering:
                         self.apply_homes(self.home_set.scan())
-                        self._count("scans")
             except Exception:  # noqa: BLE001 -- the watcher must outlive one bad scan
                 log.exception("keeping the served homes current failed; the running set stays")
-
-    def _count(self, what: str) -> None:
-        with self._applied:
-            setattr(self, what, getattr(self, what) + 1)
-            self._applied.notify_all()
-
-    def wait_for(self, what: str, count: int, timeout_s: float) -> bool:
-        """Until ``reloads`` or ``scans`` reaches ``count`` (for tests and benchmarks)."""
-        with self._applied:
-            return self._applied.wait_for(lambda: getattr(self, what) >= count, timeout_s)
 
     # -- applying ------------------------------------------------------------------------
     def reload(self) -> None:
@@ -147,7 +138,6 @@ class HomeWatcher:
                 homes = home_set.scan()
             except (ValueError, OSError) as exc:
                 log.error("reload refused, the running configuration stays: %s", exc)
-                self._count("reloads")
                 return
             self.home_set = home_set
         old, self.options = self.options, new
@@ -159,14 +149,16 @@ class HomeWatcher:
             self._refresher.interval_s = new_refresh
         if restart:
             log.warning("reload: %s changed; that takes effect when probe serve restarts", ", ".join(restart))
-        config = live_config(self._service.config, new)
+        current = self._service.config     # cluster settings never change on a running service
+        config = dataclasses.replace(live_config(self._base_config, new), redis_url=current.redis_url,
+                                     redis_prefix=current.redis_prefix, home_ids=current.home_ids,
+                                     provider_urls=current.provider_urls)
         try:
             self._service.configure(config)     # a no-op when nothing it holds changed
         except ValueError as exc:
             log.error("reload: the service settings stay as they were: %s", exc)
         self.apply_homes(self.home_set.scan() if self._reread is None else homes)
         log.warning("reloaded: %d home(s) served", len(self.homes))
-        self._count("reloads")
 
     def apply_homes(self, homes: Mapping[str, Path]) -> None:
         """Serve ``homes`` from now on, touching only the homes that changed (module

@@ -147,6 +147,7 @@ def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = 
             demo_dir = homes_root(base_homes)   # before --home adds homes that live elsewhere
         else:
             config = ProbeConfig()
+        base_config = config
         config = live_config(config, options)
         home_set = home_set_of(options, base_homes)
         homes = ServedHomes(home_set.scan())
@@ -202,7 +203,7 @@ def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = 
             stack.callback(_stop_refresher, refresher, service)
             echo(f"background refresh every {refresh_s:g} s")
         watcher = HomeWatcher(options, home_set, homes, service, reader, refresher,
-                              base_homes=base_homes, reread=reread)
+                              base_homes=base_homes, base_config=base_config, reread=reread)
         watcher.start()
         stack.callback(watcher.stop)
         with _sigterm_exits_cleanly(), _sighup_reloads(watcher):

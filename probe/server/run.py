@@ -140,6 +140,7 @@ def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = 
     token, token_given = rotate_token(os.environ)
     demo = options.demo
     with contextlib.ExitStack() as stack:
+        reload_signal = stack.enter_context(_sighup_reloads())
         prime = demo_dir = None
         base_homes: dict[str, Path] = {}
         if demo:
@@ -206,7 +207,8 @@ def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = 
                               base_homes=base_homes, base_config=base_config, reread=reread)
         watcher.start()
         stack.callback(watcher.stop)
-        with _sigterm_exits_cleanly(), _sighup_reloads(watcher):
+        reload_signal.attach(watcher)
+        with _sigterm_exits_cleanly():
             server.run(sockets=[sock])
 
 
@@ -235,16 +237,37 @@ def home_set_of(options: ServeOptions, base_homes: Mapping[str, Path]) -> HomeSe
     return HomeSet(fixed or None)
 
 
+class _ReloadSignal:
+    """SIGHUP, from the moment ``probe serve`` starts: until the home watcher exists a
+    reload asked for is remembered (a ``systemctl reload`` right after start must neither
+    kill the process -- SIGHUP's default -- nor be lost), then handed to the watcher."""
+
+    def __init__(self) -> None:
+        self._watcher: HomeWatcher | None = None
+        self._pending = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        # a signal handler: it only sets a flag; the reload runs on the watcher's thread
+        if self._watcher is not None:
+            self._watcher.request_reload()
+        else:
+            self._pending = True
+
+    def attach(self, watcher: "HomeWatcher") -> None:
+        self._watcher = watcher
+        if self._pending:
+            watcher.request_reload()
+
+
 @contextlib.contextmanager
-def _sighup_reloads(watcher: "HomeWatcher") -> Iterator[None]:
-    """SIGHUP asks the watcher thread for a reload (the handler only sets a flag: the work
-    runs on that thread, never inside the signal handler)."""
+def _sighup_reloads() -> Iterator[_ReloadSignal]:
+    handler = _ReloadSignal()
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
-        yield
+        yield handler
         return
-    previous = signal.signal(signal.SIGHUP, lambda signum, frame: watcher.request_reload())
+    previous = signal.signal(signal.SIGHUP, handler)
     try:
-        yield
+        yield handler
     finally:
         signal.signal(signal.SIGHUP, previous)
 

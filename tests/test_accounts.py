@@ -489,3 +489,21 @@ def test_a_row_added_to_the_roots_pool_reaches_a_profile_that_borrows_it(tmp_pat
     assert [a.id for a in snaps["openrouter"].accounts] == ["r1", "r2", "env:OPENROUTER_API_KEY"]
     assert emulator.count(token=two) >= 1
     assert snaps["deepseek"].probe.path == "cache"   # only the provider whose accounts changed rotated
+
+
+def test_no_label_and_no_token_in_any_log_line(tmp_path, emulator, make_service, caplog, capfd):
+    """Labels are personal data (often e-mail addresses): shown in the snapshot, never
+    logged -- by the service or by its workers (whose stderr is this test's)."""
+    import logging
+
+    label, bad, good = "alice.private@example.com", jwt("ws-l1", "l1", marker="-401-"), jwt("ws-l2", "l2")
+    home = codex_home(tmp_path, [{**row("l1", bad), "label": label}, {**row("l2", good), "label": "x" * 5000},
+                                 {"not": "a row"}, 42, {**row("l3", None), "priority": "high"}])
+    caplog.set_level(logging.DEBUG)
+    with make_service(pool_size=1) as service:
+        snap = service.fetch("openai-codex", home=home)
+        service.fetch_home(home=home, refresh=True)
+    assert by_id(snap)["l1"].label == label and by_id(snap)["l1"].error.code == "unauthorized"
+    out, err = capfd.readouterr()
+    for text in (caplog.text, out, err):
+        assert label not in text and bad not in text and good not in text

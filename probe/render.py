@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from probe.pace import line as pace_line
-from probe.snapshot import Snapshot
+from probe.snapshot import Account, Snapshot, Window
 
 BAR_WIDTH = 20
 
@@ -58,20 +58,65 @@ def snapshot_text(snap: Snapshot, now: datetime | None = None, label: str | None
         lines.append(f"  unavailable: {snap.unavailable_reason}")
     if snap.stale:
         lines.append("  (stale: showing the last good reading)")
-    label_width = max((len(w.label) for w in snap.windows), default=0)
-    for window in snap.windows:
-        remaining = "   n/a" if window.remaining_percent is None else f"{window.remaining_percent:5.1f}%"
-        reset = countdown(window.reset_at, now)
-        lines.append(f"  {window.label:<{label_width}}  {remaining} left {bar(window.remaining_percent)}"
-                     + (f"  resets {reset}" if reset else ""))
-        if window.pace is not None:
-            lines.append(f"  {'':<{label_width}}  {pace_line(window.pace, now)}")
-        if window.detail:
-            lines.append(f"  {'':<{label_width}}  {window.detail}")
+    lines.extend(_window_lines(snap.windows, "  ", now))
     lines.extend(f"  {detail}" for detail in snap.details)
+    if len(snap.accounts) > 1:
+        lines.extend(_account_lines(snap, now))
     pid = f", pid {snap.probe.worker_pid}" if snap.probe.worker_pid else ""
     lines.append(f"  via {snap.probe.path} in {snap.probe.latency_ms:.1f} ms{pid}")
     return "\n".join(lines)
+
+
+def _window_lines(windows: tuple[Window, ...], indent: str, now: datetime | None) -> list[str]:
+    lines = []
+    label_width = max((len(w.label) for w in windows), default=0)
+    for window in windows:
+        remaining = "   n/a" if window.remaining_percent is None else f"{window.remaining_percent:5.1f}%"
+        reset = countdown(window.reset_at, now)
+        lines.append(f"{indent}{window.label:<{label_width}}  {remaining} left {bar(window.remaining_percent)}"
+                     + (f"  resets {reset}" if reset else ""))
+        if window.pace is not None:
+            lines.append(f"{indent}{'':<{label_width}}  {pace_line(window.pace, now)}")
+        if window.detail:
+            lines.append(f"{indent}{'':<{label_width}}  {window.detail}")
+    return lines
+
+
+#: marks the account a quota-aware picker should use now (``pool.next_account``)
+NEXT_MARK = "→"
+
+
+def _account_status(account: Account, now: datetime | None) -> str:
+    """``available``, ``exhausted, retry after … (in 2h 5m)``, ``unavailable: rate_limited …``."""
+    text = account.status
+    if account.plan:
+        text += f" ({account.plan} plan)"
+    if account.retry_after:
+        text += f", retry after {countdown(account.retry_after, now)}"
+    if account.error is not None:
+        text += f": {account.error.code}: {account.error.message}"
+    elif account.unavailable_reason and not account.available:
+        text += f": {account.unavailable_reason}"
+    if account.stale:
+        text += " (stale: its last good reading)"
+    return text
+
+
+def _account_lines(snap: Snapshot, now: datetime | None) -> list[str]:
+    """SPEC §18: each account of a provider with several, in the snapshot's order -- its
+    label, status, windows and retry time; the next one to use marked ``→ … next``."""
+    chosen = snap.pool.next_account if snap.pool is not None else None
+    lines = ["  accounts:"]
+    for account in snap.accounts:
+        is_next = chosen is not None and chosen.id == account.id
+        mark = f"{NEXT_MARK} " if is_next else "  "
+        lines.append(f"  {mark}{account.label}  {_account_status(account, now)}")
+        lines.extend(_window_lines(account.windows, "      ", now))
+        if is_next:
+            lines.append(f"      next: {chosen.reason}")   # type: ignore[union-attr]
+    if chosen is None and snap.pool is not None and snap.pool.next_reset_at:
+        lines.append(f"  no account available; one frees up at {countdown(snap.pool.next_reset_at, now)}")
+    return lines
 
 
 SPARK = "▁▂▃▄▅▆▇█"

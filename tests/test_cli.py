@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,46 @@ def test_fetch_without_a_provider_probes_every_provider_with_a_credential(emulat
     assert json.loads(run_cli("fetch", "--home", str(empty), "--json").stdout) == []
     missing = run_cli("fetch", "--home", str(tmp_path / "nope"), "--json")
     assert missing.returncode == 1 and json.loads(missing.stdout)[0]["error"]["code"] == "home_not_found"
+
+
+def _codex_body(primary: int, secondary: int, now: datetime) -> dict:
+    return {"plan_type": "plus", "rate_limit": {
+        "primary_window": {"used_percent": primary, "limit_window_seconds": 18000,
+                           "reset_at": int((now + timedelta(hours=2)).timestamp())},
+        "secondary_window": {"used_percent": secondary, "limit_window_seconds": 604800,
+                             "reset_at": int((now + timedelta(days=3)).timestamp())}}}
+
+
+def test_fetch_prints_every_account_of_a_pool_and_marks_the_next_one(emulator, tmp_path):
+    """SPEC §18: under the provider, each account (label, status, windows, retry-after),
+    the next one marked with its reason; --json carries ``accounts`` and ``pool``."""
+    from test_accounts import codex_home, jwt, row
+
+    now = datetime.now(timezone.utc)
+    busy, roomy, cooling = jwt("ws-busy", "busy", marker="-busy"), jwt("ws-roomy", "roomy", marker="-r"), \
+        jwt("ws-cool", "cool", marker="-c")
+    emulator.script(busy, _codex_body(10, 95, now))
+    emulator.script(roomy, _codex_body(40, 30, now))
+    home = codex_home(tmp_path, [
+        row("busy", busy), row("roomy", roomy),
+        row("cool", cooling, last_status="exhausted", last_error_reset_at=(now + timedelta(hours=1)).timestamp()),
+    ])
+    text = run_cli("fetch", "openai-codex", "--home", str(home), env=emulator.env()).stdout
+    lines = text.splitlines()
+    assert "  2/3 accounts available" in lines and "  accounts:" in lines
+    marked = [line for line in lines if line.lstrip().startswith("→")]
+    assert len(marked) == 1 and "roomy@example.com  available" in marked[0]
+    assert any("next: most room in its tightest window: Session 60% left" in line for line in lines)
+    cool = next(line for line in lines if "cool@example.com" in line)
+    assert "exhausted" in cool and "retry after" in cool and "(in " in cool
+    busy_at = lines.index(next(line for line in lines if "busy@example.com" in line))
+    assert lines[busy_at + 3].strip().startswith("Weekly") and "5.0% left" in lines[busy_at + 3]
+    snap = json.loads(run_cli("fetch", "openai-codex", "--home", str(home), "--json", env=emulator.env()).stdout)
+    assert [a["id"] for a in snap["accounts"]] == ["busy", "roomy", "cool"]
+    assert snap["pool"]["next_account"]["id"] == "roomy" and snap["pool"]["total"] == 3
+
+
+def test_fetch_of_a_provider_with_one_account_prints_no_account_rows(emulator, make_home):
+    home = make_home("solo", openrouter="sk-or-solo")
+    text = run_cli("fetch", "openrouter", "--home", str(home), env=emulator.env()).stdout
+    assert "accounts:" not in text and "→" not in text

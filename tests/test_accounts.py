@@ -326,6 +326,12 @@ def test_fetch_one_account_reads_that_account_only(tmp_path, emulator, make_serv
         service.fetch("openai-codex", home=home, account="nope")
     with pytest.raises(ValueError):
         service.fetch("openai-codex", home=home, account="")
+    import asyncio
+
+    again = asyncio.run(service.afetch("openai-codex", home=home, account="a", refresh=True))
+    assert [x.id for x in again.accounts] == ["a"] and emulator.count(token=a) == 1
+    with pytest.raises(ValueError):
+        asyncio.run(service.afetch("openai-codex", home=home, account="nope"))
 
 
 def test_found_on_realistic_homes_env_api_key_and_pool_oauth_are_both_accounts(tmp_path, emulator, make_service):

@@ -347,3 +347,21 @@ def test_the_backends_latest_readings_survive_bookkeeping_writes(make_service, m
     assert service.generation(home) > generation and reader.latest("alice", "deepseek") is None
     again = {s.provider: s.probe.path for s in reader.fetch_home("alice", refresh=False)}
     assert {p for p, path in again.items() if path != "cache"} == {"deepseek"}
+
+
+@pytest.mark.parametrize("profile", ["default", "work"])
+def test_a_hermes_root_polled_through_its_bookkeeping_writes(make_service, emulator, tmp_path, profile):
+    """The realistic home (``tests/hermes_homes``: pool rows of every source, stripped env
+    rows, Codex JWT logins, a profile borrowing nothing): 10 polls, each after Hermes'
+    bookkeeping write, make no provider request and start no process after the first read."""
+    root = build_hermes_root(tmp_path)
+    home = root.home(profile)
+    service = make_service(pool_size=2)
+    first = service.fetch_home(home=home)
+    assert [s.provider for s in first] == root.expected_providers(profile)
+    requests, spawns = requests_for(emulator, root.tag), service.stats()["spawns"]
+    for poll in ten_polls(service, home, writes=True):
+        assert [s.provider for s in poll] == root.expected_providers(profile)
+        assert {s.probe.path for s in poll} == {"cache"}
+    assert requests_for(emulator, root.tag) == requests and service.stats()["spawns"] == spawns
+    assert service.stats()["credential_rotations"] == 0

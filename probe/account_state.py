@@ -40,6 +40,9 @@ class _Entry:
     #: the ids the worker probed or skipped last time (the ones it would probe next)
     asked: tuple[str, ...] = ()
     last: Snapshot | None = None
+    #: (title, source) of the last read with a fresh account: what a stale answer shows
+    #: (a failed probe's own are null)
+    top: tuple[str | None, str | None] | None = None
 
 
 class AccountReadings:
@@ -69,6 +72,7 @@ class AccountReadings:
         with self._lock:
             entry = self._entry(key, generation)
             good = dict(entry.good) if entry is not None else {}
+            top = entry.top if entry is not None else None
         accounts = []
         for account in snap.accounts:
             account_key = (*key, account.id)
@@ -86,6 +90,8 @@ class AccountReadings:
                 account = dataclasses.replace(good[account.id], stale=True, error=account.error, probed=account.probed)
             accounts.append(account)
         final = pool_view.assemble(dataclasses.replace(snap, accounts=tuple(accounts)))
+        if final.stale and top is not None:   # it looks like the last good reading (SPEC §8)
+            final = dataclasses.replace(final, title=top[0], source=top[1])
         if remember:
             self._remember(final, key, generation, skipped)
         return final
@@ -100,6 +106,8 @@ class AccountReadings:
             entry.good = {i: a for i, a in entry.good.items() if i in ids}
             entry.good.update({a.id: a for a in snap.accounts if a.error is None and a.available and a.fetched_at})
             entry.asked, entry.last = asked, snap
+            if any(a.error is None and a.available and not a.stale for a in snap.accounts):
+                entry.top = (snap.title, snap.source)
 
     def backed_off(self, key: tuple, generation: int, backoff: Backoff) -> Snapshot | None:
         """The answer when every account the worker would probe is backing off: the last

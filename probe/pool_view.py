@@ -137,7 +137,7 @@ def assemble(snap: Snapshot) -> Snapshot:
         return dataclasses.replace(snap, available=one.available, plan=one.plan, windows=one.windows,
                                    balances=one.balances, details=one.details,
                                    unavailable_reason=one.unavailable_reason, error=one.error, stale=one.stale,
-                                   pool=None)
+                                   fetched_at=one.fetched_at or snap.fetched_at, pool=None)
     pool = summarize(accounts)
     by_label = {a.id: a for a in accounts}
     windows = []

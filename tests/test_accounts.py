@@ -513,3 +513,34 @@ def test_no_label_and_no_token_in_any_log_line(tmp_path, emulator, make_service,
     out, err = capfd.readouterr()
     for text in (caplog.text, out, err):
         assert label not in text and bad not in text and good not in text
+
+
+@pytest.mark.parametrize("provider, token", [("openrouter", "sk-or-stale"), ("anthropic", "sk-ant-oat-stale")])
+def test_a_stale_reading_of_one_account_is_the_last_good_one_source_title_and_all(
+        make_home, emulator, make_service, provider, token):
+    """A transient failure of a one-account provider answers with its last good reading:
+    the snapshot's own fields (source, title, plan, windows, balances) are that reading's,
+    not the failed probe's nulls -- in its JSON (the HTTP body) too."""
+    home = make_home("stale", **{provider: token})
+    service = make_service(pool_size=1, cache_ttl_s=0.01)
+    good = service.fetch(provider, home=home)
+    assert good.available and good.source and good.title
+    emulator.script(token, {"error": "upstream down"}, status=503)
+    stale = service.fetch(provider, home=home, refresh=True)
+    assert stale.stale and stale.error.code == "provider_error" and stale.available
+    want, got = good.to_dict(), stale.to_dict()
+    for part in ("source", "title", "plan", "windows", "balances", "details", "fetched_at"):
+        assert got[part] == want[part], part
+    assert got["accounts"][0]["stale"] and got["accounts"][0]["windows"] == want["accounts"][0]["windows"]
+
+
+def test_a_pool_whose_first_account_fails_still_names_its_source_and_title(tmp_path, emulator, make_service):
+    """The snapshot's own source and title come from an account that answered, not from a
+    failed one's nulls."""
+    failing, fine = jwt("ws-f", "f", marker="-fail"), jwt("ws-g", "g", marker="-good")
+    home = codex_home(tmp_path, [row("first", failing), row("second", fine)])
+    service = make_service(pool_size=1)
+    emulator.script(failing, {"error": "upstream down"}, status=503)
+    snap = service.fetch("openai-codex", home=home)
+    assert by_id(snap)["first"].error.code == "provider_error" and by_id(snap)["second"].available
+    assert snap.available and snap.source and snap.title

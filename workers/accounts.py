@@ -510,7 +510,10 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
     elif todo:
         one(todo[0])
     entries = [_entry(a, results.get(a.id), a.id in skipped) for a in accounts]
-    first = next((results[a.id] for a in accounts if a.id in results), None)
+    answered = [results[a.id] for a in accounts if a.id in results]
+    # the snapshot's own title and source: an account that answered names them (a failed
+    # one's are null)
+    first = next((r for r in answered if r.get("error") is None), answered[0] if answered else None)
     top = dict(first) if first is not None else {
         "provider": provider_name, "available": False, "title": None, "plan": None, "source": None,
         "windows": [], "details": [], "balances": [], "unavailable_reason": None,

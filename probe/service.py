@@ -816,13 +816,13 @@ class ProbeService:
 
         Two stat calls while the files are the ones the digests were read for. After a
         change, one request to a worker of the home: the home's list with each provider's
-        credential digest (``_listing_on`` rotates those that changed, ``probe.digests``). A home this service never listed is not asked
-        while its files are the ones first seen. A list that could not be read (timeout,
-        saturated) rotates nothing; the next read asks again."""
+        credential digest (``_listing_on`` rotates those that changed, ``probe.digests``).
+        A home this service never listed is not asked while its files are the ones first
+        seen. A list that could not be read (timeout, saturated) rotates nothing; the next
+        read asks again."""
         now_ns = time.time_ns()   # before the stat: see probe.home_list on the racy rule
         fingerprint = credential_fingerprint(home)
-        if self._digests.read_for(home, fingerprint) or self._home_lists.fresh(home, fingerprint) is not None \
-                or self._digests.seen(home, fingerprint):
+        if self._digests.read_for(home, fingerprint) or self._digests.seen(home, fingerprint):
             return fingerprint
         with contextlib.suppress(HomeListFailed):
             self._home_lists.get(home, fingerprint, now_ns, deadline - time.monotonic(),

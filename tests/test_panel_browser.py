@@ -274,3 +274,58 @@ def test_demo_lists_each_alert_once_after_five_minutes_of_refreshes(chromium_pat
                 assert page.locator("svg.chart .chart-reset").count() == 0
             finally:
                 browser.close()
+
+
+def test_panel_shows_the_best_windows_then_every_account_and_marks_the_next(chromium_path):
+    """SPEC §18 in the panel, on the demo's pooled home: the best windows first, then a row
+    per account (status badge, bars, retry time of the one Hermes exhausted), the next
+    account marked, each account's own history chart; a provider with one account keeps
+    0.3's card (no account rows)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with running_demo() as url:
+        listing = httpx.get(f"{url}/api/quota", params={"home": "pooled"}, timeout=30).json()
+        codex = next(snap for snap in listing if snap["provider"] == "openai-codex")
+        assert [a["id"] for a in codex["accounts"]] == ["c0de01", "c0de02", "c0de03"]
+        assert [a["status"] for a in codex["accounts"]] == ["available", "available", "exhausted"]
+        next_id = codex["pool"]["next_account"]["id"]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 360, "height": 1400})
+                page.goto(f"{url}/?home=pooled&poll=1")
+                card = page.locator('.card[data-provider="openai-codex"]')
+                expect(card.locator(".windows > .window")).to_have_count(len(codex["windows"]))
+                expect(card.locator(".windows .window-detail").first).to_have_text("Best of 2 accounts")
+                rows = card.locator(".account")
+                expect(rows).to_have_count(3)
+                assert rows.evaluate_all("els => els.map((e) => e.dataset.accountId)") == ["c0de01", "c0de02", "c0de03"]
+                expect(rows.locator(".account-label")).to_have_text(["work@example.com", "team@example.com",
+                                                                     "spare@example.com"])
+                expect(rows.locator(".badge.status")).to_have_text(["available", "available", "exhausted"])
+                # the best windows come before the account rows
+                assert card.locator(".windows").bounding_box()["y"] < rows.first.bounding_box()["y"]
+                # the next account: one row marked, with the reason the pool gives
+                marked = card.locator(".account.next")
+                expect(marked).to_have_count(1)
+                expect(marked).to_have_attribute("data-account-id", next_id)
+                expect(marked.locator(".badge.next")).to_have_text("→ next")
+                expect(marked.locator(".next-reason")).to_contain_text("most room in its tightest window")
+                # bars per account: the one near its weekly limit is drawn low; the exhausted one
+                # has no bars, and its retry time counts down
+                expect(rows.nth(1).locator(".window")).to_have_count(2)
+                expect(rows.nth(1).locator(".bar.low, .bar.empty")).not_to_have_count(0)
+                expect(rows.nth(2).locator(".window")).to_have_count(0)
+                expect(rows.nth(2).locator(".retry")).to_have_text(re.compile(r"retry after .* \(in \d+m"))
+                # each account's own chart (history is per account), once its points are written
+                expect(rows.nth(0).locator(".chart")).to_have_count(2, timeout=30000)
+                expect(card.locator(".windows > .window .chart")).to_have_count(0)   # best windows: no chart
+                # two numbered OpenRouter keys: two accounts
+                expect(page.locator('.card[data-provider="openrouter"] .account')).to_have_count(2)
+                # the profile: its own single OpenRouter key is 0.3's card
+                page.select_option("#home", "pooled-work")
+                single = page.locator('.card[data-provider="openrouter"]')
+                expect(single).to_have_count(1)
+                expect(single.locator(".account")).to_have_count(0)
+            finally:
+                browser.close()

@@ -11,6 +11,15 @@ session are used up (the 80/90/100 % alerts), the rest are in reserve.
 ``sk-kimi-`` key and a MiniMax key, each chosen so every window starts in reserve) and
 ``team`` a Copilot token and a Nous login, so the panel shows their windows, MiniMax's
 points and Nous' credits beside the rest without turning the demo into a wall of cards.
+
+``pooled`` shows every account in a home (SPEC §18): three Codex logins in its
+``credential_pool`` -- ``work`` with room, ``team`` near its weekly limit (88 % used at
+start) and ``spare`` exhausted by Hermes (a 429 recorded with a reset an hour ahead: shown
+with its retry time, never probed) -- and two numbered OpenRouter keys
+(``OPENROUTER_API_KEY``, ``OPENROUTER_API_KEY_2``). ``pooled-work`` is a Hermes profile of
+it (``pooled/profiles/work``) with no Codex rows of its own: it borrows the root's pool,
+read-only, as Hermes does. The emulator draws each window from the token and the time since
+it started, so these tokens give those shapes at start (usage then rises, as it does).
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,10 +77,41 @@ def write_home(root: Path, name: str, *, anthropic: str | None = None, codex: st
 
 
 LIMITED_ANTHROPIC_TOKEN = "sk-ant-oat01-demo-limited"
+#: the pooled home's Codex logins: (row id, label, token) -- room, near the weekly limit,
+#: exhausted by Hermes; the emulator answers these tokens with those shapes at start
+POOL_CODEX = (("c0de01", "work@example.com", "demo-codex-pool-14"),
+              ("c0de02", "team@example.com", "demo-codex-pool-38"),
+              ("c0de03", "spare@example.com", "demo-codex-pool-9"))
+#: how long Hermes' recorded 429 keeps the spare login cooling, from when the demo starts
+POOL_EXHAUSTED_FOR_S = 3600
+POOL_OPENROUTER = ("sk-or-v1-demo-pool-3", "sk-or-v1-demo-pool-2")
+
+
+def write_pooled_home(root: Path) -> tuple[Path, Path]:
+    """``root/pooled`` with a Codex credential_pool and numbered OpenRouter keys, and its
+    profile ``root/pooled/profiles/work`` (its own OpenRouter key, no Codex rows: it
+    borrows the root's). Rows as Hermes writes them (``manual:device_code`` logins by
+    priority; the spare one with the 429 Hermes recorded and its reset)."""
+    now = time.time()
+    home = write_home(root, "pooled", openrouter=POOL_OPENROUTER[0])
+    with (home / ".env").open("a") as env:
+        env.write(f"OPENROUTER_API_KEY_2={POOL_OPENROUTER[1]}\n")
+    rows = []
+    for priority, (row_id, label, token) in enumerate(POOL_CODEX):
+        row = {"id": row_id, "label": label, "auth_type": "oauth", "priority": priority,
+               "source": "manual:device_code", "access_token": token, "last_status": "ok",
+               "last_status_at": now - 600}
+        if row_id == POOL_CODEX[2][0]:
+            row.update(last_status="exhausted", last_status_at=now - 60, last_error_code=429,
+                       last_error_reason="usage_limit_reached", last_error_reset_at=now + POOL_EXHAUSTED_FOR_S)
+        rows.append(row)
+    (home / "auth.json").write_text(json.dumps({"credential_pool": {"openai-codex": rows}}, indent=2) + "\n")
+    profile = write_home(root / "pooled" / "profiles", "work", openrouter="sk-or-v1-demo-pool-0")
+    return home, profile
 
 
 def make_demo_homes(root: Path, plugin_credentials: Mapping[str, str] | None = None) -> dict[str, Path]:
-    """The four demo homes; ``plugin_credentials`` (``.env`` name -> token) go into ``main``
+    """The demo homes (the last two: a pooled home and its profile); ``plugin_credentials`` (``.env`` name -> token) go into ``main``
     too, so each installed plugin the emulator serves shows a card there."""
     homes = {
         "main": write_home(root, "main", anthropic="sk-ant-oat01-demo-main-busy", codex="demo-codex-main",
@@ -82,6 +123,7 @@ def make_demo_homes(root: Path, plugin_credentials: Mapping[str, str] | None = N
         "limited": write_home(root, "limited", anthropic=LIMITED_ANTHROPIC_TOKEN, codex="demo-codex-limited"),
         "empty": write_home(root, "empty"),
     }
+    homes["pooled"], homes["pooled-work"] = write_pooled_home(root)
     if plugin_credentials:
         env_file = homes["main"] / ".env"
         taken = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line}

@@ -77,6 +77,131 @@ function badge(cls, text, title) {
   return el;
 }
 
+function renderWindow(w) {
+  const row = document.createElement("div");
+  row.className = "window";
+  row.dataset.label = w.label;
+  const remaining = w.remaining_percent;
+  const head = document.createElement("div");
+  head.className = "window-head";
+  const label = document.createElement("span");
+  label.textContent = w.label;
+  const pct = document.createElement("strong");
+  pct.className = "remaining";
+  pct.textContent = remaining === null ? "n/a" : `${remaining.toFixed(1)}% left`;
+  head.append(label, pct);
+  const bar = document.createElement("div");
+  bar.className = "bar" + (remaining !== null && remaining < 10 ? " empty" : remaining !== null && remaining < 30 ? " low" : "");
+  bar.setAttribute("role", "meter");
+  bar.setAttribute("aria-label", `${w.label} remaining`);
+  bar.setAttribute("aria-valuemin", "0");
+  bar.setAttribute("aria-valuemax", "100");
+  if (remaining !== null) bar.setAttribute("aria-valuenow", String(remaining));
+  const fill = document.createElement("span");
+  fill.className = "fill";
+  fill.style.width = `${remaining === null ? 0 : Math.max(0, Math.min(100, remaining))}%`;
+  bar.append(fill);
+  if (w.pace) {
+    // where the remaining share "should" be now: the bar shows what is left, so 100 - expected used
+    const marker = document.createElement("span");
+    marker.className = "pace-marker";
+    marker.style.left = `${Math.max(0, Math.min(100, 100 - w.pace.expected_used_percent))}%`;
+    marker.title = `On pace would be ${(100 - w.pace.expected_used_percent).toFixed(0)}% left now`;
+    bar.append(marker);
+  }
+  row.append(head, bar);
+  if (w.pace) {
+    const line = document.createElement("div");
+    line.className = `pace ${w.pace.status}`;
+    line.dataset.runsOutAt = w.pace.runs_out_at || "";
+    line.textContent = paceLine(w.pace);
+    line._pace = w.pace;
+    row.append(line);
+  }
+  if (w.reset_at) {
+    const reset = document.createElement("div");
+    reset.className = "reset";
+    reset.dataset.resetAt = w.reset_at;
+    reset.textContent = fmtCountdown(w.reset_at);
+    row.append(reset);
+  }
+  if (w.detail) {
+    const detail = document.createElement("div");
+    detail.className = "window-detail";
+    detail.textContent = w.detail;
+    row.append(detail);
+  }
+  return row;
+}
+
+// SPEC §18: a provider with several accounts -- after its best windows, a row per account
+// with its status badge, bars and retry time, the next account to use marked. Labels are the
+// user's own (often e-mail addresses): shown here, as in the JSON, and nowhere else.
+const STATUS_TEXT = { available: "available", unavailable: "unavailable", exhausted: "exhausted", dead: "dead" };
+
+function fmtRetry(iso) {
+  return fmtCountdown(iso).replace(/^resets /, "retry after ");
+}
+
+function renderAccounts(snap) {
+  const section = document.createElement("section");
+  section.className = "accounts";
+  section.setAttribute("aria-label", "Accounts");
+  const next = snap.pool && snap.pool.next_account;
+  for (const a of snap.accounts) {
+    const row = document.createElement("div");
+    row.className = "account";
+    Object.assign(row.dataset, { accountId: a.id, status: a.status });
+    const head = document.createElement("div");
+    head.className = "account-head";
+    const name = document.createElement("span");
+    name.className = "account-label";
+    name.textContent = a.label;
+    head.append(name, badge(`status ${a.status}`, STATUS_TEXT[a.status] || a.status));
+    if (a.stale) head.append(badge("stale", "stale", "Showing this account's last good reading"));
+    if (a.plan) {
+      const plan = document.createElement("span");
+      plan.className = "plan";
+      plan.textContent = `${a.plan} plan`;
+      head.append(plan);
+    }
+    if (next && next.id === a.id) {
+      row.classList.add("next");
+      head.append(badge("next", "→ next", next.reason));
+    }
+    row.append(head);
+    if (next && next.id === a.id) {
+      const reason = document.createElement("div");
+      reason.className = "next-reason";
+      reason.textContent = `Use next: ${next.reason}`;
+      row.append(reason);
+    }
+    if (a.retry_after) {
+      const retry = document.createElement("div");
+      retry.className = "retry";
+      retry.dataset.retryAt = a.retry_after;
+      retry.textContent = fmtRetry(a.retry_after);
+      row.append(retry);
+    }
+    const why = a.error ? a.error.message : (a.status !== "available" ? a.unavailable_reason : null);
+    if (why) {
+      const message = document.createElement("div");
+      message.className = "account-message";
+      message.textContent = why;
+      row.append(message);
+    }
+    for (const w of a.windows) row.append(renderWindow(w));
+    section.append(row);
+  }
+  if (!next && snap.pool && snap.pool.next_reset_at) {
+    const frees = document.createElement("p");
+    frees.className = "frees";
+    frees.textContent = `No account available; one frees up: ${fmtCountdown(snap.pool.next_reset_at).replace(/^resets /, "")}`;
+    section.append(frees);
+  }
+  return section;
+}
+
 function renderCard(snap) {
   const card = $("#card-template").content.firstElementChild.cloneNode(true);
   card.dataset.provider = snap.provider;
@@ -94,62 +219,8 @@ function renderCard(snap) {
   if (snap.error) badges.append(badge("error", snap.error.code, snap.error.message));
   else if (!snap.available) badges.append(badge("unavailable", "unavailable"));
   const windows = $(".windows", card);
-  for (const w of snap.windows) {
-    const row = document.createElement("div");
-    row.className = "window";
-    row.dataset.label = w.label;
-    const remaining = w.remaining_percent;
-    const head = document.createElement("div");
-    head.className = "window-head";
-    const label = document.createElement("span");
-    label.textContent = w.label;
-    const pct = document.createElement("strong");
-    pct.className = "remaining";
-    pct.textContent = remaining === null ? "n/a" : `${remaining.toFixed(1)}% left`;
-    head.append(label, pct);
-    const bar = document.createElement("div");
-    bar.className = "bar" + (remaining !== null && remaining < 10 ? " empty" : remaining !== null && remaining < 30 ? " low" : "");
-    bar.setAttribute("role", "meter");
-    bar.setAttribute("aria-label", `${w.label} remaining`);
-    bar.setAttribute("aria-valuemin", "0");
-    bar.setAttribute("aria-valuemax", "100");
-    if (remaining !== null) bar.setAttribute("aria-valuenow", String(remaining));
-    const fill = document.createElement("span");
-    fill.className = "fill";
-    fill.style.width = `${remaining === null ? 0 : Math.max(0, Math.min(100, remaining))}%`;
-    bar.append(fill);
-    if (w.pace) {
-      // where the remaining share "should" be now: the bar shows what is left, so 100 - expected used
-      const marker = document.createElement("span");
-      marker.className = "pace-marker";
-      marker.style.left = `${Math.max(0, Math.min(100, 100 - w.pace.expected_used_percent))}%`;
-      marker.title = `On pace would be ${(100 - w.pace.expected_used_percent).toFixed(0)}% left now`;
-      bar.append(marker);
-    }
-    row.append(head, bar);
-    if (w.pace) {
-      const line = document.createElement("div");
-      line.className = `pace ${w.pace.status}`;
-      line.dataset.runsOutAt = w.pace.runs_out_at || "";
-      line.textContent = paceLine(w.pace);
-      line._pace = w.pace;
-      row.append(line);
-    }
-    if (w.reset_at) {
-      const reset = document.createElement("div");
-      reset.className = "reset";
-      reset.dataset.resetAt = w.reset_at;
-      reset.textContent = fmtCountdown(w.reset_at);
-      row.append(reset);
-    }
-    if (w.detail) {
-      const detail = document.createElement("div");
-      detail.className = "window-detail";
-      detail.textContent = w.detail;
-      row.append(detail);
-    }
-    windows.append(row);
-  }
+  for (const w of snap.windows) windows.append(renderWindow(w));
+  if ((snap.accounts || []).length > 1) $(".details", card).after(renderAccounts(snap));
   const balances = $(".balances", card);
   for (const b of snap.balances || []) {
     const li = document.createElement("li");
@@ -219,22 +290,35 @@ function chart(series, windowS) {
   return root;
 }
 
+// A provider with one account: a chart under each window (its history is the provider's).
+// Several: a chart under each account's windows, from that account's series (history is
+// kept per account); the best windows at the top get none -- each comes from an account.
 async function loadCharts(card, snap) {
-  if (!state.history || !snap.windows.length) return;
+  const accounts = snap.accounts || [];
+  if (!state.history || !(snap.windows.length || accounts.some((a) => a.windows.length))) return;
   try {
     const params = new URLSearchParams({ home: state.home, provider: snap.provider });
     const response = await fetch(`/api/history?${params}`);
     if (!response.ok) return;
     const body = await response.json();
-    for (const row of card.querySelectorAll(".window")) {
-      const series = body.series.find((s) => s.window === row.dataset.label);
+    const draw = (row, series, windows) => {
       const old = row.querySelector(".chart");
       if (old) old.remove();
-      if (series && series.points.length) {
-        const w = snap.windows.find((w) => w.label === row.dataset.label);
-        row.append(chart(series, w && w.window_s));
+      const found = series.find((s) => s.window === row.dataset.label);
+      if (found && found.points.length) {
+        const w = windows.find((w) => w.label === row.dataset.label);
+        row.append(chart(found, w && w.window_s));
       }
+    };
+    if (accounts.length > 1) {
+      for (const el of card.querySelectorAll(".account")) {
+        const mine = (body.accounts || []).find((a) => a.account === el.dataset.accountId);
+        const account = accounts.find((a) => a.id === el.dataset.accountId);
+        if (mine && account) for (const row of el.querySelectorAll(".window")) draw(row, mine.series, account.windows);
+      }
+      return;
     }
+    for (const row of card.querySelectorAll(".windows > .window")) draw(row, body.series, snap.windows);
   } catch (err) { /* the chart is an extra: the card stands without it */ }
 }
 
@@ -252,9 +336,11 @@ async function loadAlerts() {
       const li = document.createElement("li");
       li.className = `alert ${a.kind}`;
       Object.assign(li.dataset, { provider: a.provider, window: a.window, kind: a.kind,
-                                  threshold: a.threshold === null ? "" : String(a.threshold) });
+                                  threshold: a.threshold === null ? "" : String(a.threshold),
+                                  account: a.account || "" });
       const what = a.kind === "runs_out" ? "runs out before its reset" : `reached ${a.threshold}%`;
-      li.textContent = `${a.provider} · ${a.window} ${what} (${a.used_percent.toFixed(1)}% used, ` +
+      const who = a.account_label ? `${a.provider} (${a.account_label})` : a.provider;
+      li.textContent = `${who} · ${a.window} ${what} (${a.used_percent.toFixed(1)}% used, ` +
         `${new Date(a.at).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" })})`;
       return li;
     });
@@ -328,6 +414,7 @@ function schedule() {
 
 function tickCountdowns() {
   for (const el of document.querySelectorAll(".reset[data-reset-at]")) el.textContent = fmtCountdown(el.dataset.resetAt);
+  for (const el of document.querySelectorAll(".retry[data-retry-at]")) el.textContent = fmtRetry(el.dataset.retryAt);
   for (const el of document.querySelectorAll(".pace")) if (el._pace) el.textContent = paceLine(el._pace);
 }
 

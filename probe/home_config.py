@@ -30,7 +30,8 @@ POOL_STATUSES = ("available", "exhausted", "dead")
 
 class Unanswered(Exception):
     """No worker of the home answered the question; ``code`` is why (``home_not_found``,
-    ``timeout``, ``worker_crashed``, ``saturated``, ``bad_response``)."""
+    ``timeout``, ``worker_crashed``, ``saturated``, ``bad_response``; ``credentials_unreadable``
+    when the worker could not read the file the answer is in)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -51,6 +52,9 @@ def _checked(reply: dict[str, Any]) -> dict[str, Any]:
     error = reply.get("error")
     if not reply.get("ok") and isinstance(error, dict) and error.get("code") == "home_not_found":
         raise Unanswered("home_not_found", "The home directory does not exist.")
+    if not reply.get("ok") and isinstance(error, dict) and error.get("code") == "credentials_unreadable" \
+            and isinstance(error.get("message"), str):   # the worker names the file, never a path
+        raise Unanswered("credentials_unreadable", error["message"][:300])
     if not reply.get("ok"):
         raise Unanswered("bad_response", "The worker sent a malformed answer.")
     return reply

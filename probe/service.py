@@ -272,7 +272,8 @@ class ProbeService:
         """A pool-only id's accounts (SPEC §17, §18) from Hermes' ``credential_pool``
         records, read by one of the home's workers without any request (not probed: no
         reading); None when the home's pool has no row for ``provider``. Raises
-        Unanswered as :meth:`active_provider`."""
+        Unanswered as :meth:`active_provider`, and with ``credentials_unreadable`` when the
+        home's ``auth.json`` cannot be read (SPEC §2: not an empty pool)."""
         if not isinstance(provider, str) or not provider:
             raise ValueError("provider must be a non-empty string")
         home_dir, deadline = self._home_question(home, timeout)

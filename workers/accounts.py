@@ -153,6 +153,12 @@ def cooldown_until(row: dict[str, Any], sole: bool) -> float | None:
     return since + ttl
 
 
+def machine_wide(row: dict[str, Any]) -> bool:
+    """A row Hermes seeds from the machine, not the home (``gh_cli``, ``claude_code``):
+    SPEC §18 skips it everywhere a home's pool is read."""
+    return _text(row.get("source"), 200) in MACHINE_WIDE
+
+
 def _priority(row: dict[str, Any]) -> int:
     value = row.get("priority")
     if isinstance(value, bool):
@@ -230,9 +236,9 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
         rows_home = root
     accounts: list[Account] = []
     for index, row in rows:
-        source = _text(row.get("source"), 200)
-        if source in MACHINE_WIDE:
+        if machine_wide(row):
             continue
+        source = _text(row.get("source"), 200)
         token, unresolved = None, None
         if name == "copilot" and source and source.startswith("env:"):
             token, unresolved = _env_secret(home, source[4:], resolve)

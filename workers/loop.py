@@ -44,7 +44,8 @@ changed. Its home missing: ``{"ok": false, "error": {"code": "home_not_found"}}`
 names none; ``workers.hermes_config``) -- what hermes-webui's quota route reads when no
 provider is named (SPEC §19). ``pool_accounts`` answers a pool-only id's accounts from
 Hermes' records (``workers.pool_accounts``; ``null`` when ``credential_pool`` has no row
-for it). Either, its home missing: the same ``home_not_found`` error.
+for it; ``auth.json`` unreadable: ``{"ok": false, "error": {"code":
+"credentials_unreadable", ...}}``). Either, its home missing: the same ``home_not_found`` error.
 
 A line that is not a valid request gets ``{"id": <id or null>, "ok": false, "error":
 {"code": "bad_request", ...}}`` and the loop goes on. EOF on stdin ends the loop.
@@ -246,11 +247,15 @@ class Loop:
     def pool_accounts(self, provider: str) -> dict:
         """A pool-only id's accounts (``workers.pool_accounts``) as reply fields."""
         from workers.pool_accounts import pool_only_accounts
+        from workers.result import ProbeFailure
 
         home = self._present_home()
         if home is None:
             return HOME_GONE
-        return {"ok": True, "accounts": pool_only_accounts(provider, home, time.time())}
+        try:
+            return {"ok": True, "accounts": pool_only_accounts(provider, home, time.time())}
+        except ProbeFailure as exc:   # credentials_unreadable: the message names the file, never a path
+            return {"ok": False, "error": {"code": exc.code, "message": exc.message}}
 
     def probe(self, provider: str, timeout_s: float, skip: Any = (), account: str | None = None) -> dict:
         return self._probe_in(self._present_home(), provider, timeout_s, skip, account)

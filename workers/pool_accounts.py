@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workers.accounts import MACHINE_WIDE, MAX_ACCOUNTS, _rows, clean_label, cooldown_until
-from workers.result import iso_utc
+from workers.accounts import MAX_ACCOUNTS, _rows, clean_label, cooldown_until, machine_wide
+from workers.providers.credential_pool import unreadable
+from workers.result import ProbeFailure, iso_utc
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
@@ -45,11 +46,13 @@ def _text(value: Any, limit: int) -> str | None:
 
 def pool_only_accounts(provider: str, home: "HomeCredentials", now: float) -> list[dict[str, Any]] | None:
     """The accounts of ``provider``'s ``credential_pool`` rows; None when the home's
-    ``auth.json`` has no row for it (or cannot be read)."""
-    if home.auth_error:
-        return None
-    indexed = [(index, row) for index, row in _rows(home.auth, provider)
-               if str(row.get("source") or "").strip().lower() not in MACHINE_WIDE][:MAX_ACCOUNTS]
+    ``auth.json`` has no row for it. Raises ProbeFailure ``credentials_unreadable`` when
+    the file (or its ``credential_pool``) cannot be read, as a probe of the id answers
+    (SPEC §2): an unreadable file is not an empty pool."""
+    why = unreadable(home)
+    if why is not None:
+        raise ProbeFailure("credentials_unreadable", why)
+    indexed = [(index, row) for index, row in _rows(home.auth, provider) if not machine_wide(row)][:MAX_ACCOUNTS]
     if not indexed:
         return None
     rows = [row for _, row in indexed]

@@ -6,7 +6,9 @@ that no built-in or plugin claims (:func:`pool_only_ids`, for SPEC §17's home l
 answers a probe of one of them with :func:`read_records` (``pool_result`` on the home's
 file) -- never an HTTP request.
 
-An entry is shown by its ``label`` only, never a token. ``exhausted`` lasts until
+An entry is shown by its ``label`` only, never a token; a machine-wide row (``gh_cli``,
+``claude_code``: ``workers.accounts.machine_wide``) is not the home's and is skipped, as
+SPEC §18 skips it for every provider. ``exhausted`` lasts until
 ``last_error_reset_at``, else ``last_status_at`` + Hermes' cooldown (300 s after a 401, 60 s
 for the only entry not ``dead`` unless the failure is billing, else 3600 s: the one rule,
 ``workers.accounts.cooldown_until``); ``dead`` is ``revoked``. Available while one entry is usable; when none is,
@@ -114,8 +116,10 @@ def pool_result(provider: str, entries: Any, now: float) -> dict[str, Any]:
     entry is usable; raises ProbeFailure rate_limited (earliest recovery, ``retry_after_s``)
     or unauthorized (all dead) when none is, no_credentials when there is no entry."""
     name = provider_text(provider, 64) or "this provider's"
+    from workers.accounts import machine_wide
+
     rows = [(index, entry) for index, entry in enumerate(entries if isinstance(entries, list) else [])
-            if isinstance(entry, dict)]
+            if isinstance(entry, dict) and not machine_wide(entry)]
     sole = sum(1 for _, entry in rows if entry.get("last_status") != "dead") == 1
     states = [entry_state(entry, index, now, sole) for index, entry in rows]
     if not states:
@@ -161,16 +165,26 @@ def pool_readable(home: "HomeCredentials") -> bool:
     return pool is None or isinstance(pool, dict)
 
 
+def unreadable(home: "HomeCredentials") -> str | None:
+    """Why the home's pool cannot be read (the file's own error, or a ``credential_pool``
+    that is not an object), None when it can: what ``credentials_unreadable`` says."""
+    if pool_readable(home):
+        return None
+    return home.auth_error or "auth.json is malformed: credential_pool should be an object."
+
+
 def pool_only_ids(home: "HomeCredentials", registered: Collection[str]) -> list[str]:
     """The ``credential_pool`` keys that no registered provider (built-in or plugin) claims,
     by name: only valid provider names (SPEC §16's ``[a-z][a-z0-9-]{1,31}``; anything else
     is ignored -- it could not be addressed, and may be any text), and only keys holding at
-    least one entry object (an empty list is no credential). At most :data:`MAX_POOL_ONLY`."""
+    least one entry object that is not machine-wide (an empty list is no credential). At most :data:`MAX_POOL_ONLY`."""
+    from workers.accounts import machine_wide
     from workers.plugins import NAME_PATTERN
 
     found = sorted(key for key, entries in _pool(home).items()
                    if isinstance(key, str) and NAME_PATTERN.fullmatch(key) and key not in registered
-                   and isinstance(entries, list) and any(isinstance(entry, dict) for entry in entries))
+                   and isinstance(entries, list)
+                   and any(isinstance(entry, dict) and not machine_wide(entry) for entry in entries))
     return found[:MAX_POOL_ONLY]
 
 
@@ -185,10 +199,10 @@ def read_records(provider: str, home: "HomeCredentials", now: float) -> dict[str
 
     if not NAME_PATTERN.fullmatch(provider):
         return None
-    if not pool_readable(home):
+    why = unreadable(home)
+    if why is not None:
         # the parent lists a pool-only id it saw before the file broke: it stays, with why
-        message = home.auth_error or "auth.json is malformed: credential_pool should be an object."
-        return failure(provider, "credentials_unreadable", message, title=TITLE, source=SOURCE)
+        return failure(provider, "credentials_unreadable", why, title=TITLE, source=SOURCE)
     pool = _pool(home)
     if provider not in pool:
         return None

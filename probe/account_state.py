@@ -8,8 +8,10 @@ so that
   while the others are probed;
 * a transient failure of one account (timeout, 5xx, 429) shows its last good reading,
   stale, with the error -- the single-provider rule of SPEC §8, per account;
-* when every account the worker would probe is backing off, no request is made at all
-  (the answer comes from here, path ``cache``).
+* when the last read asked the worker for every account and each is backing off now, no
+  request is made at all (the answer comes from here, path ``cache``); otherwise the worker
+  is asked, with the skip list, since an account cooling down in Hermes' records then may
+  be due now.
 
 Entries are keyed like the cache -- ``(home, provider, fingerprint)`` -- and carry the
 home's generation: a rotation (or any credential change, which changes the fingerprint)
@@ -57,12 +59,16 @@ class AccountReadings:
         return entry if entry is not None and entry.key == key and entry.generation == generation else None
 
     def skip(self, backoff: Backoff, key: tuple, generation: int) -> tuple[tuple[str, ...], bool]:
-        """(accounts to skip, whether that is every account the worker would probe)."""
+        """(accounts to skip, whether no request is needed at all). The latter only when
+        the last read asked for every account and each is backing off now: an account the
+        worker did not ask about then (cooling down in Hermes' records, dead, expired) may
+        be due by now, and only the worker can tell -- it is asked, with the skip list."""
         with self._lock:
             entry = self._entry(key, generation)
             asked = entry.asked if entry is not None else ()
+            every = entry is not None and entry.last is not None and len(asked) == len(entry.last.accounts)
         skipped = tuple(account_id for account_id in asked if backoff.blocked((*key, account_id)) is not None)
-        return skipped, bool(asked) and len(skipped) == len(asked)
+        return skipped, every and bool(asked) and len(skipped) == len(asked)
 
     def settle(self, snap: Snapshot, key: tuple, generation: int, backoff: Backoff, skipped: Collection[str] = (),
                *, remember: bool = True) -> Snapshot:

@@ -544,3 +544,21 @@ def test_a_pool_whose_first_account_fails_still_names_its_source_and_title(tmp_p
     snap = service.fetch("openai-codex", home=home)
     assert by_id(snap)["first"].error.code == "provider_error" and by_id(snap)["second"].available
     assert snap.available and snap.source and snap.title
+
+
+def test_an_account_whose_cooldown_ends_is_probed_while_another_backs_off(tmp_path, emulator, make_service):
+    """One account backs off after a 429 while Hermes' records cool the other down: once
+    Hermes clears the cooldown (a bookkeeping write: no rotation), the next read asks the
+    worker, which probes the now-due account and still skips the one backing off."""
+    limited, cooling = jwt("ws-c1", "c1", marker="-cd-lim"), jwt("ws-c2", "c2", marker="-cd-cool")
+    emulator.script(limited, {"error": "slow down"}, status=429, headers={"Retry-After": "300"})
+    rows = [row("lim", limited), row("cool", cooling, last_status="exhausted", last_error_reset_at=time.time() + 900)]
+    home = codex_home(tmp_path, rows)
+    service = make_service(pool_size=1, cache_ttl_s=0.01)
+    first = {s.provider: s for s in service.fetch_home(home=home)}["openai-codex"]   # listed: digests known
+    assert [a.status for a in first.accounts] == ["unavailable", "exhausted"] and emulator.count(token=cooling) == 0
+    rows[1].update(last_status="ok", last_error_reset_at=None)
+    write_auth(home, {"credential_pool": {"openai-codex": rows}})
+    second = service.fetch("openai-codex", home=home, refresh=True)
+    assert by_id(second)["cool"].available and emulator.count(token=cooling) == 1
+    assert emulator.count(token=limited) == 1          # still backing off: skipped

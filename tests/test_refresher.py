@@ -17,6 +17,7 @@ from probe import ProbeConfig, ProbeService
 from probe.monitor.readings import Reader
 from probe.monitor.refresher import Refresher
 from probe.server import create_app
+from probe.server.metrics import AMOUNT_DIGITS, RATIO_DIGITS
 from support import RunningApp, free_port, settled, still_running, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -172,8 +173,9 @@ def test_panel_polls_and_metrics_scrapes_make_no_provider_request(emulator, refr
     assert client.get("/api/homes").json()["refresh_s"] == 60
     snap = reader.latest("alice", "anthropic")
     session = snap.windows[0]
+    # /metrics rounds a ratio to RATIO_DIGITS decimals (no 0.20199999999999999 float noise)
     assert f'quota_probe_window_used_ratio{{home="alice",provider="anthropic",window="{session.label}"}} ' \
-           f'{session.used_percent / 100}' in text
+           f'{round(session.used_percent / 100, RATIO_DIGITS)}' in text
     assert 'quota_probe_window_reset_timestamp_seconds{home="alice",provider="anthropic",window="Current session"}' in text
     assert 'quota_probe_snapshot_available{home="alice",provider="deepseek"} 1.0' in text
     assert 'quota_probe_snapshot_stale{home="alice",provider="deepseek"} 0.0' in text
@@ -181,7 +183,7 @@ def test_panel_polls_and_metrics_scrapes_make_no_provider_request(emulator, refr
     deepseek = reader.latest("alice", "deepseek")
     for entry in deepseek.balances:
         assert f'quota_probe_balance{{currency="{entry.currency}",home="alice",label="{entry.label}",' \
-               f'provider="deepseek"}} {entry.amount}' in text
+               f'provider="deepseek"}} {round(entry.amount, AMOUNT_DIGITS)}' in text
     if any(w.pace for w in snap.windows):
         assert "quota_probe_window_pace_delta_ratio{" in text
     assert str(homes["alice"]) not in text and "sk-" not in text

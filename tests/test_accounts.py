@@ -562,3 +562,11 @@ def test_an_account_whose_cooldown_ends_is_probed_while_another_backs_off(tmp_pa
     second = service.fetch("openai-codex", home=home, refresh=True)
     assert by_id(second)["cool"].available and emulator.count(token=cooling) == 1
     assert emulator.count(token=limited) == 1          # still backing off: skipped
+
+
+@pytest.mark.parametrize("pool", [[], "rows", {"openrouter": {"id": "x"}}, {"openrouter": "x"}, {"openrouter": None},
+                                  {"openrouter": [None, [], "x", {"id": 5, "access_token": 7, "priority": [1]}]}])
+def test_a_malformed_pool_never_fails_the_read_the_env_key_is_still_an_account(tmp_path, pool):
+    home = home_with(tmp_path, env={"OPENROUTER_API_KEY": "sk-or-still-here"}, auth={"credential_pool": pool})
+    got = accounts("openrouter", home)
+    assert [a.id for a in got if a.verdict is None] == ["env:OPENROUTER_API_KEY"]

@@ -138,6 +138,9 @@ def discover(root: Path) -> tuple[dict[str, Path], list[Skipped]]:
     homes: dict[str, Path] = {DEFAULT_ID: Path(os.path.realpath(root))}
     skipped: list[Skipped] = []
     profiles = root / "profiles"
+    #: a profile that is not a symlink resolves under the resolved profiles directory: one
+    #: realpath for all of them, not one each (a realpath costs an lstat per path component)
+    resolved_profiles = Path(os.path.realpath(profiles))
     try:
         with os.scandir(profiles) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
@@ -156,7 +159,7 @@ def discover(root: Path) -> tuple[dict[str, Path], list[Skipped]]:
             continue                 # Hermes' own bookkeeping; a profile being deleted
         reason = _not_a_profile(entry)
         if reason is None:
-            directory = Path(os.path.realpath(entry.path))
+            directory = Path(os.path.realpath(entry.path)) if entry.is_symlink() else resolved_profiles / name
             same = ids_by_path.setdefault(directory, name)
             if same == name:
                 homes[name] = directory

@@ -538,6 +538,9 @@ def homes_command(config_path: str | None, home_specs: tuple[str, ...], as_json:
               help="Credentials per home, K of deepseek, anthropic, openai-codex, openrouter (rotating; 1: DeepSeek).")
 @click.option("--home-reads", is_flag=True,
               help="Each poll reads the whole home in one worker request (fetch_home), not a fetch per provider.")
+@click.option("--accounts", "accounts_per_home", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Accounts each provider of a home holds (numbered .env keys, Codex pool rows); above 1 every "
+                   "account's answer is checked to carry its own account's value (no_cross_account).")
 @click.option("--backends", type=click.IntRange(1, 32), default=None,
               help="Cluster mode: run this many probe serve processes sharing --redis, poll them over HTTP.")
 @click.option("--redis", "redis_url", default=None, envvar="PROBE_REDIS_URL", metavar="URL",
@@ -551,7 +554,7 @@ def homes_command(config_path: str | None, home_specs: tuple[str, ...], as_json:
 def stress(homes: int, concurrency: int, requests: int | None, duration: float | None, pool_size: int,
            latency_ms: int, fault_rate: float, rotate_every: float, kill_every: float, timeout: float,
            poll_interval: float, max_total_workers: int | None, providers_per_home: int, home_reads: bool,
-           backends: int | None, redis_url: str | None, redis_restart_every: float, garbage_for: float,
+           accounts_per_home: int, backends: int | None, redis_url: str | None, redis_restart_every: float, garbage_for: float,
            as_json: bool) -> None:
     """Load the service against the built-in emulator and check its invariants.
 
@@ -570,8 +573,8 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
     if backends is None and (redis_restart_every or garbage_for):
         raise click.UsageError("--redis-restart-every and --garbage-for need --backends")
     if backends is not None:
-        if providers_per_home != 1 or home_reads:
-            raise click.UsageError("--providers-per-home and --home-reads are not available with --backends")
+        if providers_per_home != 1 or home_reads or accounts_per_home != 1:
+            raise click.UsageError("--providers-per-home, --home-reads and --accounts are not available with --backends")
         if not redis_url:
             raise click.UsageError("--backends needs --redis URL (or $PROBE_REDIS_URL)")
         from probe.tools.cluster_stress import run_cluster_stress
@@ -597,7 +600,8 @@ def stress(homes: int, concurrency: int, requests: int | None, duration: float |
                             pool_size=pool_size, latency_ms=latency_ms, fault_rate=fault_rate,
                             rotate_every_s=rotate_every, kill_every_s=kill_every, timeout_s=timeout,
                             poll_interval_s=poll_interval, max_total_workers=max_total_workers,
-                            providers_per_home=providers_per_home, home_reads=home_reads)
+                            providers_per_home=providers_per_home, home_reads=home_reads,
+                            accounts_per_home=accounts_per_home)
     if as_json:
         report = run_stress(options)
         click.echo(json.dumps(report, indent=2))

@@ -322,10 +322,14 @@ def test_panel_shows_the_best_windows_then_every_account_and_marks_the_next(chro
                 expect(card.locator(".windows > .window .chart")).to_have_count(0)   # best windows: no chart
                 # two numbered OpenRouter keys: two accounts
                 expect(page.locator('.card[data-provider="openrouter"] .account')).to_have_count(2)
-                # the profile: its own single OpenRouter key is 0.3's card
+                # the profile: its own single OpenRouter key is 0.3's card; its Codex card has the
+                # root's three rows (borrowed, read-only) and its own login
                 page.select_option("#home", "pooled-work")
                 single = page.locator('.card[data-provider="openrouter"]')
                 expect(single).to_have_count(1)
                 expect(single.locator(".account")).to_have_count(0)
+                borrowed = page.locator('.card[data-provider="openai-codex"] .account-label')
+                expect(borrowed).to_have_text(["work@example.com", "team@example.com", "spare@example.com",
+                                               re.compile(".+")])
             finally:
                 browser.close()

@@ -81,7 +81,7 @@ def test_stress_detects_a_cross_home_result(monkeypatch):
     import probe.tools.stress as stress
 
     original = stress.balance_for
-    monkeypatch.setattr(stress, "balance_for", lambda home, generation: original(0, generation))
+    monkeypatch.setattr(stress, "balance_for", lambda home, generation, account=0: original(0, generation, account))
     report = run_stress(StressOptions(homes=2, concurrency=2, requests=40))
     assert report["invariants"]["no_cross_home"] is False and report["ok"] is False
     assert balance_for(1, 2) == "1000002.00"
@@ -225,8 +225,54 @@ def test_stress_detects_a_cross_home_result_from_a_provider_other_than_deepseek(
     import probe.tools.stress as stress
 
     original = stress.scripted_body
-    monkeypatch.setattr(stress, "scripted_body", lambda provider, home, generation: original(
-        provider, 0 if provider != "deepseek" else home, generation))
+    monkeypatch.setattr(stress, "scripted_body", lambda provider, home, generation, account=0: original(
+        provider, 0 if provider != "deepseek" else home, generation, account))
     report = run_stress(StressOptions(homes=4, concurrency=2, requests=20, providers_per_home=4, home_reads=True))
     assert report["invariants"]["no_cross_home"] is False and report["ok"] is False
     assert report["violations"]["no_cross_home"] >= 15   # homes 1-3: three foreign answers a read
+
+
+def test_three_accounts_per_provider_each_answer_carries_its_own_accounts_value():
+    """``--accounts 3`` (SPEC §18): each provider of a home holds three accounts (numbered
+    ``.env`` keys, Codex pool rows), every poll one home read probing all of them, while
+    credentials rotate; each account's answer is its own account's, home's and
+    generation's (``no_cross_account``), and all six accounts of a home are one request."""
+    code, report = stress_cli("--requests", "60", "--homes", "6", "--concurrency", "4", "--providers-per-home", "2",
+                              "--accounts", "3", "--home-reads", "--rotate-every", "0.2")
+    assert report["ok"] and code == 0, why(report)
+    assert set(report["invariants"]) == INVARIANTS | {"home_reads_list_the_home", "no_cross_account"}
+    assert report["options"]["accounts_per_home"] == 3
+    assert report["emulator_requests"]["without_token"] == 0
+    # every poll asked the provider of each of its three accounts (OpenRouter: two requests each)
+    asked = sum(n for name, n in report["emulator_requests"].items() if name != "openrouter")
+    assert asked >= 3 * sum(n for name, n in report["provider_answers"].items() if name != "openrouter") - 3 * 60
+
+
+def test_stress_detects_an_account_answering_with_another_accounts_value(monkeypatch):
+    """The per-account identity check is real: make every second account answer with the
+    first account's amount (same home, same generation) and the run must say so."""
+    import probe.tools.stress as stress
+
+    original = stress.scripted_body
+    monkeypatch.setattr(stress, "scripted_body", lambda provider, home, generation, account=0: original(
+        provider, home, generation, 0 if account == 1 else account))
+    report = run_stress(StressOptions(homes=3, concurrency=2, requests=12, providers_per_home=2, home_reads=True,
+                                      accounts_per_home=3))
+    assert report["invariants"]["no_cross_account"] is False and report["ok"] is False
+    assert report["violations"]["no_cross_account"] >= 12 * 2 * 0.5   # account 1 of both providers, most polls
+    assert report["invariants"]["no_cross_home"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_homes_of_three_accounts_polled_through_home_reads_start_at_most_once_a_poll():
+    """Issue #27's scale target in small (BENCHMARKS.md "Accounts under load" has 200
+    homes): 40 homes x 2 providers x 3 accounts, a home read every 4 s for 8 s: at most one
+    process start per home poll (all six accounts ride one worker request), every
+    account's answer its own."""
+    code, report = stress_cli("--homes", "40", "--poll-interval", "4", "--duration", "8", "--concurrency", "8",
+                              "--providers-per-home", "2", "--accounts", "3", "--home-reads")
+    assert report["ok"] and code == 0, why(report)
+    assert report["requests"] == 80
+    assert report["starts_per_poll"] <= 1.0, report["starts_per_poll"]
+    assert report["invariants"]["no_cross_account"] is True

@@ -17,8 +17,9 @@ points and Nous' credits beside the rest without turning the demo into a wall of
 start) and ``spare`` exhausted by Hermes (a 429 recorded with a reset an hour ahead: shown
 with its retry time, never probed) -- and two numbered OpenRouter keys
 (``OPENROUTER_API_KEY``, ``OPENROUTER_API_KEY_2``). ``pooled-work`` is a Hermes profile of
-it (``pooled/profiles/work``) with no Codex rows of its own: it borrows the root's pool,
-read-only, as Hermes does. The emulator draws each window from the token and the time since
+it (``pooled/profiles/work``) with a Codex login of its own and no pool rows: it borrows the
+root's three rows, read-only, as Hermes does (a profile lists the providers it has a
+credential for; the root's rows join their accounts), so its Codex card has four accounts. The emulator draws each window from the token and the time since
 it started, so these tokens give those shapes at start (usage then rises, as it does).
 """
 from __future__ import annotations
@@ -85,12 +86,14 @@ POOL_CODEX = (("c0de01", "work@example.com", "demo-codex-pool-14"),
 #: how long Hermes' recorded 429 keeps the spare login cooling, from when the demo starts
 POOL_EXHAUSTED_FOR_S = 3600
 POOL_OPENROUTER = ("sk-or-v1-demo-pool-3", "sk-or-v1-demo-pool-2")
+#: the profile's own Codex login (with room), beside the three it borrows from the root
+POOL_PROFILE_CODEX = "demo-codex-pool-34"
 
 
 def write_pooled_home(root: Path) -> tuple[Path, Path]:
     """``root/pooled`` with a Codex credential_pool and numbered OpenRouter keys, and its
-    profile ``root/pooled/profiles/work`` (its own OpenRouter key, no Codex rows: it
-    borrows the root's). Rows as Hermes writes them (``manual:device_code`` logins by
+    profile ``root/pooled/profiles/work`` (its own OpenRouter key and Codex login, no pool
+    rows: it borrows the root's). Rows as Hermes writes them (``manual:device_code`` logins by
     priority; the spare one with the 429 Hermes recorded and its reset)."""
     now = time.time()
     home = write_home(root, "pooled", openrouter=POOL_OPENROUTER[0])
@@ -106,7 +109,8 @@ def write_pooled_home(root: Path) -> tuple[Path, Path]:
                        last_error_reason="usage_limit_reached", last_error_reset_at=now + POOL_EXHAUSTED_FOR_S)
         rows.append(row)
     (home / "auth.json").write_text(json.dumps({"credential_pool": {"openai-codex": rows}}, indent=2) + "\n")
-    profile = write_home(root / "pooled" / "profiles", "work", openrouter="sk-or-v1-demo-pool-0")
+    profile = write_home(root / "pooled" / "profiles", "work", openrouter="sk-or-v1-demo-pool-0",
+                         codex=POOL_PROFILE_CODEX)
     return home, profile
 
 

@@ -8,6 +8,11 @@ holding K consecutive ones of that order starting at i mod 4 -- so with K=2 each
 is in half the homes and each home lacks two. The run checks:
 
 * ``no_cross_home`` — a result for home i never carries another home's data;
+* with ``accounts_per_home`` K > 1 (each provider of a home holds K accounts, SPEC §18:
+  Hermes' numbered ``.env`` keys ``NAME``, ``NAME_2``, …, Codex as K ``credential_pool``
+  rows), ``no_cross_account`` — every account's answer carries its own account's value
+  (isolation per account, not only per home: each account's token has its own amount,
+  read from that account's details and matched to the account's id);
 * ``no_stale_after_rotation`` — a fetch that began after rotation g of its home returned
   never carries a generation older than g;
 * ``all_answered_in_deadline`` — every caller answered within its deadline (plus a small
@@ -91,6 +96,8 @@ class StressOptions:
     providers_per_home: int = 1
     #: each poll is one ``fetch_home`` (SPEC §17) instead of a fetch per provider
     home_reads: bool = False
+    #: accounts each provider of a home holds (SPEC §18; 1: one credential, as before)
+    accounts_per_home: int = 1
 
 
 def home_providers(index: int, count: int) -> tuple[str, ...]:
@@ -104,28 +111,44 @@ def home_providers(index: int, count: int) -> tuple[str, ...]:
     return tuple(HOME_PROVIDERS[(index + j) % len(HOME_PROVIDERS)] for j in range(count))
 
 
-def token_for(home: int, generation: int, latency_ms: int, provider: str = STRESS_PROVIDER) -> str:
-    """The stress token of (provider, home, generation); DeepSeek's keeps its old form."""
+def token_for(home: int, generation: int, latency_ms: int, provider: str = STRESS_PROVIDER, account: int = 0) -> str:
+    """The stress token of (provider, home, generation, account); DeepSeek's first
+    account keeps its old form."""
     slow = f"-slow{latency_ms}-" if latency_ms else ""
     kind = "" if provider == STRESS_PROVIDER else f"{provider}-"
     prefix = "sk-ant-oat01-stress-" if provider == "anthropic" else "sk-stress-"
-    return f"{prefix}{kind}h{home}-g{generation}{slow}"
+    which = f"-a{account}" if account else ""
+    return f"{prefix}{kind}h{home}-g{generation}{which}{slow}"
 
 
 GENERATIONS_PER_HOME = 1_000_000
+#: a home's amounts stay below this (homes < 1,000,000); the account index counts in it
+ACCOUNT_STRIDE = 10 ** 12
 
 
-def balance_for(home: int, generation: int) -> str:
-    """The emulator's answer for (home, generation): a whole-dollar balance that encodes
-    both (the adapter shows two decimals, so the cents cannot carry anything)."""
-    return f"{home * GENERATIONS_PER_HOME + generation}.00"
+def balance_for(home: int, generation: int, account: int = 0) -> str:
+    """The emulator's answer for (home, generation, account): a whole-dollar balance that
+    encodes all three (the adapter shows two decimals, so the cents cannot carry
+    anything); account 0 keeps 0.3's amount."""
+    return f"{account * ACCOUNT_STRIDE + home * GENERATIONS_PER_HOME + generation}.00"
 
 
-def scripted_body(provider: str, home: int, generation: int) -> dict[str, Any]:
+def account_id(provider: str, account: int, accounts: int) -> str:
+    """The id the worker gives account ``account`` of ``provider`` in a stress home holding
+    ``accounts`` of them (SPEC §18 ids: the place, or the pool row's id)."""
+    from probe.tools.demo import ENV_NAMES
+
+    if provider == "openai-codex":
+        return "auth.json:providers.openai-codex" if accounts == 1 else f"stress{account}"
+    name = ENV_NAMES[{"kimi-coding": "kimi"}.get(provider, provider)]
+    return f"env:{name}" if account == 0 else f"env:{name}_{account + 1}"
+
+
+def scripted_body(provider: str, home: int, generation: int, account: int = 0) -> dict[str, Any]:
     """What the emulator answers ``provider``'s stress token: a body whose one dollar
     amount (DeepSeek's balance, Codex's and OpenRouter's credits, Anthropic's extra usage)
     is :func:`balance_for` -- a line of the snapshot's details :func:`identify` reads."""
-    amount = balance_for(home, generation)
+    amount = balance_for(home, generation, account)
     if provider == "deepseek":
         return {"is_available": True, "balance_infos": [{
             "currency": "USD", "total_balance": amount, "granted_balance": "0", "topped_up_balance": "0"}]}
@@ -219,8 +242,9 @@ class LatencyHistogram:
 class _Homes:
     """The throw-away homes, their token generations and the rotation timeline."""
 
-    def __init__(self, root: Path, count: int, emulator: Emulator, latency_ms: int, providers_per_home: int = 1) -> None:
-        self.root, self.emulator, self.latency_ms = root, emulator, latency_ms
+    def __init__(self, root: Path, count: int, emulator: Emulator, latency_ms: int, providers_per_home: int = 1,
+                 accounts: int = 1) -> None:
+        self.root, self.emulator, self.latency_ms, self.accounts = root, emulator, latency_ms, accounts
         self.paths = [root / f"home{i}" for i in range(count)]
         self.providers = [home_providers(i, providers_per_home) for i in range(count)]
         self.generation = [0] * count
@@ -237,12 +261,18 @@ class _Homes:
 
         env, auth = [], {}
         for provider in self.providers[index]:
-            token = token_for(index, generation, self.latency_ms, provider)
-            self.emulator.script(token, scripted_body(provider, index, generation))
-            if provider == "openai-codex":
-                auth = {"providers": {"openai-codex": {"tokens": {"access_token": token}}}}
-            else:
-                env.append(f"{ENV_NAMES[provider]}={token}\n")
+            tokens = [token_for(index, generation, self.latency_ms, provider, j) for j in range(self.accounts)]
+            for j, token in enumerate(tokens):
+                self.emulator.script(token, scripted_body(provider, index, generation, j))
+            if provider == "openai-codex" and self.accounts == 1:
+                auth = {"providers": {"openai-codex": {"tokens": {"access_token": tokens[0]}}}}
+            elif provider == "openai-codex":   # K logins: K pool rows, as Hermes keeps them
+                auth = {"credential_pool": {"openai-codex": [
+                    {"id": account_id(provider, j, self.accounts), "label": f"stress {j}", "auth_type": "oauth",
+                     "priority": j, "source": "manual:device_code", "access_token": token}
+                    for j, token in enumerate(tokens)]}}
+            else:   # Hermes' numbered keys: NAME, NAME_2, NAME_3, ...
+                env += [f"{account_id(provider, j, self.accounts)[4:]}={token}\n" for j, token in enumerate(tokens)]
         files = [(".env", "".join(env))] + ([("auth.json", json.dumps(auth))] if auth else [])
         for name, text in files:
             tmp = self.paths[index] / f"{name}.tmp"
@@ -364,12 +394,38 @@ _IDENTITY_LINES = ("Balance: $", "Credits balance: $", "Extra usage: $")
 
 def identify(snap_details: tuple[str, ...]) -> tuple[int, int] | None:
     """(home, generation) from a stress snapshot's amount line, or None."""
+    found = identify_account(snap_details)
+    return None if found is None else found[1:]
+
+
+def identify_account(snap_details: tuple[str, ...]) -> tuple[int, int, int] | None:
+    """(account, home, generation) from a stress snapshot's (or account's) amount line, or None."""
     for line in snap_details:
         if line.startswith(_IDENTITY_LINES):
             amount = line.split("$", 1)[1].split()[0].replace(",", "")
             with contextlib.suppress(ValueError):
-                return divmod(int(float(amount)), GENERATIONS_PER_HOME)
+                account, rest = divmod(int(float(amount)), ACCOUNT_STRIDE)
+                return (account, *divmod(rest, GENERATIONS_PER_HOME))
     return None
+
+
+def check_accounts(snap: Any, index: int, floor: int, accounts: int) -> Counter[str]:
+    """The per-account identity check (SPEC §18): every account of ``snap`` that answered
+    carries its own account's amount, of home ``index`` and a generation at least
+    ``floor``. Returns the violations found."""
+    found: Counter[str] = Counter()
+    expected = {account_id(snap.provider, j, accounts): j for j in range(accounts)}
+    for account in snap.accounts:
+        identity = identify_account(account.details)
+        if identity is None:
+            continue
+        if identity[1] != index:
+            found["no_cross_home"] += 1
+        elif expected.get(account.id) != identity[0]:
+            found["no_cross_account"] += 1
+        elif identity[2] < floor:
+            found["no_stale_after_rotation"] += 1
+    return found
 
 
 def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
@@ -391,7 +447,8 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     try:
         with Emulator() as emulator:
             emulator.set_fault_rate(options.fault_rate, seed=1)
-            homes = _Homes(root, options.homes, emulator, options.latency_ms, options.providers_per_home)
+            homes = _Homes(root, options.homes, emulator, options.latency_ms, options.providers_per_home,
+                           options.accounts_per_home)
             limits = {} if options.max_total_workers is None else {"max_total_workers": options.max_total_workers}
             config = ProbeConfig(pool_size=options.pool_size, provider_urls=emulator.provider_urls(),
                                  probe_timeout_s=options.timeout_s, **limits)
@@ -455,6 +512,9 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                                 paths[snap.probe.path] += 1
                                 if snap.error:
                                     errors[snap.error.code] += 1
+                                if options.accounts_per_home > 1 and snap.provider is not None:
+                                    violations.update(check_accounts(snap, index, floor, options.accounts_per_home))
+                                    continue
                                 identity = identify(snap.details)
                                 if identity is not None:
                                     if identity[0] != index:
@@ -534,6 +594,8 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
     }
     if options.home_reads:
         invariants["home_reads_list_the_home"] = violations["home_reads_list_the_home"] == 0
+    if options.accounts_per_home > 1:
+        invariants["no_cross_account"] = violations["no_cross_account"] == 0
     total = latencies.total
     return {
         "ok": all(invariants.values()),
@@ -569,7 +631,8 @@ def run_stress(options: StressOptions, progress: Callable[[int], None] = lambda 
                     "latency_ms": options.latency_ms, "fault_rate": options.fault_rate,
                     "rotate_every_s": options.rotate_every_s, "kill_every_s": options.kill_every_s,
                     "poll_interval_s": options.poll_interval_s, "max_total_workers": config.max_total_workers,
-                    "providers_per_home": options.providers_per_home, "home_reads": options.home_reads},
+                    "providers_per_home": options.providers_per_home, "home_reads": options.home_reads,
+                    "accounts_per_home": options.accounts_per_home},
     }
 
 

@@ -188,9 +188,13 @@ def _fetch_all(home: str | None, refresh: bool, as_json: bool, timeout: float | 
 @click.option("--history", "history_path", default=None, type=click.Path(dir_okay=False),
               help="History database [default: $XDG_STATE_HOME/quota-probe/history.sqlite3].")
 @click.option("--days", type=click.FloatRange(min=0.01), default=7.0, show_default=True, help="How far back.")
+@click.option("--account", default=None, metavar="ID",
+              help="One account's history (its id, as `probe fetch --json` lists it) [default: every account].")
 @click.option("--json", "as_json", is_flag=True, help="Print the /api/history shape.")
-def history(home: str | None, provider: str, history_path: str | None, days: float, as_json: bool) -> None:
-    """A home's recorded readings for one provider, with a sparkline per window."""
+def history(home: str | None, provider: str, history_path: str | None, days: float, account: str | None,
+            as_json: bool) -> None:
+    """A home's recorded readings for one provider, with a sparkline per window (per account
+    for a provider with several)."""
     import time as _time
 
     from probe.monitor.history import HistoryError, default_path, query_file
@@ -208,7 +212,7 @@ def history(home: str | None, provider: str, history_path: str | None, days: flo
         click.echo(f"Error: no history file at {path} (probe serve writes it).", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     try:
-        body = query_file(path, provider, _time.time() - days * 86400, home_path=str(resolved))
+        body = query_file(path, provider, _time.time() - days * 86400, home_path=str(resolved), account=account)
     except HistoryError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)

@@ -139,24 +139,38 @@ def sparkline(values: list[float], low: float | None = None, high: float | None 
 
 
 def history_text(body: dict, days: float) -> str:
-    """``probe history``: one line per window and balance with a sparkline."""
+    """``probe history``: one line per window and balance with a sparkline; a provider with
+    several accounts in the file (SPEC §18): those lines under each account's id."""
     if body["home"] is None:
         return f"No history for this home and provider {body['provider']} (is it configured in probe serve?)."
-    lines = [f"{body['provider']} history of home {body['home']}, last {days:g} days"]
-    rows = [(s["window"], [p["used_percent"] for p in s["points"]], 0.0, 100.0, "%") for s in body["series"]]
+    which = f" account {body['account']}" if body.get("account") is not None else ""
+    lines = [f"{body['provider']}{which} history of home {body['home']}, last {days:g} days"]
+    accounts = body.get("accounts") or []
+    if len(accounts) > 1:
+        for account in accounts:
+            lines.append(f"  account {account['account'] or '(before 0.4: not yet known)'}")
+            lines.extend(_history_rows(account["series"], account["balances"], "    "))
+        return "\n".join(lines)
+    lines.extend(_history_rows(body["series"], body["balances"], "  "))
+    return "\n".join(lines)
+
+
+def _history_rows(series: list[dict], balances: list[dict], indent: str) -> list[str]:
+    lines = []
+    rows = [(s["window"], [p["used_percent"] for p in s["points"]], 0.0, 100.0, "%") for s in series]
     # money has cents; a unit that is not money (MiniMax "points") is a count, shown as sent
     rows += [(f"{b['label']} ({b['currency']})", [p["amount"] for p in b["points"]], None, None,
-              "" if b["currency"].isupper() else "count") for b in body["balances"]]
+              "" if b["currency"].isupper() else "count") for b in balances]
     width = max((len(r[0]) for r in rows), default=0)
     for label, values, low, high, unit in rows:
         if not values:
-            lines.append(f"  {label:<{width}}  (no points)")
+            lines.append(f"{indent}{label:<{width}}  (no points)")
             continue
         if unit == "count":
             latest = f"{values[-1]:,.6f}".rstrip("0").rstrip(".")
         else:
             latest = f"{values[-1]:.1f}{unit}" if unit else f"{values[-1]:,.2f}"
-        lines.append(f"  {label:<{width}}  {sparkline(values, low, high)}  now {latest}  ({len(values)} points)")
+        lines.append(f"{indent}{label:<{width}}  {sparkline(values, low, high)}  now {latest}  ({len(values)} points)")
     if not rows:
-        lines.append("  (no points yet)")
-    return "\n".join(lines)
+        lines.append(f"{indent}(no points yet)")
+    return lines

@@ -183,3 +183,41 @@ def test_the_snapshot_windows_of_a_pool_take_their_best_accounts_recent_pace(tmp
         assert query_file(history.path, "openai-codex", 0, home_id="alice", account="nobody")["series"] == []
     finally:
         history.close()
+
+
+def test_api_history_and_probe_history_per_account(emulator, make_home, tmp_path):
+    """Over HTTP and the CLI: ``account=ID`` answers that account's series; without it a
+    pool's body lists every account (``accounts``) and ``probe history`` prints each."""
+    import httpx
+
+    from probe import ProbeConfig, ProbeService
+    from probe.server import create_app
+    from support import RunningApp, run_cli
+
+    home = make_home("hist-accounts", openrouter="sk-or-hist")
+    history = History(tmp_path / "h.sqlite3")
+    assert history.start()
+    try:
+        for minutes_ago, first, second in ((30, 20.0, 70.0), (20, 30.0, 75.0)):
+            history.submit("alice", home.resolve(), reading(minutes_ago, account("acct-a", first),
+                                                            account("acct-b", second, label="bob")))
+        assert history.flush()
+        with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service, \
+                RunningApp(create_app(service, {"alice": home}, "t" * 24, history=history)) as running, \
+                httpx.Client(base_url=running.url, timeout=30) as client:
+            params = {"home": "alice", "provider": "openai-codex"}
+            body = client.get("/api/history", params=params).json()
+            assert body["series"] == [] and [a["account"] for a in body["accounts"]] == ["acct-a", "acct-b"]
+            one = client.get("/api/history", params={**params, "account": "acct-b"}).json()
+            assert one["account"] == "acct-b" and "accounts" not in one
+            assert [p["used_percent"] for p in one["series"][0]["points"]] == [70.0, 75.0]
+            assert client.get("/api/history", params={**params, "account": ""}).status_code == 400
+            assert LABEL not in client.get("/api/history", params=params).text   # ids, not labels
+        text = run_cli("history", "--home", str(home), "--provider", "openai-codex", "--history",
+                       str(history.path)).stdout
+        assert "  account acct-a" in text and "  account acct-b" in text and "now 75.0%" in text
+        only = run_cli("history", "--home", str(home), "--provider", "openai-codex", "--history",
+                       str(history.path), "--account", "acct-a").stdout
+        assert "account acct-a history" in only and "now 30.0%" in only and "75.0" not in only
+    finally:
+        history.close()

@@ -3,7 +3,7 @@ each account's last good reading and which accounts the last read asked the work
 so that
 
 * a 429 for one account backs off **that account only** (``probe.backoff`` keyed by
-  ``(home, provider, fingerprint, account id)``): the next request tells the worker to
+  ``(home, provider, account id)``): the next request tells the worker to
   skip it, and its last good reading is shown with ``stale: true`` and the back-off error
   while the others are probed;
 * a transient failure of one account (timeout, 5xx, 429) shows its last good reading,
@@ -13,9 +13,9 @@ so that
   is asked, with the skip list, since an account cooling down in Hermes' records then may
   be due now.
 
-Entries are keyed like the cache -- ``(home, provider, fingerprint)`` -- and carry the
-home's generation: a rotation (or any credential change, which changes the fingerprint)
-makes them unreachable, so no pre-rotation reading is ever shown for a new account set.
+Entries are keyed by ``(home, provider)`` and carry the
+home's generation: a rotation (a credential change rotates the provider, SPEC §6)
+forgets them, so no pre-rotation reading is ever shown for a new account set.
 """
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ from probe.snapshot import Account, ProbeError, Snapshot
 #: failures that say nothing about the account: its last good reading stays worth showing
 TRANSIENT = frozenset({"rate_limited", "timeout", "provider_error", "bad_response", "worker_crashed", "saturated"})
 BACKING_OFF = "The provider is rate-limiting this account; it is not probed until its back-off ends."
+
+
+def account_key(key: tuple, account_id: str) -> tuple[str, str, str]:
+    """An account's back-off key: (home, provider, account id). Like the provider's own
+    back-off (keyed by (home, provider)), it outlives the credential part of the cache key
+    and goes with a rotation of the provider."""
+    return (key[0], key[1], account_id)
 
 
 @dataclass
@@ -55,8 +62,12 @@ class AccountReadings:
         self._entries: dict[tuple[str, str], _Entry] = {}
 
     def _entry(self, key: tuple, generation: int) -> _Entry | None:
+        # (home, provider) and the generation, not the whole cache key: the key's credential
+        # part changes from the files' stat to their digest when a home is first listed
+        # (probe.digests) with no credential changed -- a change rotates the provider,
+        # which bumps the generation and forgets the entry.
         entry = self._entries.get(key[:2])
-        return entry if entry is not None and entry.key == key and entry.generation == generation else None
+        return entry if entry is not None and entry.generation == generation else None
 
     def skip(self, backoff: Backoff, key: tuple, generation: int) -> tuple[tuple[str, ...], bool]:
         """(accounts to skip, whether no request is needed at all). The latter only when
@@ -67,7 +78,7 @@ class AccountReadings:
             entry = self._entry(key, generation)
             asked = entry.asked if entry is not None else ()
             every = entry is not None and entry.last is not None and len(asked) == len(entry.last.accounts)
-        skipped = tuple(account_id for account_id in asked if backoff.blocked((*key, account_id)) is not None)
+        skipped = tuple(account_id for account_id in asked if backoff.blocked(account_key(key, account_id)) is not None)
         return skipped, every and bool(asked) and len(skipped) == len(asked)
 
     def settle(self, snap: Snapshot, key: tuple, generation: int, backoff: Backoff, skipped: Collection[str] = (),
@@ -81,16 +92,16 @@ class AccountReadings:
             top = entry.top if entry is not None else None
         accounts = []
         for account in snap.accounts:
-            account_key = (*key, account.id)
+            key_of_account = account_key(key, account.id)
             if account.id in skipped:
-                blocked = backoff.blocked(account_key)
+                blocked = backoff.blocked(key_of_account)
                 account = dataclasses.replace(account, status="unavailable", probed=False, error=ProbeError(
                     "rate_limited", blocked.message if blocked is not None else BACKING_OFF))
             elif account.probed:
                 if account.error is None:
-                    backoff.succeeded(account_key)
+                    backoff.succeeded(key_of_account)
                 elif account.error.code == "rate_limited":
-                    backoff.rate_limited(account_key, account.error.retry_after_s)
+                    backoff.rate_limited(key_of_account, account.error.retry_after_s)
             if (account.probed or account.id in skipped) and account.error is not None \
                     and account.error.code in TRANSIENT and account.id in good:
                 account = dataclasses.replace(good[account.id], stale=True, error=account.error, probed=account.probed)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from probe import pool_view
-from probe.account_state import AccountReadings
+from probe.account_state import AccountReadings, account_key
 from probe.backoff import Backoff, Blocked
 from probe.cache import SnapshotCache
 from probe.coalesce import Call, InFlight
@@ -480,7 +480,7 @@ class ProbeService:
         if cached is not None and cached.account(account) is not None:
             return self._record(pool_view.only(cached, account).with_probe(
                 ProbeInfo("cache", monotonic_ms_since(started), cached.probe.worker_pid)))
-        blocked = self._backoff.blocked((*key, account))
+        blocked = self._backoff.blocked(account_key(key, account))
         snap = self._probe(provider, home_dir, deadline, started, (account,) if blocked else (), account)
         if snap.account(account) is None:
             if snap.error is not None and snap.error.code in TRANSIENT_ERRORS:
@@ -796,7 +796,7 @@ class ProbeService:
         probed = [a for a in snap.accounts if a.probed]
         if not probed or any(a.error is None or a.error.code != "rate_limited" for a in probed):
             return
-        waits = [self._backoff.blocked((*fetch.key, a.id)) for a in probed]
+        waits = [self._backoff.blocked(account_key(fetch.key, a.id)) for a in probed]
         left_s = min((b.until - time.monotonic() for b in waits if b is not None), default=0.0)
         self._cluster.share_backoff(fetch, left_s, snap.error.message)
 

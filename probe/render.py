@@ -104,7 +104,7 @@ def _account_status(account: Account, now: datetime | None) -> str:
 
 def _account_lines(snap: Snapshot, now: datetime | None) -> list[str]:
     """SPEC §18: each account of a provider with several, in the snapshot's order -- its
-    label, status, windows and retry time; the next one to use marked ``→ … next``."""
+    label, status, windows and retry time; the next one to use marked ``→``, with its reason."""
     chosen = snap.pool.next_account if snap.pool is not None else None
     lines = ["  accounts:"]
     for account in snap.accounts:

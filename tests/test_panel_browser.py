@@ -320,6 +320,9 @@ def test_panel_shows_the_best_windows_then_every_account_and_marks_the_next(chro
                 # each account's own chart (history is per account), once its points are written
                 expect(rows.nth(0).locator(".chart")).to_have_count(2, timeout=30000)
                 expect(card.locator(".windows > .window .chart")).to_have_count(0)   # best windows: no chart
+                # the account near its weekly limit fired its own 80 % alert, naming its label
+                alert = page.locator('#alerts li[data-account="c0de02"][data-threshold="80"]')
+                expect(alert).to_contain_text("openai-codex (team@example.com) · Weekly reached 80%", timeout=30000)
                 # two numbered OpenRouter keys: two accounts
                 expect(page.locator('.card[data-provider="openrouter"] .account')).to_have_count(2)
                 # the profile: its own single OpenRouter key is 0.3's card; its Codex card has the

@@ -259,9 +259,9 @@ class History:
         self._clock = clock
         #: per (home id, provider): (Unix seconds, clock) of the last reading recorded
         self._anchors: dict[tuple[str, str], tuple[int, float]] = {}
-        #: runs inside a reading's transaction (alerts decide there) with each window's
-        #: instance by label (windows of a late reading that would start an instance are
-        #: left out), then ``committed`` after it
+        #: runs inside a reading's transaction (alerts decide there) with each recorded
+        #: window's instance by (account id, window label) (windows of a late reading that
+        #: would start an instance are left out), then ``committed`` after it
         self.after_write: Callable[[sqlite3.Connection, str, Snapshot, dict[tuple[str, str], Instance]], None] \
             | None = None
         self.committed: Callable[[], None] | None = None

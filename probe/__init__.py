@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Callable, Collection
 from typing import Any
 
 from probe.config import ProbeConfig
@@ -45,14 +46,21 @@ async def afetch(provider: str, *, home: HomeArg = None, refresh: bool = False,
     return await _service().afetch(provider, home=home, refresh=refresh, timeout=timeout, account=account)
 
 
-def fetch_home(*, home: HomeArg = None, refresh: bool = False, timeout: float | None = None) -> list[Snapshot]:
-    """Every provider ``home`` has a credential for, read in one worker request (SPEC §17)."""
-    return _service().fetch_home(home=home, refresh=refresh, timeout=timeout)
+def fetch_home(*, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
+               providers: Collection[str] | None = None,
+               on_snapshot: Callable[[Snapshot], None] | None = None) -> list[Snapshot]:
+    """Every provider ``home`` has a credential for, read in one worker request (SPEC §17);
+    ``providers`` and ``on_snapshot`` as :meth:`ProbeService.fetch_home`."""
+    return _service().fetch_home(home=home, refresh=refresh, timeout=timeout, providers=providers,
+                                 on_snapshot=on_snapshot)
 
 
-async def afetch_home(*, home: HomeArg = None, refresh: bool = False,
-                      timeout: float | None = None) -> list[Snapshot]:
-    return await _service().afetch_home(home=home, refresh=refresh, timeout=timeout)
+async def afetch_home(*, home: HomeArg = None, refresh: bool = False, timeout: float | None = None,
+                      providers: Collection[str] | None = None) -> list[Snapshot]:
+    """No ``on_snapshot`` here: it would be called on the service's threads, not the event
+    loop's -- an async caller that wants answers as they come awaits :func:`afetch` per
+    provider."""
+    return await _service().afetch_home(home=home, refresh=refresh, timeout=timeout, providers=providers)
 
 
 def invalidate(*, home: HomeArg = None, provider: str | None = None) -> None:

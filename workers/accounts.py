@@ -488,11 +488,16 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
     skipped = frozenset(skip)
     todo = [a for a in accounts if a.verdict is None and a.id not in skipped]
     results: dict[str, dict[str, Any]] = {}
+    claimed: set[str] = set()
     lock = threading.Lock()
 
     deadline = time.monotonic() + timeout_s
 
     def one(account: Account) -> None:
+        with lock:   # each account is probed once, whichever thread gets to it first
+            if account.id in claimed:
+                return
+            claimed.add(account.id)
         # an account queued behind MAX_PARALLEL others gets what is left of the request's
         # time, not a fresh timeout: every answer is in before the parent's deadline
         left_s = deadline - time.monotonic()
@@ -509,12 +514,17 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
     if len(todo) > 1:   # this thread probes the first; at most MAX_PARALLEL - 1 more alongside
         with ThreadPoolExecutor(min(MAX_PARALLEL - 1, len(todo) - 1), thread_name_prefix=f"probe-{provider_name}") \
                 as pool:
-            rest = [pool.submit(one, account) for account in todo[1:]]
+            rest = []
+            for account in todo[1:]:
+                try:
+                    rest.append(pool.submit(one, account))
+                except RuntimeError:   # no thread could be started ("can't start new thread"):
+                    break              # this thread probes what is left, below
             one(todo[0])
             for future in rest:
                 future.result()
-    elif todo:
-        one(todo[0])
+    for account in todo:   # (one() skips an account a pool thread has probed)
+        one(account)
     entries = [_entry(a, results.get(a.id), a.id in skipped) for a in accounts]
     answered = [results[a.id] for a in accounts if a.id in results]
     # the snapshot's own title and source: an account that answered names them (a failed

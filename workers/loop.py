@@ -267,11 +267,18 @@ class Loop:
     def _probe_in(self, home, provider: str, timeout_s: float, skip: Any = (), account: str | None = None) -> dict:
         from workers.accounts import probe_accounts
         from workers.credentials import load_home
+        from workers.providers import contained
         from workers.result import failure
 
         if home is None:
             return failure(provider, "home_not_found", "The worker's home directory does not exist.")
-        return probe_accounts(provider, home, self.http(), timeout_s, skip=skip, only=account, load_root=load_home)
+        try:
+            return probe_accounts(provider, home, self.http(), timeout_s, skip=skip, only=account,
+                                  load_root=load_home)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- one provider's failure is that provider's answer: an
+            return contained(provider, exc)   # exception here would cost the others of a home read theirs
 
     def probe_home(self, providers: list[str], timeout_s: float, partial: Callable[[dict], None],
                    skip: dict[str, list[str]] | None = None) -> int:
@@ -279,7 +286,9 @@ class Loop:
         as it is ready; the count once all are in. One thread per provider but the first,
         which this thread probes itself (a home of one costs no thread). The home's files
         are read once, before the threads start: every provider of one request sees the
-        same credentials, and no two threads re-read them at once. A provider that
+        same credentials, and no two threads re-read them at once. A provider whose code
+        raises is answered ``bad_response`` at once (``workers.providers.contained``), on
+        whichever thread it ran -- never a missing line the parent waits for. A provider that
         outlives its ``timeout_s`` (a plugin stuck outside ``ctx``) holds the request
         open: the parent answers it ``timeout`` at its own deadline and kills this
         process -- the others' lines have gone out already."""

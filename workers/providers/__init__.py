@@ -222,13 +222,26 @@ def run_probe(provider: str, home: "HomeCredentials", http: "ProviderHttp", time
         return to_snapshot(provider, loaded.label, loaded.module.probe(ctx))
     except ProbeFailure as exc:
         return from_failure(provider, loaded.label, exc)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- a provider bug or an unforeseen response shape
-        kind = "adapter" if loaded.spec.builtin else "plugin"
-        print(f"workers: {provider} {kind} raised {type(exc).__name__}", file=sys.stderr, flush=True)
-        if loaded.spec.builtin:
-            return failure(provider, "bad_response", f"The {provider} response could not be understood.")
-        return failure(provider, "bad_response", f"The {provider} provider plugin failed while probing "
-                                                 "(run with PROBE_DEBUG=1 to log the exception type).")
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 -- a provider bug or an unforeseen response shape
+        return contained(provider, exc)
+
+
+def contained(provider: str, exc: BaseException) -> dict:
+    """The snapshot dict for an exception out of a provider's code (SPEC §16): only its
+    type goes to stderr, never its text (it could quote response data or a credential);
+    ``bad_response`` saying whether the built-in adapter or the plugin failed."""
+    from workers.result import failure
+
+    spec = spec_for(provider)
+    builtin = spec is None or spec.builtin
+    print(f"workers: {provider[:64]} {'adapter' if builtin else 'plugin'} raised {type(exc).__name__}",
+          file=sys.stderr, flush=True)
+    if builtin:
+        return failure(provider, "bad_response", f"The {provider} response could not be understood.")
+    return failure(provider, "bad_response", f"The {provider} provider plugin failed while probing "
+                                             "(run with PROBE_DEBUG=1 to log the exception type).")
 
 
 def credential_status(provider: Provider, home: "HomeCredentials") -> str:

@@ -1,4 +1,5 @@
-"""Reading history in SQLite (SPEC §14): one point per window and per balance, kept for
+"""Reading history in SQLite (SPEC §14): one point per window and per balance of each account
+(SPEC §18: series and alerts are keyed by the account's id, schema 3), kept for
 ``--history-days`` days, so a quota's past can be charted and its recent burn rate known.
 
 Threads and connections -- why this shape:
@@ -665,7 +666,7 @@ def query_file(path: Path, provider: str, since: float, *, home_id: str | None =
         series = conn.execute("SELECT id, account, kind, label, currency FROM series WHERE home = ? AND provider = ? "
                               "ORDER BY kind DESC, id", (row[0], provider)).fetchall()
         per_account: dict[str, dict[str, Any]] = {}
-        for series_id, owner, kind, label, currency in sorted(series, key=lambda s: s[0]):
+        for owner in [row[1] for row in sorted(series)]:     # by series id: the order first recorded
             per_account.setdefault(owner, {"account": owner, "series": [], "balances": []})
         for series_id, owner, kind, label, currency in series:
             if account is not None and owner != account:

@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 
 from probe import pool_view
 from probe.backoff import Backoff
-from probe.snapshot import Account, ProbeError, Snapshot
+from probe.snapshot import TRANSIENT_ERRORS, Account, ProbeError, Snapshot
 
-#: failures that say nothing about the account: its last good reading stays worth showing
-TRANSIENT = frozenset({"rate_limited", "timeout", "provider_error", "bad_response", "worker_crashed", "saturated"})
 BACKING_OFF = "The provider is rate-limiting this account; it is not probed until its back-off ends."
 
 
@@ -103,7 +101,7 @@ class AccountReadings:
                 elif account.error.code == "rate_limited":
                     backoff.rate_limited(key_of_account, account.error.retry_after_s)
             if (account.probed or account.id in skipped) and account.error is not None \
-                    and account.error.code in TRANSIENT and account.id in good:
+                    and account.error.code in TRANSIENT_ERRORS and account.id in good:
                 account = dataclasses.replace(good[account.id], stale=True, error=account.error, probed=account.probed)
             accounts.append(account)
         final = pool_view.assemble(dataclasses.replace(snap, accounts=tuple(accounts)))

@@ -47,7 +47,7 @@ from probe.home_read import HomePart, HomeRead, InOrder
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
 from probe.pool.pool import RecycleLimits
 from probe.pool.registry import PoolRegistry
-from probe.snapshot import Account, ProbeInfo, Snapshot, monotonic_ms_since
+from probe.snapshot import TRANSIENT_ERRORS, Account, ProbeInfo, Snapshot, monotonic_ms_since
 from probe.pool.spawner import Spawner
 from probe.stats import Stats
 from probe.pool.worker import Worker, WorkerFailed, WorkerProtocolError
@@ -56,11 +56,6 @@ T = TypeVar("T")
 
 HomeArg = str | PathLike[str] | None
 
-#: failures that say nothing about the account: the last good snapshot stays worth showing
-#: (``credentials_unreadable``: a credential file, or the secret it refers to, cannot be read
-#: right now -- SPEC §2 keeps the provider's last good reading, marked stale)
-TRANSIENT_ERRORS = frozenset({"rate_limited", "timeout", "provider_error", "bad_response",
-                              "worker_crashed", "saturated", "credentials_unreadable"})
 
 SATURATED = "Every probe slot is busy; try again shortly."
 #: the ``source`` of a pool-only provider's snapshot (no request: Hermes' own records)

@@ -24,6 +24,12 @@ ERROR_CODES = (
 )
 #: errors that describe the account, not a passing condition: worth caching like a success
 DEFINITIVE_ERRORS = frozenset({"no_credentials", "unauthorized", "forbidden", "token_expired"})
+#: failures that say nothing about the account: its last good reading stays worth showing,
+#: marked stale -- a provider's (``probe.service``) and one account's (``probe.account_state``)
+#: (``credentials_unreadable``: a credential file, or the secret it refers to, cannot be read
+#: right now -- SPEC §2 keeps the last good reading)
+TRANSIENT_ERRORS = frozenset({"rate_limited", "timeout", "provider_error", "bad_response",
+                              "worker_crashed", "saturated", "credentials_unreadable"})
 
 
 def utc_now_iso() -> str:

@@ -349,17 +349,23 @@ def _unique_ids(accounts: list[Account]) -> None:
             account.id = f"{base}#{counts[base]}"
 
 
-def _home_secrets(accounts: list[Account], *homes: "HomeCredentials | None") -> set[str]:
-    secrets = {a.token for a in accounts if a.token and len(a.token) >= 8}
+def label_secrets(rows: Iterable[dict[str, Any]], *homes: "HomeCredentials | None") -> set[str]:
+    """Values a label must not quote (SPEC §18): every secret-named field of ``rows``
+    (``token``, ``key``, ``secret``, ``password`` in its name) and each home's ``.env``
+    values -- 8 characters or more."""
+    secrets: set[str] = set()
     for creds in homes:
-        if creds is None:
-            continue
-        if not creds.env_error:
+        if creds is not None and not creds.env_error:
             secrets |= {v.strip() for v in creds.env.values() if isinstance(v, str) and len(v.strip()) >= 8}
-        for account in accounts:
-            secrets |= {v.strip() for k, v in account.fields.items() if isinstance(k, str) and isinstance(v, str)
-                        and len(v.strip()) >= 8 and any(part in k.lower() for part in _SECRET_FIELD_PARTS)}
+    for row in rows:
+        secrets |= {v.strip() for k, v in row.items() if isinstance(k, str) and isinstance(v, str)
+                    and len(v.strip()) >= 8 and any(part in k.lower() for part in _SECRET_FIELD_PARTS)}
     return secrets
+
+
+def _home_secrets(accounts: list[Account], *homes: "HomeCredentials | None") -> set[str]:
+    return {a.token for a in accounts if a.token and len(a.token) >= 8} | \
+        label_secrets([a.fields for a in accounts], *homes)
 
 
 def clean_label(raw: Any, position: int, secrets: set[str]) -> str:

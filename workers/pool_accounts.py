@@ -16,25 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workers.accounts import MAX_ACCOUNTS, _rows, clean_label, cooldown_until, machine_wide
+from workers.accounts import MAX_ACCOUNTS, _rows, clean_label, cooldown_until, label_secrets, machine_wide
 from workers.providers.credential_pool import unreadable
 from workers.result import ProbeFailure, iso_utc
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
 
-SECRET_FIELD_PARTS = ("token", "key", "secret", "password")
 MAX_ID = 64
-
-
-def _secrets(rows: list[dict[str, Any]], home: "HomeCredentials") -> set[str]:
-    """Values a label must not quote: the rows' secret fields and the home's ``.env`` values."""
-    found = {v.strip() for v in home.env.values() if isinstance(v, str) and len(v.strip()) >= 8} \
-        if not home.env_error else set()
-    for row in rows:
-        found |= {v.strip() for k, v in row.items() if isinstance(k, str) and isinstance(v, str)
-                  and len(v.strip()) >= 8 and any(part in k.lower() for part in SECRET_FIELD_PARTS)}
-    return found
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -56,7 +45,7 @@ def pool_only_accounts(provider: str, home: "HomeCredentials", now: float) -> li
     if not indexed:
         return None
     rows = [row for _, row in indexed]
-    secrets = _secrets(rows, home)
+    secrets = label_secrets(rows, home)
     sole = sum(row.get("last_status") != "dead" for row in rows) == 1
     accounts = []
     for position, (index, row) in enumerate(indexed, start=1):

@@ -97,7 +97,9 @@ def test_sigterm_to_the_backend_mid_probe_reaps_every_child(tmp_path):
         home = str(demo_root(server) / "main")
         base = f"http://127.0.0.1:{port}"
         httpx.get(f"{base}/api/quota", params={"home": "main"}, timeout=30)
-        (Path(home) / ".env").write_text("DEEPSEEK_API_KEY=sk-demo-slow3000-\n")
+        # 1.5 s: well inside the 4 s a request in flight gets after SIGTERM (GRACEFUL_S), even
+        # with an exec-started worker on a loaded machine
+        (Path(home) / ".env").write_text("DEEPSEEK_API_KEY=sk-demo-slow1500-\n")
         in_flight = threading.Thread(target=lambda: answers.append(
             httpx.get(f"{base}/api/quota", params={"home": "main", "provider": "deepseek"}, timeout=30)))
         in_flight.start()

@@ -177,3 +177,17 @@ def test_a_disk_cache_entry_stamped_in_the_future_is_stale(tmp_path):
     assert cache.read(fetch) is not None
     clocks.wall_s -= 3600
     assert cache.read(fetch) is None
+
+
+def test_a_cache_file_nested_100000_deep_is_ignored_not_a_recursion_error(emulator, make_home, tmp_path):
+    """The disk cache trusts its files no more than Redis (issue 26 second look): a file
+    another process or a broken disk left nested past any depth is a corrupt entry."""
+    home = make_home("deep", deepseek="sk-deep-file")
+    config = ProbeConfig(cache_dir=tmp_path / "cache", provider_urls=emulator.provider_urls())
+    with ProbeService(config) as service:
+        service.fetch("deepseek", home=home)
+    (cached,) = list((tmp_path / "cache").rglob("*.json"))
+    cached.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with ProbeService(config) as service:
+        snap = service.fetch("deepseek", home=home)
+    assert snap.available and snap.probe.path != "cache"

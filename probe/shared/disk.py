@@ -39,6 +39,7 @@ from pathlib import Path
 
 import filelock
 
+from probe import strict_json
 from probe.shared import Fetch
 from probe.snapshot import Snapshot
 
@@ -95,7 +96,7 @@ class DiskCache:
         home, provider, _ = fetch.key
         path = self._file(home, provider)
         try:
-            data = json.loads(path.read_bytes())
+            data = strict_json.loads(path.read_bytes())   # a deep nest is a ValueError here, not a RecursionError
             if not self._fresh(data) or not _same_credentials(data, _credentials(fetch)):
                 return None
             if written_after is not None and data["written_at"] < written_after:

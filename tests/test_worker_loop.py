@@ -159,19 +159,24 @@ def test_the_trap_is_real_a_child_forked_by_a_dying_thread_is_killed(tmp_path):
     """Control for the test above: forking from the short-lived thread itself gets the
     worker SIGKILLed when that thread ends, so the spawner thread is what saves it."""
     box: list[subprocess.Popen] = []
+    pinged: list[bool] = []
 
     def fork_and_leave():
         proc = start_raw(tmp_path)
-        assert ask(proc, b'{"id": 1, "op": "ping"}')["ok"]  # the child is up: its prctl is armed
-        box.append(proc)
+        box.append(proc)   # before anything can fail: the process is reaped below whatever happens
+        pinged.append(ask(proc, b'{"id": 1, "op": "ping"}')["ok"])  # the child is up: its prctl is armed
 
     thread = threading.Thread(target=fork_and_leave)
     thread.start()
     thread.join()
     proc = box[0]
     try:
+        assert pinged == [True]
         assert proc.wait(10) == -9
     finally:
+        if proc.poll() is None:   # a Popen left unreaped warns "still running" at some later GC,
+            proc.kill()           # blamed on whichever test runs then
+            proc.wait()
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             pipe.close()
 

@@ -105,9 +105,13 @@ class HermesRoot:
                 built_in.append("deepseek")   # listed; its reference is never sent (SPEC §2)
             built_in += ["zai", "nous"]
             return built_in + ["gemini", "xai"]
+        # A profile also has what it borrows (SPEC §18): for a provider with no rows in its
+        # own pool, Hermes uses the root's rows and login -- the root's Codex, OpenRouter,
+        # Anthropic (PKCE) and Nous; not z.ai, whose stripped env: row needs the profile's
+        # own .env, nor the pool-only ids.
         if profile == "work":
-            return ["anthropic", "kimi-coding"]
-        return []
+            return ["anthropic", "openai-codex", "openrouter", "kimi-coding", "nous"]
+        return ["anthropic", "openai-codex", "openrouter", "nous"]
 
     def served_providers(self, profile: str = "default") -> list[str]:
         """Providers whose probe reaches the emulator with a token of :attr:`tokens`."""

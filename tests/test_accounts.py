@@ -570,3 +570,25 @@ def test_a_malformed_pool_never_fails_the_read_the_env_key_is_still_an_account(t
     home = home_with(tmp_path, env={"OPENROUTER_API_KEY": "sk-or-still-here"}, auth={"credential_pool": pool})
     got = accounts("openrouter", home)
     assert [a.id for a in got if a.verdict is None] == ["env:OPENROUTER_API_KEY"]
+
+
+def test_a_profile_with_no_credential_of_its_own_lists_what_it_borrows_from_the_root(emulator, tmp_path,
+                                                                                    make_service):
+    """SPEC §18 / PROVIDERS.md "Accounts": Hermes uses the root's rows for a provider with
+    none in the profile's pool, so the profile has that provider -- listed, and probed with
+    the root's token, read-only."""
+    import json as json_
+
+    root = tmp_path / "hermes-borrow"
+    profile = root / "profiles" / "fresh"
+    profile.mkdir(parents=True)
+    token = "sk-or-v1-borrowed-from-root"
+    auth = {"credential_pool": {"openrouter": [{"id": "0a0b0c", "label": "team key", "source": "manual",
+                                                "auth_type": "api_key", "priority": 0, "access_token": token}]}}
+    (root / "auth.json").write_text(json_.dumps(auth))
+    before = (root / "auth.json").read_bytes()
+    service = make_service(pool_size=1)
+    [snap] = service.fetch_home(home=profile)
+    assert snap.provider == "openrouter" and snap.available, snap
+    assert [a.id for a in snap.accounts] == ["0a0b0c"]
+    assert emulator.count(token=token) >= 1 and (root / "auth.json").read_bytes() == before

@@ -65,10 +65,19 @@ def test_the_cli_reads_a_hermes_root_and_its_profiles(emulator, tmp_path):
     assert [line.split(" — ")[0] for line in text.stdout.splitlines() if " — " in line] == root.expected_providers()
 
     work = run_cli("fetch", "--home", str(root.home("work")), "--json", env=env)
-    assert [s["provider"] for s in json.loads(work.stdout)] == root.expected_providers("work")
-    assert work.returncode == 0, work.stdout
-    scratch = run_cli("fetch", "--home", str(root.home("scratch")), env=env)
-    assert scratch.returncode == 1 and "No provider credentials in this home" in scratch.stdout
+    work_snaps = {s["provider"]: s for s in json.loads(work.stdout)}
+    assert list(work_snaps) == root.expected_providers("work")
+    # the borrowed OpenRouter rows: the root's stripped env: row finds no key in the
+    # profile's own .env, and its manual key is cooling after a 402 -- an error card, exit 1
+    assert sorted(a["status"] for a in work_snaps["openrouter"]["accounts"]) == ["exhausted", "unavailable"]
+    assert all(s["available"] for name, s in work_snaps.items() if name != "openrouter")
+    assert work.returncode == 1, work.stdout
+    scratch = run_cli("fetch", "--home", str(root.home("scratch")), "--json", env=env)   # borrows the root's
+    assert [s["provider"] for s in json.loads(scratch.stdout)] == root.expected_providers("scratch")
+    empty = tmp_path / "never-logged-in"
+    empty.mkdir()
+    nothing = run_cli("fetch", "--home", str(empty), env=env)
+    assert nothing.returncode == 1 and "No provider credentials in this home" in nothing.stdout
 
 
 def test_the_cli_reads_the_env_as_hermes_writes_it(emulator, tmp_path):
@@ -86,7 +95,9 @@ def test_the_cli_reads_the_env_as_hermes_writes_it(emulator, tmp_path):
 @pytest.fixture
 def hermes_backend(emulator, tmp_path):
     root = build_hermes_root(tmp_path, messy=TIDY)
-    homes = {"hermes": root.home(), "work": root.home("work"), "scratch": root.home("scratch")}
+    empty = tmp_path / "never-logged-in"
+    empty.mkdir()
+    homes = {"hermes": root.home(), "work": root.home("work"), "scratch": root.home("scratch"), "empty": empty}
     with ProbeService(ProbeConfig(provider_urls=emulator.provider_urls())) as service:
         with RunningApp(create_app(service, homes, "hermes-homes-token-0123456789", poll_s=7)) as running:
             yield running, root
@@ -104,7 +115,9 @@ def test_http_lists_a_hermes_root_by_profile_id(hermes_backend):
         assert [s["provider"] for s in again] == root.expected_providers()
         work = client.get("/api/quota", params={"home": "work"}).json()
         assert [s["provider"] for s in work] == root.expected_providers("work")
-        assert client.get("/api/quota", params={"home": "scratch"}).json() == []
+        scratch = client.get("/api/quota", params={"home": "scratch"}).json()
+        assert [s["provider"] for s in scratch] == root.expected_providers("scratch")
+        assert client.get("/api/quota", params={"home": "empty"}).json() == []
         metrics = client.get("/metrics").text
         assert 'home="hermes",provider="xai"' in metrics
 
@@ -153,7 +166,7 @@ def test_the_panel_writes_pool_times_in_local_time_and_an_empty_home_as_a_card(c
             expect(card.locator(".details")).to_contain_text(f"until {stamp}")
             assert " UTC" not in card.locator(".details").inner_text()
             card_width = page.locator(".card").first.bounding_box()["width"]
-            page.select_option("#home", "scratch")
+            page.select_option("#home", "empty")
             empty = page.locator(".empty-state")
             expect(empty).to_contain_text("No provider credentials in this home", timeout=30_000)
             assert abs(empty.bounding_box()["width"] - card_width) <= 1

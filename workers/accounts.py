@@ -202,7 +202,7 @@ def _rows(auth: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
     return sorted(indexed, key=lambda item: _priority(item[1]))   # stable: file order within a priority
 
 
-def _root_of(home: "HomeCredentials") -> Path | None:
+def root_of(home: "HomeCredentials") -> Path | None:
     """The root home of a Hermes profile home (``<root>/profiles/<name>``), else None."""
     path = Path(home.home)
     return path.parent.parent if path.parent.name == "profiles" else None
@@ -230,7 +230,7 @@ def enumerate_accounts(provider: "Provider", home: "HomeCredentials", now: float
     rows_home: "HomeCredentials | None" = home
     rows = _rows(auth, pool[0]) if pool else []
     root = None
-    if pool and not rows and load_root is not None and (root_dir := _root_of(home)) is not None:
+    if pool and not rows and load_root is not None and (root_dir := root_of(home)) is not None:
         root = load_root(root_dir)
         rows = _rows({} if root.auth_error else root.auth, pool[0])
         rows_home = root

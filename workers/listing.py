@@ -10,7 +10,8 @@ The list, in SPEC §17's fixed order:
 1. every registered provider -- built-ins in PROVIDERS.md's table order, then plugins by
    name (``workers.providers.specs``) -- for which ``workers.providers.credential_status``
    says yes: one of its ``CREDENTIALS`` places holds a value, the very rule its probe and
-   ``probe doctor`` use. A plugin that declares no ``CREDENTIALS`` is listed too, and named
+   ``probe doctor`` use -- or, in a Hermes profile home, the root's pool or login that the
+   profile borrows holds one (SPEC §18). A plugin that declares no ``CREDENTIALS`` is listed too, and named
    in ``undeclared``: only a probe can tell (SPEC §16), and the parent drops it from the
    home's list when that probe answers ``no_credentials``. A plugin that cannot be used
    is listed, so the home shows its ``plugin_error`` instead of silently missing a card;
@@ -63,7 +64,7 @@ def home_listing(home: "HomeCredentials") -> dict[str, Any]:
             print(f"workers: checking the {name} credential places raised {type(exc).__name__}", file=sys.stderr,
                   flush=True)
             status = FOUND   # listed: its probe says what is wrong
-        if status == NONE:
+        if status == NONE and not _borrows_root(provider, home):
             continue
         listed.append(name)
         if status != FOUND:
@@ -75,6 +76,24 @@ def home_listing(home: "HomeCredentials") -> dict[str, Any]:
     digests.update((name, _digest(name, name, home)) for name in pool_only)
     return {"providers": listed + pool_only, "pool_only": pool_only, "undeclared": undeclared,
             "unreadable": unreadable, "pool_only_unreadable": not pool_readable(home), "digests": digests}
+
+
+def _borrows_root(provider: Any, home: "HomeCredentials") -> bool:
+    """A Hermes profile home with no credential of its own for the provider, whose root
+    pools one for it (SPEC §18: Hermes uses the root's rows, and the root's login, for a
+    provider with none in the profile's pool): the profile has that provider too."""
+    from workers.accounts import enumerate_accounts, root_of
+    from workers.credentials import load_home
+
+    if provider.error is not None or provider.module is None or root_of(home) is None:
+        return False
+    try:
+        accounts = enumerate_accounts(provider, home, 0.0, load_home, resolve=False)
+    except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
+        print(f"workers: reading the root's {provider.spec.name} accounts raised {type(exc).__name__}",
+              file=sys.stderr, flush=True)
+        return False
+    return any(account.token for account in accounts)
 
 
 def _digest(name: str, module: Any, home: "HomeCredentials") -> str | None:

@@ -331,6 +331,14 @@ class ProbeService:
         with self._rotation_lock(str(target)):
             self._rotate_locked(target, None if provider is None else (provider,))
 
+    def forget_home(self, home: HomeArg) -> None:
+        """The backend stopped serving ``home`` (a profile removed, a reload): everything
+        :meth:`invalidate` drops, and its pool leaves the registry. A request still in
+        flight for it answers as usual; a later one for the same directory starts over."""
+        target = home_path(home)
+        self.invalidate(home=target)
+        self._registry.remove(target)
+
     def _rotate_locked(self, home: Path | None, providers: Collection[str] | None, *,
                        announce: bool = True) -> None:
         """Generation bump + cache drop first, so no probe running now can store its

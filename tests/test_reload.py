@@ -84,3 +84,57 @@ def test_a_reload_that_fails_keeps_everything(running, caplog):
     assert (dict(served), service.config, watcher.options) == (*before, options)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "not valid TOML" in errors[0] and "stays" in errors[0]
+
+
+def test_a_home_removed_while_its_requests_are_in_flight_answers_them_and_leaves_no_pool(running, make_home,
+                                                                                           emulator):
+    """A request for a home that a reload (or a profile scan) removes while the request is
+    in flight answers 200 with its snapshot -- it used to look the id up again afterwards
+    and answer 500 (KeyError) -- one of a single provider and a home read alike; a new
+    request for the id gets the unknown-home 404; and the removed homes' pools leave the
+    registry (one empty pool per profile ever served used to stay)."""
+    import threading
+
+    import httpx
+
+    from probe.server import create_app
+    from support import RunningApp
+
+    options, service, served, reader, _ = running
+    tokens = {name: f"sk-inflight-{name}" for name in ("a", "b", "c")}    # counted by this test alone
+    homes = {name: make_home(f"inflight-{name}", deepseek=token).resolve() for name, token in tokens.items()}
+    c = homes["c"]
+    served.replace(homes)
+    watcher = HomeWatcher(options, HomeSet(options.homes), served, service, reader, None)
+    gates = [emulator.hold(tokens["a"]), emulator.hold(tokens["b"])]
+    answers: dict[str, httpx.Response] = {}
+    try:
+        with RunningApp(create_app(service, served, "t" * 32, reader=reader)) as app:
+            def get(name: str, **params: str) -> None:
+                with httpx.Client(base_url=app.url, timeout=30) as client:
+                    answers[name] = client.get("/api/quota", params=params)
+
+            threads = [threading.Thread(target=get, args=("one",), kwargs={"home": "a", "provider": "deepseek"}),
+                       threading.Thread(target=get, args=("all",), kwargs={"home": "b"})]
+            for thread in threads:
+                thread.start()
+            assert emulator.wait_for(1, token=tokens["a"]) and emulator.wait_for(1, token=tokens["b"])
+            watcher.apply_homes({"c": c})           # both homes go while their probes are held
+            for gate in gates:
+                gate.set()
+            for thread in threads:
+                thread.join(30)
+            assert answers["one"].status_code == 200, answers["one"].text
+            assert answers["one"].json()["home"] == "a" and answers["one"].json()["available"]
+            assert answers["all"].status_code == 200, answers["all"].text
+            assert [(s["home"], s["provider"], s["available"]) for s in answers["all"].json()] == \
+                [("b", "deepseek", True)]
+            with httpx.Client(base_url=app.url, timeout=30) as client:
+                again = client.get("/api/quota", params={"home": "a", "provider": "deepseek"})
+                assert again.status_code == 404 and again.json()["error"]["code"] == "home_not_found"
+                assert client.get("/api/quota", params={"home": "c", "provider": "deepseek"}).json()["available"]
+        assert set(service.stats()["homes"]) == {str(c)}     # no pool of a removed home stays
+        assert reader.latest("a", "deepseek") is None and reader.latest("b", "deepseek") is None
+    finally:
+        for gate in gates:
+            gate.set()

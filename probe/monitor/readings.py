@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probe.home_list import HomeListFailed
-from probe.snapshot import Snapshot
+from probe.snapshot import ProbeInfo, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -81,44 +81,56 @@ class Reader:
         self.readings = readings or Readings()
         self.history = history
 
-    def fetch(self, home_id: str, provider: str, *, refresh: bool) -> Snapshot:
+    def fetch(self, home_id: str, provider: str, *, refresh: bool, home: Path | None = None) -> Snapshot:
         """A fetch through the service (cache, coalescing and back-off rules apply). With
         history, the pace is projected from recent points and the reading is queued for the
-        history writer (a queue put: the fetch never waits for the disk)."""
-        home = self.homes[home_id]
+        history writer (a queue put: the fetch never waits for the disk).
+
+        ``home``: the id's directory as the caller found it (:meth:`_directory`)."""
+        home = self._directory(home_id, home)
+        if home is None:
+            return _unserved(provider, home_id)
         generation = self.service.generation(home)
         snap = self.service.fetch(provider, home=home, refresh=refresh)
         return self._recorded(home_id, home, snap, generation, self._unrotated(home, generation))
 
-    def fetch_home(self, home_id: str, *, refresh: bool, providers: "Collection[str] | None" = None) -> list[Snapshot]:
+    def fetch_home(self, home_id: str, *, refresh: bool, providers: "Collection[str] | None" = None,
+                   home: Path | None = None) -> list[Snapshot]:
         """A home read through the service (``ProbeService.fetch_home``: one worker
         request for whatever needs a probe), each provider's answer recorded exactly as
         :meth:`fetch` records one. The one snapshot of a home that could not be listed
         (``"provider": null``) is answered, not recorded: it is no provider's reading."""
-        home = self.homes[home_id]
+        home = self._directory(home_id, home)
+        if home is None:
+            return [_unserved(None, home_id)]
         generation = self.service.generation(home)
         snaps = self.service.fetch_home(home=home, refresh=refresh, providers=providers)
         unrotated = self._unrotated(home, generation)
         return [self._recorded(home_id, home, snap, generation, unrotated) if snap.provider is not None else snap
                 for snap in snaps]
 
-    def read_home(self, home_id: str, *, refresh: bool, from_readings: bool) -> list[Snapshot]:
+    def read_home(self, home_id: str, *, refresh: bool, from_readings: bool,
+                  home: Path | None = None) -> list[Snapshot]:
         """What the panel shows for a home: with ``from_readings`` (a background refresher
         keeps them) the latest reading of each listed provider, and one home read for the
         ones that have none -- a pool-only id always among them: the refresher's reading of
         Hermes' records may be an interval old, while the service's cache (one worker
         request per ``cache_ttl_s``, no provider request) keeps its exhaustion times
         current. Without ``from_readings``, or with ``refresh``, a home read of all."""
+        home = self._directory(home_id, home)
+        if home is None:
+            return [_unserved(None, home_id)]
         if refresh or not from_readings:
-            return self.fetch_home(home_id, refresh=refresh)
+            return self.fetch_home(home_id, refresh=refresh, home=home)
         try:
-            listing = self.service.home_providers(self.homes[home_id])
+            listing = self.service.home_providers(home)
         except HomeListFailed as exc:
             return [exc.snapshot]
-        latest = {name: self.latest(home_id, name) for name in listing.names if name not in listing.pool_only}
+        latest = {name: self.latest(home_id, name, home=home) for name in listing.names
+                  if name not in listing.pool_only}
         missing = [name for name in listing.names if latest.get(name) is None]
-        fetched = {snap.provider: snap for snap in self.fetch_home(home_id, refresh=False, providers=missing)} \
-            if missing else {}
+        fetched = {snap.provider: snap for snap in self.fetch_home(home_id, refresh=False, providers=missing,
+                                                                   home=home)} if missing else {}
         if None in fetched:   # the home went away between the list and the read
             return [fetched[None]]
         return [snap for snap in (latest.get(name) or fetched.get(name) for name in listing.names) if snap is not None]
@@ -140,11 +152,33 @@ class Reader:
             if unrotated:
                 self.history.submit(home_id, home, snap)
         self.readings.record(home_id, snap, generation)
+        if self.homes.get(home_id) != home:
+            # the id was dropped (or moved) while this read ran: its reading must not
+            # outlive the watcher's forget. Checked after the record, so a forget that ran
+            # before it is made good here.
+            self.readings.forget(home_id)
         return snap
 
-    def latest(self, home_id: str, provider: str) -> Snapshot | None:
-        """The latest reading of the home's current generation, without any fetch."""
-        return self.readings.get(home_id, provider, self.service.generation(self.homes[home_id]))
+    def latest(self, home_id: str, provider: str, *, home: Path | None = None) -> Snapshot | None:
+        """The latest reading of the home's current generation, without any fetch (None
+        for an id no longer served)."""
+        home = self._directory(home_id, home)
+        return None if home is None else self.readings.get(home_id, provider, self.service.generation(home))
+
+    def _directory(self, home_id: str, home: Path | None) -> Path | None:
+        """The directory a read of ``home_id`` uses: ``home`` when the caller passes the
+        one it found (an HTTP request looks its id up once, on arrival, and keeps that
+        directory whatever a reload does meanwhile: a profile removed mid-request must not
+        turn its answer into a 500), else the id's directory now, None when it is no
+        longer served."""
+        return home if home is not None else self.homes.get(home_id)
 
     def current_readings(self) -> list[Reading]:
         return self.readings.current({home_id: self.service.generation(path) for home_id, path in self.homes.items()})
+
+
+def _unserved(provider: str | None, home_id: str) -> Snapshot:
+    """The answer for an id that is no longer served (a reload dropped it before the read
+    began): the ``home_not_found`` a request for an unknown id gets, never a KeyError."""
+    return Snapshot.failed(provider, home_id, "home_not_found", f"No configured home {home_id[:64]!r}.",
+                           probe=ProbeInfo("cold", 0))

@@ -87,6 +87,18 @@ class PoolRegistry:
         with self._pools_lock:
             return dict(self._pools)
 
+    def remove(self, home: Path) -> None:
+        """Forget a home the backend stopped serving: its pool leaves the registry (a
+        backend whose profiles come and go would otherwise keep one empty pool per profile
+        ever served) and its idle workers close, outside every lock. A busy worker is
+        flagged and retires when its caller releases it; a caller that still holds the old
+        pool finds it closed and goes cold. The pool stays in the budget's ``_active``
+        until a count finds it empty (it may still hold a busy worker)."""
+        with self._pools_lock:
+            pool = self._pools.pop(home, None)
+        if pool is not None:
+            close_workers(pool.close())
+
     # -- the global budget ---------------------------------------------------------------
     def start(self, worker: Worker, deadline: float | None = None) -> bool:
         """Start a claimed, never-started worker unless that would exceed

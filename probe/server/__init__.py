@@ -176,23 +176,28 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
         return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
     def home_or_error(home_id: Any) -> tuple[Path | None, JSONResponse | None]:
-        if not isinstance(home_id, str) or home_id not in homes:
+        home = homes.get(home_id) if isinstance(home_id, str) else None   # one look-up: a reload may drop it
+        if home is None:
             shown = str(home_id)[:64] if home_id is not None else ""
             return None, error(404, "home_not_found", f"No configured home {shown!r}.")
-        return homes[home_id], None
+        return home, None
 
-    def read_one(provider: str, home_id: str, refresh: bool) -> Snapshot:
+    # Each request looks its home id up once, on arrival (home_or_error), and passes that
+    # directory down: a reload or a profile scan may drop the id while the request is in
+    # flight, and the request still answers -- by id, with its snapshot or the directory's
+    # home_not_found -- never a KeyError's 500. A later request for the id gets a 404.
+    def read_one(provider: str, home_id: str, home: Path, refresh: bool) -> Snapshot:
         started = time.monotonic()
-        snap = None if refresh or refresh_s <= 0 else reader.latest(home_id, provider)
+        snap = None if refresh or refresh_s <= 0 else reader.latest(home_id, provider, home=home)
         if snap is None:
-            snap = reader.fetch(home_id, provider, refresh=refresh)
+            snap = reader.fetch(home_id, provider, refresh=refresh, home=home)
         metrics.observe(time.monotonic() - started)
         return snap
 
-    def fetch_one(provider: str, home_id: str, refresh: bool) -> dict[str, Any]:
-        return public_dict(read_one(provider, home_id, refresh), home_id, homes[home_id])
+    def fetch_one(provider: str, home_id: str, home: Path, refresh: bool) -> dict[str, Any]:
+        return public_dict(read_one(provider, home_id, home, refresh), home_id, home)
 
-    def fetch_all(home_id: str, refresh: bool) -> list[dict[str, Any]]:
+    def fetch_all(home_id: str, home: Path, refresh: bool) -> list[dict[str, Any]]:
         """Every provider the home has a credential for (SPEC §17), in the list's order:
         one home read through the service -- one worker request for whatever needs a
         probe, a hung provider costing its own deadline, not the sum -- or, with the
@@ -200,9 +205,9 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
         that have none (``Reader.read_home``). A missing home is one snapshot with
         ``"provider": null``; a home with no credential ``[]``."""
         started = time.monotonic()
-        snaps = reader.read_home(home_id, refresh=refresh, from_readings=refresh_s > 0)
+        snaps = reader.read_home(home_id, refresh=refresh, from_readings=refresh_s > 0, home=home)
         metrics.observe(time.monotonic() - started)
-        return [public_dict(s, home_id, homes[home_id]) for s in snaps]
+        return [public_dict(s, home_id, home) for s in snaps]
 
     async def quota(request: Request) -> Response:
         params = request.query_params
@@ -225,19 +230,19 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
                 check_provider(provider)
             except UnknownProviderError as exc:
                 return error(400, exc.code, str(exc))
-            payload: Any = await in_thread(fetch_one, provider, home_id, refresh)
+            payload: Any = await in_thread(fetch_one, provider, home_id, home, refresh)
         else:
-            payload = await in_thread(fetch_all, home_id, refresh)
+            payload = await in_thread(fetch_all, home_id, home, refresh)
         etag = etag_of(payload)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         return JSONResponse(payload, headers=headers)
 
-    def webui_answer(provider: str | None, home_id: str, refresh: bool) -> dict[str, Any]:
-        home = homes[home_id]
+    def webui_answer(provider: str | None, home_id: str, home: Path, refresh: bool) -> dict[str, Any]:
         hidden = ((str(home.resolve()), home_id), (str(home), home_id))
-        reads = webui.service_reads(service, home, hidden, fetch=lambda name, fresh: read_one(name, home_id, fresh))
+        reads = webui.service_reads(service, home, hidden,
+                                    fetch=lambda name, fresh: read_one(name, home_id, home, fresh))
         return webui.answer(provider, reads, refresh=refresh)
 
     async def provider_quota(request: Request) -> Response:
@@ -250,7 +255,8 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
         headers = {"Cache-Control": "no-store"}
         provider = webui.normalized(params.get("provider"))
         home_id = params.get("home") or next(iter(homes), None)
-        if home_id not in homes:
+        home = homes.get(home_id) if isinstance(home_id, str) else None
+        if home is None:
             shown = str(home_id or "")[:64]
             return JSONResponse(webui.unavailable(provider, f"No home {shown!r} is configured on this server."),
                                 headers=headers)
@@ -258,7 +264,7 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
         # and such a page must not make us call a provider (see cross_site)
         refresh = params.get("refresh", "").strip().lower() in ("1", "true", "yes", "on") and not cross_site(request)
         try:
-            body = await in_thread(webui_answer, provider, home_id, refresh)
+            body = await in_thread(webui_answer, provider, home_id, home, refresh)
         except Exception as exc:  # noqa: BLE001 -- the route always answers 200 (SPEC §19); the type is logged, never a text
             logging.getLogger("probe.server").warning("GET /api/provider/quota failed: %s", type(exc).__name__)
             body = webui.unavailable(provider, "Quota status is temporarily unavailable.")

@@ -11,10 +11,12 @@ One thread (:class:`HomeWatcher`) does two things, never at the same time:
   over it) and the profiles, and applies what changed.
 
 Applying a new set of homes (:meth:`HomeWatcher.apply_homes`) touches only the homes that
-changed: a removed home's workers are closed and its cache entries, back-off and readings
-dropped (``ProbeService.invalidate`` of that one directory, unless another id still
-serves it); an added one is served at once and joins the refresher's schedule. Every other
-home keeps its warm workers, its cache and its place in the schedule.
+changed: a removed home's workers are closed, its pool leaves the registry and its cache
+entries, back-off and readings are dropped (``ProbeService.forget_home`` of that one
+directory, unless another id still serves it); a request already in flight for it still
+answers, by the directory it began with. An added one is served at once and joins the
+refresher's schedule. Every other home keeps its warm workers, its cache and its place in
+the schedule.
 
 Options: the service settings (``cache-ttl-s``, ``cache-dir``) go through
 ``ProbeService.configure``, a no-op for unchanged values; a new positive refresh interval
@@ -171,7 +173,7 @@ class HomeWatcher:
         for home_id, path in gone.items():
             self._reader.readings.forget(home_id)
             if str(path) not in served_paths:
-                self._service.invalidate(home=path)   # its workers, cache, back-off: that home only
+                self._service.forget_home(path)   # its pool, workers, cache, back-off: that home only
         if self._refresher is not None:
             self._refresher.sync()
         parts = [f"+{len(changes.added)} ({_some(changes.added)})" if changes.added else "",

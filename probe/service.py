@@ -45,7 +45,7 @@ from probe.home_config import ActiveProviders, Unanswered, parse_active_provider
 from probe.home_list import HomeListFailed, HomeLists, HomeProviders, parse_listing
 from probe.home_read import HomePart, HomeRead, InOrder
 from probe.homes import HomeNotFound, credential_fingerprint, home_path, resolve_home
-from probe.pool.pool import RecycleLimits
+from probe.pool.pool import RecycleLimits, close_workers
 from probe.pool.registry import PoolRegistry
 from probe.snapshot import TRANSIENT_ERRORS, Account, ProbeInfo, Snapshot, monotonic_ms_since
 from probe.pool.spawner import Spawner
@@ -388,9 +388,15 @@ class ProbeService:
 
     def configure(self, config: ProbeConfig) -> None:
         """Apply a new configuration. Unchanged values are a no-op (no worker restarted, no
-        connection dropped); a change touches only what depends on it."""
+        connection dropped); a change touches only what depends on it.
+
+        The new settings are swapped in under ``_config_lock``; the processes they retire
+        (a smaller pool, new provider URLs, a new cold bound's parked workers) are closed
+        after it is released -- a worker slow to exit must not hold up another
+        ``configure`` (a reload's no-op one), ``close`` or anything else that takes it."""
         if not isinstance(config, ProbeConfig):
             raise ValueError("configure() takes a ProbeConfig")
+        old_cold: ColdLimiter | None = None
         with self._config_lock:
             old = self._config
             if config == old:
@@ -407,12 +413,14 @@ class ProbeService:
             new_cold = _cold_limiter(config)
             if (new_cold.max_concurrent, new_cold.linger_s) != (self._cold.max_concurrent, self._cold.linger_s):
                 old_cold, self._cold = self._cold, new_cold
-                old_cold.close()
             urls_changed = config.provider_urls != old.provider_urls
-            self._registry.reconfigure(
+            retired = self._registry.reconfigure(
                 pool_size=config.pool_size, max_total_workers=config.max_total_workers,
                 limits=_limits(config), prewarm=config.prewarm,
                 env_for=self._env_factory(config) if urls_changed else None)
+        if old_cold is not None:
+            old_cold.close()
+        close_workers(retired)
 
     def close(self) -> None:
         """Close every worker and thread of this service; idempotent."""

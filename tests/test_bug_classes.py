@@ -288,3 +288,50 @@ def test_closing_processes_never_holds_a_global_lock(service, make_home, monkeyp
     assert not blocked, "other homes waited for a process being closed"
     assert seen["warm"].available and seen["warm"].probe.path == "warm"
     assert seen["new"].available and str(other.resolve()) in seen["stats"]["homes"]
+
+
+def test_configure_closes_the_workers_it_retires_outside_its_lock(emulator, make_home, monkeypatch):
+    """``configure`` (pool_size 2 -> 1) retires a worker whose exit is slow: while that
+    close is held, another caller -- a reload's ``configure`` with the values already in
+    force (a no-op), ``stats()``, a fetch answered from the cache -- must not wait behind
+    it. The close used to run under ``_config_lock``, which the no-op configure takes."""
+    home = make_home("cfgclose", deepseek="sk-cfgclose")
+    config = ProbeConfig(provider_urls=emulator.provider_urls(), pool_size=2, prewarm=True)
+    with ProbeService(config) as service:
+        assert service.fetch("deepseek", home=home).available       # cached from now on
+        assert wait_until(lambda: len(pids(service, home)) == 2)     # both slots started (prewarm)
+        closing, finish = threading.Event(), threading.Event()
+        original_close = Worker.close
+
+        def slow_close(self):
+            if self.home == home.resolve() and self.started and not finish.is_set():
+                closing.set()
+                finish.wait(30)
+            original_close(self)
+
+        monkeypatch.setattr(Worker, "close", slow_close)
+        smaller = ProbeConfig(provider_urls=emulator.provider_urls(), pool_size=1, prewarm=True)
+        reconfigure = threading.Thread(target=service.configure, args=(smaller,))
+        reconfigure.start()
+        try:
+            assert closing.wait(10)               # the retired worker's close is under way, held
+            seen: dict[str, object] = {}
+            answered = threading.Event()
+
+            def meanwhile():
+                service.configure(smaller)        # the values in force: a no-op
+                seen["stats"] = service.stats()
+                seen["cached"] = service.fetch("deepseek", home=home)
+                answered.set()
+
+            other = threading.Thread(target=meanwhile)
+            other.start()
+            answered.wait(20)
+            blocked = not answered.is_set()
+        finally:
+            finish.set()
+            reconfigure.join()
+        other.join()
+        assert not blocked, "a configure waited for a worker retired by another configure to exit"
+        assert seen["cached"].available and seen["cached"].probe.path == "cache"
+        assert service.config.pool_size == 1 and len(pids(service, home)) == 1

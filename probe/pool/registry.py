@@ -193,10 +193,11 @@ class PoolRegistry:
         close_workers(idle)
 
     def reconfigure(self, *, pool_size: int, max_total_workers: int, limits: RecycleLimits, prewarm: bool,
-                    env_for: Callable[[Path], dict[str, str]] | None) -> None:
+                    env_for: Callable[[Path], dict[str, str]] | None) -> list[Worker]:
         """Apply changed settings, touching only what depends on them: a new ``env_for``
         (base URLs changed) flushes every pool; a size change resizes; limits apply at the
-        next cleanup."""
+        next cleanup. Returns the idle workers this retired, for the caller to close once
+        it holds no lock of its own (``close_workers``)."""
         self._max_total = max_total_workers
         self._prewarm = prewarm
         self._limits = limits
@@ -211,7 +212,7 @@ class PoolRegistry:
         else:
             for pool in self.pools().values():
                 to_close += pool.resize(pool_size, limits)
-        close_workers(to_close)
+        return to_close
 
     def close(self) -> None:
         self._stop.set()

@@ -592,3 +592,33 @@ def test_a_profile_with_no_credential_of_its_own_lists_what_it_borrows_from_the_
     assert snap.provider == "openrouter" and snap.available, snap
     assert [a.id for a in snap.accounts] == ["0a0b0c"]
     assert emulator.count(token=token) >= 1 and (root / "auth.json").read_bytes() == before
+
+
+def test_a_profiles_borrowed_provider_survives_the_roots_auth_json_breaking_and_coming_back(emulator, tmp_path,
+                                                                                          make_service):
+    """A borrowed provider is a credential like the profile's own: the root's ``auth.json``
+    emptied (a write cut short) keeps its card (unknown, not gone), and the file back lists it
+    again -- it was once listed ``unreadable`` and narrowed away for the service's lifetime
+    (``probe serve``: the work profile lost its Codex, OpenRouter and Nous cards for good)."""
+    import json as json_
+
+    root = tmp_path / "hermes-borrow-break"
+    profile = root / "profiles" / "work"
+    profile.mkdir(parents=True)
+    (profile / ".env").write_text("DEEPSEEK_API_KEY=sk-profile-own\n")
+    auth = {"credential_pool": {"openrouter": [{"id": "0a0b0c", "label": "team key", "source": "manual",
+                                                "auth_type": "api_key", "priority": 0,
+                                                "access_token": "sk-or-v1-borrowed-break"}]}}
+    good = json_.dumps(auth)
+    (root / "auth.json").write_text(good)
+    service = make_service(pool_size=1)
+
+    def listed() -> list[str]:
+        return [snap.provider for snap in service.fetch_home(home=profile)]
+
+    assert listed() == ["openrouter", "deepseek"]
+    assert not service.home_providers(profile).unreadable          # borrowed is not "unreadable"
+    (root / "auth.json").write_text("")
+    assert "openrouter" in listed()                                 # hidden by no bad root file
+    (root / "auth.json").write_text(good + " ")
+    assert listed() == ["openrouter", "deepseek"]

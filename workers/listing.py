@@ -64,8 +64,10 @@ def home_listing(home: "HomeCredentials") -> dict[str, Any]:
             print(f"workers: checking the {name} credential places raised {type(exc).__name__}", file=sys.stderr,
                   flush=True)
             status = FOUND   # listed: its probe says what is wrong
-        if status == NONE and not _borrows_root(provider, home):
-            continue
+        if status == NONE:
+            status = _borrows_root(provider, home)
+            if status == NONE:
+                continue
         listed.append(name)
         if status != FOUND:
             unreadable.append(name)
@@ -78,22 +80,35 @@ def home_listing(home: "HomeCredentials") -> dict[str, Any]:
             "unreadable": unreadable, "pool_only_unreadable": not pool_readable(home), "digests": digests}
 
 
-def _borrows_root(provider: Any, home: "HomeCredentials") -> bool:
+def _borrows_root(provider: Any, home: "HomeCredentials") -> str:
     """A Hermes profile home with no credential of its own for the provider, whose root
     pools one for it (SPEC §18: Hermes uses the root's rows, and the root's login, for a
-    provider with none in the profile's pool): the profile has that provider too."""
-    from workers.accounts import enumerate_accounts, root_of
+    provider with none in the profile's pool): the profile has that provider too --
+    ``FOUND``, a credential like its own (never ``unreadable``: the parent would narrow it
+    away at the home's next list). The root's ``auth.json`` unreadable: the profile cannot
+    tell whether it borrows, so a provider with a pool place is listed ``unreadable``, as
+    for its own unreadable file, and the parent keeps it only where the last readable list
+    had it -- a bad root file hides no card of its profiles."""
+    from workers.accounts import _pool_key, enumerate_accounts, root_of
     from workers.credentials import load_home
+    from workers.places import FOUND, NONE
 
-    if provider.error is not None or provider.module is None or root_of(home) is None:
-        return False
+    if provider.error is not None or provider.module is None or (root_dir := root_of(home)) is None:
+        return NONE
     try:
-        accounts = enumerate_accounts(provider, home, 0.0, load_home, resolve=False)
+        root = load_home(root_dir)
+        accounts = enumerate_accounts(provider, home, 0.0, lambda _path: root, resolve=False)
     except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest
         print(f"workers: reading the root's {provider.spec.name} accounts raised {type(exc).__name__}",
               file=sys.stderr, flush=True)
-        return False
-    return any(account.token for account in accounts)
+        return NONE
+    if any(account.token for account in accounts):
+        return FOUND
+    return UNKNOWN if root.auth_error and _pool_key(provider) is not None else NONE
+
+
+#: the root's ``auth.json`` could not be read: whether the profile borrows is unknown
+UNKNOWN = "unknown"
 
 
 def _digest(name: str, module: Any, home: "HomeCredentials") -> str | None:

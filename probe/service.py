@@ -891,25 +891,29 @@ class ProbeService:
         """The fallback when no pool slot was free: a surge worker of this home parked by an
         earlier cold probe (``warm``), else a new process under the cold bound (``cold``).
         Afterwards the worker is parked for the next such caller, or retired (see
-        ``probe.pool.cold``)."""
+        ``probe.pool.cold``). The permit goes back on every path: a worker that could not
+        even be built (its environment, a thread, memory) returns it at once -- built
+        before the ``try``, each such failure used to lose one for good, shrinking the
+        cold bound until every cold caller was ``saturated``."""
         cold = self._cold
         generation = self._cache.generation(home)
         granted, worker = cold.claim(home, generation, deadline)
-        path = "warm"
-        if worker is None:
-            if not granted:
-                return saturated()
-            worker = Worker(home, self._env_factory(self._config)(home), self._spawner, once=not cold.lingers)
-            path = "cold"
+        if worker is None and not granted:
+            return saturated()
+        path = "warm" if worker is not None else "cold"
         try:
+            if worker is None:
+                worker = Worker(home, self._env_factory(self._config)(home), self._spawner, once=not cold.lingers)
             if not worker.started:
                 worker.start(deadline)
                 self._stats.count("spawns")
             return use(worker, path)
         except WorkerFailed as exc:
-            return failed(exc, path, worker.pid)
+            return failed(exc, path, None if worker is None else worker.pid)
         finally:
-            if not cold.park(worker, home, generation, lambda: self._cache.generation(home)):
+            if worker is None:
+                cold.release()          # no process was made: nothing to wait for
+            elif not cold.park(worker, home, generation, lambda: self._cache.generation(home)):
                 cold.release_after(worker.close)
 
     def _ask_listing(self, home: Path, fingerprint: tuple, deadline: float, started: float) -> HomeProviders:

@@ -282,3 +282,46 @@ def test_a_timeout_leaves_the_pool_back_at_pool_size_warm_workers(make_service, 
     assert frozen not in pids
     answers = {service.fetch("openrouter", home=home, refresh=True).probe.worker_pid for _ in range(4)}
     assert answers <= pids
+
+
+def test_a_cold_worker_that_cannot_be_built_gives_its_permit_back(emulator, make_home, monkeypatch):
+    """Building a cold worker fails (injected: its constructor raises, as a failed
+    environment build or "can't start new thread" would) as many times as there are cold
+    permits; afterwards ``max_cold_spawns`` one-shots still run at once. The permit was
+    granted before the ``try`` that returns it, so each such failure lost one for good."""
+    import probe.service
+    from probe import ProbeConfig, ProbeService
+
+    max_cold = 2
+    homes = [make_home(f"coldpermit-{i}", deepseek=f"sk-coldpermit-{i}") for i in range(max_cold)]
+    real_worker = probe.service.Worker
+    failures = []
+
+    def broken_worker(*args, **kwargs):
+        failures.append(1)
+        raise RuntimeError("can't start new thread")    # the injected fault
+
+    config = ProbeConfig(provider_urls=emulator.provider_urls(), pool_size=0, max_cold_spawns=max_cold)
+    with ProbeService(config) as service:
+        monkeypatch.setattr(probe.service, "Worker", broken_worker)
+        for _ in range(max_cold):                          # as many failures as permits
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                service.fetch("deepseek", home=homes[0], timeout=5, refresh=True)
+        assert len(failures) == max_cold
+        assert service.stats()["cold_running"] == 0, "a cold permit was lost"
+        monkeypatch.setattr(probe.service, "Worker", real_worker)
+        gates = [emulator.hold(f"sk-coldpermit-{i}") for i in range(max_cold)]
+        answers: list = []
+        threads = [threading.Thread(target=lambda home=home: answers.append(
+            service.fetch("deepseek", home=home, timeout=30))) for home in homes]
+        try:
+            for thread in threads:
+                thread.start()
+            # max_cold one-shots in flight together: each holds a permit of its own
+            assert all(emulator.wait_for(1, token=f"sk-coldpermit-{i}") for i in range(max_cold))
+        finally:
+            for gate in gates:
+                gate.set()
+            for thread in threads:
+                thread.join(30)
+        assert len(answers) == max_cold and all(s.available and s.probe.path == "cold" for s in answers)

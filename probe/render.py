@@ -104,7 +104,8 @@ def _account_status(account: Account, now: datetime | None) -> str:
 
 def _account_lines(snap: Snapshot, now: datetime | None) -> list[str]:
     """SPEC §18: each account of a provider with several, in the snapshot's order -- its
-    label, status, windows and retry time; the next one to use marked ``→``, with its reason."""
+    label, status, windows, details (a credits-only account's balance is there: the best
+    windows above have nothing of it) and retry time; the next one to use marked ``→``, with its reason."""
     chosen = snap.pool.next_account if snap.pool is not None else None
     lines = ["  accounts:"]
     for account in snap.accounts:
@@ -112,6 +113,7 @@ def _account_lines(snap: Snapshot, now: datetime | None) -> list[str]:
         mark = f"{NEXT_MARK} " if is_next else "  "
         lines.append(f"  {mark}{account.label}  {_account_status(account, now)}")
         lines.extend(_window_lines(account.windows, "      ", now))
+        lines.extend(f"      {detail}" for detail in account.details)   # a balance-only account's figures
         if is_next:
             lines.append(f"      next: {chosen.reason}")   # type: ignore[union-attr]
     if chosen is None and snap.pool is not None and snap.pool.next_reset_at:

@@ -153,3 +153,16 @@ def test_fetch_of_a_provider_with_one_account_prints_no_account_rows(emulator, m
     home = make_home("solo", openrouter="sk-or-solo")
     text = run_cli("fetch", "openrouter", "--home", str(home), env=emulator.env()).stdout
     assert "accounts:" not in text and "→" not in text
+
+
+def test_fetch_prints_each_accounts_balance_when_the_pool_has_no_windows(emulator, make_home):
+    """Two OpenRouter keys without a limit: no best window to show, so each account's own
+    credits line is the only place the figures are -- it was left out (a card of two
+    accounts with no money figure at all)."""
+    home = make_home("two-keys", openrouter="sk-or-v1-cli-first")
+    with open(home / ".env", "a") as env:
+        env.write("OPENROUTER_API_KEY_2=sk-or-v1-cli-second\n")
+    text = run_cli("fetch", "openrouter", "--home", str(home), env=emulator.env()).stdout
+    lines = text.splitlines()
+    assert "  accounts:" in lines
+    assert len([line for line in lines if line.startswith("      Credits balance: $")]) == 2, text

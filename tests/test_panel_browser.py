@@ -325,6 +325,10 @@ def test_panel_shows_the_best_windows_then_every_account_and_marks_the_next(chro
                 expect(alert).to_contain_text("openai-codex (team@example.com) · Weekly reached 80%", timeout=30000)
                 # two numbered OpenRouter keys: two accounts
                 expect(page.locator('.card[data-provider="openrouter"] .account')).to_have_count(2)
+                # each key's own figures (its credits), not only the best windows above
+                expect(page.locator('.card[data-provider="openrouter"] .account .account-details')).to_have_count(2)
+                expect(page.locator('.card[data-provider="openrouter"] .account .account-details').first) \
+                    .to_contain_text("Credits balance: $")
                 # the profile: its own single OpenRouter key is 0.3's card; its Codex card has the
                 # root's three rows (borrowed, read-only) and its own login
                 page.select_option("#home", "pooled-work")

@@ -191,6 +191,18 @@ function renderAccounts(snap) {
       row.append(message);
     }
     for (const w of a.windows) row.append(renderWindow(w));
+    // a credits-only account (an OpenRouter key without a limit, DeepSeek) has its figures
+    // only here: the best windows above have none of them
+    if ((a.details || []).length) {
+      const details = document.createElement("ul");
+      details.className = "account-details";
+      for (const line of a.details) {
+        const li = document.createElement("li");
+        li.textContent = line;
+        details.append(li);
+      }
+      row.append(details);
+    }
     section.append(row);
   }
   if (!next && snap.pool && snap.pool.next_reset_at) {

@@ -39,14 +39,30 @@ class Serve:
                                      env={**base, "PROBE_TOKEN": "t0123456789", **env})
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        first = self.proc.stdout.readline()
-        assert "quota-probe backend on" in first, first + "".join(self.stderr)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            first = self.proc.stdout.readline()
+            assert "quota-probe backend on" in first, first + "".join(self.stderr)
+        except BaseException:
+            # no caller gets this object to reap it: a process left unwaited here warns
+            # (ResourceWarning) at some later test's garbage collection
+            self.reap()
+            raise
 
     def _read(self) -> None:
         for line in self.proc.stderr:
             self.stderr.append(line)
             self.lines.put(line)
+
+    def reap(self) -> None:
+        """Kill the process if it still runs, wait for it, let the stderr reader see the
+        end of its pipe, and close the pipes."""
+        with reaped(self.proc):
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self._reader.join(30)   # before the pipe closes under it
 
     def line_with(self, text: str, timeout_s: float = 30) -> str:
         deadline = time.monotonic() + timeout_s
@@ -68,8 +84,35 @@ class Serve:
 @contextmanager
 def serving(args: list[str], env: dict[str, str]) -> Iterator[Serve]:
     serve = Serve(args, env)
-    with reaped(serve.proc):
+    try:
         yield serve
+    finally:
+        serve.reap()
+
+
+def test_a_serve_that_fails_to_start_is_reaped(tmp_path, monkeypatch):
+    """``Serve`` whose first line is not the banner (here ``probe serve`` refuses a home
+    that is not a directory) raises -- and has waited for its process and closed its pipes
+    first: nobody else holds the object to do it, and an unwaited process warns at some
+    later test's garbage collection, failing that test instead."""
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    with pytest.raises(AssertionError):
+        Serve(["--home", f"gone={tmp_path / 'no-such-home'}"], {})
+    monkeypatch.undo()
+    [proc] = started
+    try:
+        assert proc.returncode is not None, "the failed probe serve was never waited for"
+        assert proc.stdout.closed and proc.stderr.closed
+    finally:
+        with reaped(proc):
+            pass
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -293,6 +293,8 @@ def test_panel_shows_the_best_windows_then_every_account_and_marks_the_next(chro
             browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 360, "height": 1400})
+                console_errors: list[str] = []   # a 404 (the browser's /favicon.ico) shows here
+                page.on("console", lambda m: console_errors.append(f"{m.text} {m.location}") if m.type == "error" else None)
                 page.goto(f"{url}/?home=pooled&poll=1")
                 card = page.locator('.card[data-provider="openai-codex"]')
                 expect(card.locator(".windows > .window")).to_have_count(len(codex["windows"]))
@@ -338,5 +340,6 @@ def test_panel_shows_the_best_windows_then_every_account_and_marks_the_next(chro
                 borrowed = page.locator('.card[data-provider="openai-codex"] .account-label')
                 expect(borrowed).to_have_text(["work@example.com", "team@example.com", "spare@example.com",
                                                re.compile(".+")])
+                assert console_errors == []
             finally:
                 browser.close()

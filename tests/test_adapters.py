@@ -349,6 +349,17 @@ def test_retry_after_as_http_date(emulator, probe_home):
     assert snap["error"]["code"] == "rate_limited" and 80 <= snap["error"]["retry_after_s"] <= 91
 
 
+@pytest.mark.parametrize("value", ["0", "0.4"])
+def test_a_retry_after_of_no_wait_names_no_wait(emulator, probe_home, value):
+    """``Retry-After: 0`` (the demo's rate-limited home sends it) read "rate-limiting usage
+    requests (Retry-After 0 s)" on the card: no wait to name, so no hint."""
+    token = fresh("sk-ds-zero")
+    emulator.script(token, {}, status=429, headers={"Retry-After": value})
+    snap = probe_home("deepseek", {"DEEPSEEK_API_KEY": token})
+    assert snap["error"]["code"] == "rate_limited"
+    assert snap["error"]["message"] == "DeepSeek is rate-limiting usage requests."
+
+
 @pytest.mark.parametrize("status, code", [(400, "provider_error"), (404, "provider_error"), (418, "provider_error"),
                                           (502, "provider_error"), (204, "bad_response"), (302, "provider_error")])
 def test_other_statuses(emulator, probe_home, status, code):

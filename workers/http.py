@@ -222,7 +222,9 @@ def _status_failure(provider_label: str, status: int, response: httpx.Response) 
         return ProbeFailure("forbidden", f"{provider_label} refused access (HTTP 403).", status=status)
     if status == 429:
         retry = retry_after_s(response.headers.get("retry-after"))
-        hint = f" (Retry-After {retry:.0f} s)" if retry is not None else ""
+        # "Retry-After 0 s" (a 0, a date already past) tells the reader nothing: the hint
+        # only when there is a wait to name
+        hint = f" (Retry-After {retry:.0f} s)" if retry is not None and round(retry) >= 1 else ""
         return ProbeFailure("rate_limited", f"{provider_label} is rate-limiting usage requests{hint}.",
                             retry_after_s=retry, status=status)
     if status >= 500:

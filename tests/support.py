@@ -16,8 +16,10 @@ _tokens = itertools.count()
 
 def fresh(prefix: str) -> str:
     """A token no other test of the session has used (the emulator is shared by the
-    session, and it remembers scripted tokens and counts requests per token)."""
-    return f"{prefix}-{next(_tokens)}-{time.monotonic_ns()}"
+    session, and it remembers scripted tokens and counts requests per token). The counter
+    is never set off by dashes: the session's 401st token read ``…-401-…``, the emulator's
+    marker for an HTTP 401 (``probe.tools.emulator``)."""
+    return f"{prefix}-t{next(_tokens)}x{time.monotonic_ns()}"
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:

@@ -155,7 +155,7 @@ def test_probe_homes_lists_what_serve_would_serve(tmp_path):
                                                    for name in ("default", "scratch", "work")]
     by_id = {r["id"]: r for r in rows}
     assert by_id["work"]["providers"] == hermes.expected_providers("work")
-    assert by_id["scratch"]["providers"] == [] and by_id["scratch"]["error"] is None
+    assert by_id["scratch"]["providers"] == hermes.expected_providers("scratch") and by_id["scratch"]["error"] is None
     assert result.stderr.count("'Bad'") == 1
     text = run_cli("homes", "--home", f"w={hermes.home('work')}")
     assert text.returncode == 0 and text.stdout.split()[0] == "w" and "anthropic" in text.stdout

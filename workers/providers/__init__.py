@@ -234,8 +234,10 @@ def contained(provider: str, exc: BaseException) -> dict:
     ``bad_response`` saying whether the built-in adapter or the plugin failed."""
     from workers.result import failure
 
-    spec = spec_for(provider)
-    builtin = spec is None or spec.builtin
+    try:    # the provider as loaded (a plugin registered by its distribution), not re-looked-up
+        builtin = load(provider).spec.builtin
+    except KeyError:
+        builtin = True
     print(f"workers: {provider[:64]} {'adapter' if builtin else 'plugin'} raised {type(exc).__name__}",
           file=sys.stderr, flush=True)
     if builtin:

@@ -126,7 +126,10 @@ def doctor_text(report: dict[str, Any], problems: list[str]) -> str:
         if facts.get("unusable"):
             lines.append(f"  unusable   {facts['unusable']}")
         lines.append(f"  found      {found['where']} ({found['kind']})" if found else "  found      nothing")
-        for entry in facts.get("pool", []):
+        for account in facts.get("accounts", []):   # every account the probe reads (SPEC §18)
+            source = f", {account['source']}" if account.get("source") else ""
+            lines.append(f"  account    {account['label']} [{account['id']}{source}]: {account['state']}")
+        for entry in [] if facts.get("accounts") else facts.get("pool", []):
             state = f"exhausted until {entry['exhausted_until']}" if entry["exhausted_until"] else "usable"
             lines.append(f"  pool       {entry['where']}: {state}")
         if facts.get("problem"):

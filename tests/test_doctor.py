@@ -182,3 +182,26 @@ def test_probe_flag_probes_the_new_providers(emulator, tmp_path):
     assert {name for name, probe in probes.items() if probe} == {"zai", "kimi-coding", "minimax", "copilot", "nous"}
     assert all(probes[name]["available"] for name in ("zai", "kimi-coding", "copilot", "nous"))
     assert probes["minimax"]["error"]["code"] == "unauthorized"
+
+
+def test_every_account_of_a_pooled_provider_is_listed_with_what_the_probe_does_with_it(tmp_path):
+    """SPEC §18: ``found`` names the first place only; a pooled home's numbered key and its
+    exhausted pool row were invisible to the doctor though the probe reads (or skips) them."""
+    first, second, row = "sk-or-v1-doc-first", "sk-or-v1-doc-second", "sk-or-v1-doc-row"
+    home = write_home(tmp_path, "doc-pool", openrouter=first)
+    with open(home / ".env", "a") as env:
+        env.write(f"OPENROUTER_API_KEY_2={second}\n")
+    (home / "auth.json").write_text(json.dumps({"credential_pool": {"openrouter": [
+        {"id": "0f0f0f", "label": "team key", "source": "manual", "auth_type": "api_key", "access_token": row,
+         "last_status": "exhausted", "last_error_code": 429, "last_error_reset_at": time.time() + 3600}]}}))
+    text = run_cli("doctor", "--home", str(home))
+    report = json.loads(run_cli("doctor", "--home", str(home), "--json").stdout)
+    accounts = report["providers"]["openrouter"]["accounts"]
+    assert len(accounts) == 3 and [a["state"] for a in accounts].count("usable") == 2
+    team = next(a for a in accounts if a["id"] == "0f0f0f")
+    assert team["label"] == "team key" and team["state"].startswith("exhausted until ")
+    lines = [line for line in text.stdout.splitlines() if line.startswith("  account    ")]
+    assert len(lines) == 3 and any("team key [0f0f0f, manual]: exhausted until" in line for line in lines)
+    for secret in (first, second, row):
+        assert secret not in text.stdout + text.stderr and secret not in json.dumps(report)
+    assert "accounts" not in report["providers"]["deepseek"]      # none: nothing to list

@@ -178,6 +178,9 @@ def inspect_provider(provider: Provider, creds: HomeCredentials) -> dict[str, An
         try:
             report = (special or _generic)(provider, creds)
             report["problem"] = None
+            accounts = _accounts(provider, creds)
+            if len(accounts) > 1:
+                report["accounts"] = accounts
         except ProbeFailure as exc:   # a malformed file: its message names file and line, never a value
             report = {"looked_in": looked_in(provider.places), "found": None, "problem": exc.message}
     if "base_url" not in report:
@@ -185,6 +188,33 @@ def inspect_provider(provider: Provider, creds: HomeCredentials) -> dict[str, An
         report["base_url"] = base_url(provider.spec.name, default) if isinstance(default, str) else \
             (base_url(provider.spec.name, "") or None)
     return report
+
+
+def _accounts(provider: Provider, creds: HomeCredentials) -> list[dict[str, Any]]:
+    """Every account the probe would read (SPEC §18: pool rows, numbered ``.env`` keys,
+    logins, a profile's borrowed root rows), with what the probe will do with it -- the
+    probe's own enumeration, never a value: ``found`` names only the first place, so a
+    pooled home's second key or exhausted row was invisible here."""
+    from workers.accounts import enumerate_accounts
+
+    if provider.module is None or not provider.declares_credentials:
+        return []
+    try:
+        accounts = enumerate_accounts(provider, creds, time.time(), load_home, resolve=False)
+    except Exception as exc:  # noqa: BLE001 -- a plugin's odd module must not hide the rest of the report
+        print(f"workers: reading the {provider.spec.name} accounts raised {type(exc).__name__}", file=sys.stderr,
+              flush=True)
+        return []
+    entries = []
+    for account in accounts:
+        if account.verdict is None:
+            state = "usable"
+        elif account.verdict[0] == "exhausted" and account.retry_after is not None:
+            state = f"exhausted until {iso_utc(account.retry_after)}"
+        else:
+            state = f"{account.verdict[0]}: {account.verdict[2]}"
+        entries.append({"id": account.id, "label": account.label, "source": account.source, "state": state})
+    return entries
 
 
 def inspect_home(home: str) -> dict[str, Any]:

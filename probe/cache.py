@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from probe.snapshot import DEFINITIVE_ERRORS, Snapshot
@@ -40,6 +40,8 @@ class SnapshotCache:
         #: credential change made unreachable in O(1) (a scan of every entry cost ~0.1 ms
         #: per put with 1,000 homes, once per probe)
         self._current: dict[tuple[str, str], CacheKey] = {}
+        #: entries :meth:`expire` ended early -> the expiry they had (:meth:`revive`)
+        self._held: dict[CacheKey, float] = {}
         #: per-home invalidation counts; a flush of everything bumps ``_epoch`` instead, so
         #: it also covers homes this cache has never seen (a probe in flight for one of them
         #: must not store its result either). A home's generation is the sum of the two.
@@ -87,6 +89,7 @@ class SnapshotCache:
                 del self._entries[old]
             self._current[key[:2]] = key
             self._entries[key] = (time.monotonic() + self.ttl_s, snap)
+            self._held.pop(key, None)
             return True
 
     def rekey(self, home: Path, part: object, new_part: Callable[[str], object]) -> None:
@@ -98,6 +101,32 @@ class SnapshotCache:
                 moved = (key[0], key[1], new_part(key[1]))
                 self._entries[moved] = self._entries.pop(key)
                 self._current[key[:2]] = moved
+                if key in self._held:
+                    self._held[moved] = self._held.pop(key)
+
+    def expire(self, home: Path, providers: Iterable[str]) -> None:
+        """End the freshness of ``home``'s entries for ``providers`` now, keeping them for
+        :meth:`last_good`: a provider whose credential a now-unreadable file holds (the
+        worker's ``unreadable``) must be seen at the next read -- the last good reading,
+        stale, with ``credentials_unreadable`` (SPEC §2) -- not hidden by a fresh-looking
+        cache entry until the TTL runs out. Nothing rotates: no generation bump."""
+        names = set(providers)
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == str(home) and k[1] in names]:
+                expires, snap = self._entries[key]
+                self._held.setdefault(key, expires)
+                self._entries[key] = (0.0, snap)
+
+    def revive(self, home: Path, providers: Iterable[str]) -> None:
+        """Give ``home``'s entries for ``providers`` that :meth:`expire` ended back the
+        expiry they had: the file is readable again with the same credentials (\"the same
+        file back is no change\"), so what was cached before it broke still answers."""
+        names = set(providers)
+        with self._lock:
+            for key in [k for k in self._held if k[0] == str(home) and k[1] in names]:
+                expires = self._held.pop(key)
+                if key in self._entries:
+                    self._entries[key] = (expires, self._entries[key][1])
 
     def invalidate(self, home: Path | None = None, provider: str | None = None) -> None:
         """Bump the home's generation (every home's when None) and forget its entries for
@@ -111,3 +140,4 @@ class SnapshotCache:
                         if (home is None or k[0] == str(home)) and (provider is None or k[1] == provider)]:
                 del self._entries[key]
                 del self._current[key[:2]]
+                self._held.pop(key, None)

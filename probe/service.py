@@ -854,6 +854,12 @@ class ProbeService:
             if applied.rotate is EVERY_PROVIDER or applied.rotate:
                 self._stats.count("credential_rotations", len(applied.rotate or (None,)))
                 self._rotate_locked(home, applied.rotate)
+            # a file that turned unreadable rotates nothing, but the providers it hides must
+            # say so at their next read (stale + credentials_unreadable), not be served from
+            # the cache as fresh; the same file back revives what was cached
+            self._cache.expire(home, listing.unreadable)
+            self._cache.revive(home, [name for name, digest in listing.digests.items()
+                                      if digest is not None and name not in listing.unreadable])
 
     def _probe(self, provider: str, home: Path, deadline: float, started: float, skip: tuple[str, ...] = (),
                account: str | None = None) -> Snapshot:

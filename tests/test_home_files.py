@@ -467,3 +467,27 @@ def test_a_malformed_auth_json_keeps_every_card_with_its_last_reading_stale_then
             assert list(after) == listed
             assert all(card["error"] is None and card["stale"] is False for card in after.values()), after
             assert 'quota_probe_snapshot_stale{home="alice",provider="openai-codex"} 0.0' in client.get("/metrics").text
+
+
+def test_an_auth_json_cut_short_is_seen_at_the_next_read_not_after_the_cache_ttl(emulator, tmp_path):
+    """A plain poll (no refresh) right after auth.json turned unreadable: its providers
+    answer their last good reading, stale, with credentials_unreadable -- the fresh cache
+    entries used to hide the broken file for up to the TTL (45 s). Nothing rotates, and an
+    ``.env`` provider still reads."""
+    from probe import ProbeConfig, ProbeService
+
+    home = home_with(tmp_path, codex=fresh("codex-cut"), deepseek=fresh("sk-ds-cut"))
+    good = (home / "auth.json").read_text()
+    with ProbeService(ProbeConfig(pool_size=1, cache_ttl_s=600, provider_urls=emulator.provider_urls())) as service:
+        before = {snap.provider: snap for snap in service.fetch_home(home=home)}
+        assert set(before) == {"openai-codex", "deepseek"} and all(s.available for s in before.values())
+        (home / "auth.json").write_text(good[: len(good) // 3])
+        during = {snap.provider: snap for snap in service.fetch_home(home=home)}
+        codex = during["openai-codex"]
+        assert codex.error is not None and codex.error.code == "credentials_unreadable" and codex.stale, codex
+        assert codex.windows == before["openai-codex"].windows
+        assert during["deepseek"].error is None and not during["deepseek"].stale   # its .env key still reads
+        assert service.stats()["credential_rotations"] == 0
+        (home / "auth.json").write_text(good)
+        after = {snap.provider: snap for snap in service.fetch_home(home=home)}
+        assert after["openai-codex"].error is None and not after["openai-codex"].stale

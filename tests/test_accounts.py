@@ -622,3 +622,4 @@ def test_a_profiles_borrowed_provider_survives_the_roots_auth_json_breaking_and_
     assert "openrouter" in listed()                                 # hidden by no bad root file
     (root / "auth.json").write_text(good + " ")
     assert listed() == ["openrouter", "deepseek"]
+

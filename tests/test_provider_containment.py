@@ -87,13 +87,40 @@ def test_no_thread_for_the_accounts_probes_them_all_on_the_requests_own(tmp_path
     start = threading.Thread.start
 
     def refused(thread: threading.Thread) -> None:
-        if thread.name.startswith("probe-openai-codex"):
+        if thread.name.startswith("probe-accounts"):
             raise RuntimeError("can't start new thread")
         start(thread)
 
+    import workers.accounts
+
+    monkeypatch.setattr(workers.accounts, "_threads", None)   # a worker whose account threads are not up yet
     monkeypatch.setattr(threading.Thread, "start", refused)
     loop.home = str(home)
     reply, _ = loop.handle(json.dumps({"id": 2, "op": "probe", "provider": "openai-codex", "timeout_s": 20}).encode())
     accounts = reply["snapshot"]["accounts"]
     assert [a["status"] for a in accounts] == ["available"] * 4
     assert [emulator_env.count(token=token) for token in tokens] == [1, 1, 1, 1]
+
+
+def test_a_warm_worker_starts_its_account_threads_once(tmp_path, emulator_env, loop):
+    """The account threads are the worker's, kept across requests: a pool made per request
+    started its threads anew for every read (~1 ms a thread under the GIL, most of a warm
+    5-account read's cost)."""
+    tokens = [jwt(f"kept-{n}") for n in range(5)]
+    home = tmp_path / "codex-threads"
+    home.mkdir()
+    (home / "auth.json").write_text(json.dumps({"credential_pool": {"openai-codex": [
+        {"id": f"t{n}", "label": f"row {n}", "source": "manual", "access_token": token}
+        for n, token in enumerate(tokens)]}}))
+    loop.home = str(home)
+    request = json.dumps({"id": 3, "op": "probe", "provider": "openai-codex", "timeout_s": 20}).encode()
+
+    def account_threads() -> set[int | None]:
+        return {t.ident for t in threading.enumerate() if t.name.startswith("probe-accounts")}
+
+    loop.handle(request)
+    before = account_threads()
+    for _ in range(3):
+        reply, _ = loop.handle(request)
+        assert [a["status"] for a in reply["snapshot"]["accounts"]] == ["available"] * 5
+    assert before and account_threads() == before

@@ -83,6 +83,21 @@ if TYPE_CHECKING:
 
 #: accounts of one provider probed at once (threads over the one HTTP client)
 MAX_PARALLEL = 8
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _account_threads() -> ThreadPoolExecutor:
+    """The worker's account threads (:data:`MAX_PARALLEL` - 1), started once and kept: a
+    pool made per request started its threads anew each time, ~1 ms a thread under the
+    GIL -- most of a warm 5-account read's cost. Made on first use, in the worker (the
+    template forks workers and must hold no thread), and published only once built."""
+    global _threads
+    if _threads is None:
+        with _threads_lock:
+            if _threads is None:
+                _threads = ThreadPoolExecutor(MAX_PARALLEL - 1, thread_name_prefix="probe-accounts")
+    return _threads
 #: accounts a provider shows at most (the parent refuses more: probe.snapshot.MAX_ACCOUNTS)
 MAX_ACCOUNTS = 256
 MAX_LABEL = 64
@@ -517,20 +532,18 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
         with lock:
             results[account.id] = snap
 
-    if len(todo) > 1:   # this thread probes the first; at most MAX_PARALLEL - 1 more alongside
-        with ThreadPoolExecutor(min(MAX_PARALLEL - 1, len(todo) - 1), thread_name_prefix=f"probe-{provider_name}") \
-                as pool:
-            rest = []
-            for account in todo[1:]:
-                try:
-                    rest.append(pool.submit(one, account))
-                except RuntimeError:   # no thread could be started ("can't start new thread"):
-                    break              # this thread probes what is left, below
-            one(todo[0])
-            for future in rest:
-                future.result()
-    for account in todo:   # (one() skips an account a pool thread has probed)
+    rest = []
+    if len(todo) > 1:   # this thread probes too; the worker's account threads take the others
+        pool = _account_threads()
+        for account in todo[1:]:
+            try:
+                rest.append(pool.submit(one, account))
+            except RuntimeError:   # no thread could be started ("can't start new thread"):
+                break              # this thread probes what is left, below
+    for account in todo:   # this thread takes every account no pool thread has claimed yet
         one(account)
+    for future in rest:    # (one() returns at once for an account this thread probed)
+        future.result()
     entries = [_entry(a, results.get(a.id), a.id in skipped) for a in accounts]
     answered = [results[a.id] for a in accounts if a.id in results]
     # the snapshot's own title and source: an account that answered names them (a failed

@@ -491,3 +491,28 @@ def test_an_auth_json_cut_short_is_seen_at_the_next_read_not_after_the_cache_ttl
         (home / "auth.json").write_text(good)
         after = {snap.provider: snap for snap in service.fetch_home(home=home)}
         assert after["openai-codex"].error is None and not after["openai-codex"].stale
+
+
+def test_the_panels_read_from_readings_sees_a_broken_then_fixed_auth_json_at_once(emulator, tmp_path):
+    """``probe serve`` (a background refresher: the panel reads the refresher's readings)
+    showed the readings from before auth.json broke until the next refresh (300 s), and the
+    broken file's answer until the one after it was fixed. The providers the file hides
+    are asked again at once, both ways."""
+    from probe import ProbeConfig, ProbeService
+    from probe.monitor.readings import Reader
+
+    home = home_with(tmp_path, codex=fresh("codex-readings"), deepseek=fresh("sk-ds-readings"))
+    good = (home / "auth.json").read_text()
+    with ProbeService(ProbeConfig(pool_size=1, cache_ttl_s=600, provider_urls=emulator.provider_urls())) as service:
+        reader = Reader(service, {"alice": home})
+
+        def panel() -> dict:
+            return {s.provider: s for s in reader.read_home("alice", refresh=False, from_readings=True)}
+
+        assert all(s.error is None for s in panel().values())
+        (home / "auth.json").write_text("")
+        broken = panel()["openai-codex"]
+        assert broken.error is not None and broken.error.code == "credentials_unreadable" and broken.stale
+        (home / "auth.json").write_text(good)
+        fixed = panel()["openai-codex"]
+        assert fixed.error is None and not fixed.stale

@@ -126,8 +126,14 @@ class Reader:
             listing = self.service.home_providers(home)
         except HomeListFailed as exc:
             return [exc.snapshot]
-        latest = {name: self.latest(home_id, name, home=home) for name in listing.names
-                  if name not in listing.pool_only}
+        # a provider a now-unreadable file hides, or whose reading says its file could not
+        # be read, is asked again (a worker request: the service answers its last good
+        # reading stale with the error, or, the file back, the cache): the refresher's
+        # reading may be an interval old either way, and must not hide a broken auth.json
+        # nor keep showing one that was fixed
+        latest = {name: snap for name in listing.names
+                  if name not in listing.pool_only and name not in listing.unreadable
+                  and _still_current(snap := self.latest(home_id, name, home=home))}
         missing = [name for name in listing.names if latest.get(name) is None]
         fetched = {snap.provider: snap for snap in self.fetch_home(home_id, refresh=False, providers=missing,
                                                                    home=home)} if missing else {}
@@ -175,6 +181,12 @@ class Reader:
 
     def current_readings(self) -> list[Reading]:
         return self.readings.current({home_id: self.service.generation(path) for home_id, path in self.homes.items()})
+
+
+def _still_current(snap: Snapshot | None) -> bool:
+    """A reading the panel may show without asking again: not one that says a credential
+    file could not be read (fixed since, perhaps -- only a read tells)."""
+    return snap is not None and (snap.error is None or snap.error.code != "credentials_unreadable")
 
 
 def _unserved(provider: str | None, home_id: str) -> Snapshot:

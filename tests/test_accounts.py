@@ -620,6 +620,9 @@ def test_a_profiles_borrowed_provider_survives_the_roots_auth_json_breaking_and_
     assert not service.home_providers(profile).unreadable          # borrowed is not "unreadable"
     (root / "auth.json").write_text("")
     assert "openrouter" in listed()                                 # hidden by no bad root file
+    [borrowed] = [snap for snap in service.fetch_home(home=profile, refresh=True) if snap.provider == "openrouter"]
+    assert borrowed.error is not None and borrowed.error.code == "credentials_unreadable", borrowed
+    assert borrowed.error.message.startswith("The Hermes root's auth.json could not be read") and borrowed.stale
     (root / "auth.json").write_text(good + " ")
     assert listed() == ["openrouter", "deepseek"]
 

@@ -462,8 +462,26 @@ def identities(provider: "Provider", home: "HomeCredentials",
     def who(account: Account) -> str:   # a row without Hermes' id is known by its token alone: its
         return "row" if account.id.startswith("auth.json:credential_pool.") else account.id  # index moves
 
+    accounts = enumerate_accounts(provider, home, 0.0, load_root, resolve=False)
+    if not accounts and (unreadable_root := _unreadable_root(provider, home, load_root)) is not None:
+        # a profile borrowing from a root whose auth.json cannot be read: unknown, not "no
+        # accounts" -- which would rotate it (and drop its last good reading) for a cut write
+        from workers.result import UNREADABLE
+
+        raise ProbeFailure(UNREADABLE, unreadable_root)
     return [f"{who(account)}={hashlib.sha256((account.token or '').encode()).hexdigest()}"
-            for account in enumerate_accounts(provider, home, 0.0, load_root, resolve=False)]
+            for account in accounts]
+
+
+def _unreadable_root(provider: "Provider", home: "HomeCredentials",
+                     load_root: Callable[[Path], "HomeCredentials"] | None) -> str | None:
+    """Why a profile with no account of its own for ``provider`` cannot read the root's
+    pool it borrows (SPEC §18): the root's ``auth.json`` is unreadable -- its message,
+    naming the root's file (never a path). None when that is not the case."""
+    if load_root is None or _pool_key(provider) is None or (root_dir := root_of(home)) is None:
+        return None
+    root = load_root(root_dir)
+    return f"The Hermes root's {root.auth_error}" if root.auth_error else None
 
 
 # -- probing -----------------------------------------------------------------------------
@@ -505,6 +523,11 @@ def probe_accounts(provider_name: str, home: "HomeCredentials", http: "ProviderH
             return {**failure(provider_name, "no_credentials", f"This home has no {loaded.label} account with "
                                                                "that id."), "accounts": []}
     elif not accounts:
+        unreadable_root = _unreadable_root(loaded, home, load_root)
+        if unreadable_root is not None:   # not "no credentials": the profile borrows them
+            from workers.result import UNREADABLE, failure
+
+            return {**failure(provider_name, UNREADABLE, unreadable_root), "accounts": []}
         return run_probe(provider_name, home, http, timeout_s)
     skipped = frozenset(skip)
     todo = [a for a in accounts if a.verdict is None and a.id not in skipped]

@@ -118,11 +118,14 @@ def summarize(accounts: tuple[Account, ...] | list[Account]) -> PoolView:
 
 
 def summary_lines(pool: PoolView) -> tuple[str, ...]:
-    """``2/3 accounts available``, then ``1 exhausted``, ``1 dead``, ``1 failed`` (the
-    non-zero ones). No label: details may reach places labels must not."""
+    """``2/3 accounts available``, then ``1 exhausted``, ``1 dead``, ``1 failed``, ``1
+    unavailable`` (the non-zero ones; *unavailable*: not probed, e.g. a pool row with no
+    token, a 1Password reference that cannot be read -- the lines add up to the total). No
+    label: details may reach places labels must not."""
     lines = [f"{pool.available}/{pool.total} accounts available"]
+    unprobed = pool.total - pool.available - pool.exhausted - pool.dead - pool.failed
     lines += [f"{count} {word}" for count, word in ((pool.exhausted, "exhausted"), (pool.dead, "dead"),
-                                                     (pool.failed, "failed")) if count]
+                                                     (pool.failed, "failed"), (unprobed, "unavailable")) if count]
     return tuple(lines)
 
 

@@ -128,3 +128,12 @@ def test_a_workers_probed_account_gets_the_parents_clock_and_pace_an_unprobed_on
     got = Snapshot.from_child(data, home="/h", probe=ProbeInfo("warm", 1.0))
     assert got.accounts[0].fetched_at == got.fetched_at and not got.accounts[0].stale and got.accounts[0].probed
     assert got.accounts[1].fetched_at is None and not got.accounts[1].probed
+
+
+def test_the_summary_lines_add_up_to_the_total():
+    """Work profile, seen: ``0/2 accounts available`` and ``1 exhausted`` -- the other
+    account (a borrowed row with no token here) was in no line."""
+    no_token = acct("t", status="unavailable", probed=False)
+    out = pool_view.assemble(snap(acct("e", status="exhausted", retry_after="2026-12-01T10:00:00Z", probed=False),
+                                  no_token))
+    assert out.details == ("0/2 accounts available", "1 exhausted", "1 unavailable")

@@ -278,3 +278,15 @@ def test_sigterm_under_load_exits_0_within_5_s_leaving_nothing_and_losing_no_poi
         assert key in last_points, f"no point at all for {key}"
         t, value = last_points[key]
         assert t >= int(fetched) or value == used, f"{key}: the last acknowledged reading is not in the history"
+
+
+def test_serve_on_a_machine_without_hermes_says_so_in_its_banner(tmp_path):
+    """A new user without Hermes runs ``probe serve``: it serves the (missing) root as
+    ``default`` -- and now says at once that the directory does not exist and what to pass
+    instead, rather than leaving a panel with one home_not_found card to explain itself."""
+    missing = tmp_path / "no-hermes-here"
+    with serving(["--no-history"], {"HERMES_HOME": str(missing)}) as serve:
+        banner = [serve.proc.stdout.readline() for _ in range(2)]
+        assert f"serving the Hermes root {missing}" in banner[0]
+        assert f"note: {missing} does not exist" in banner[1] and "--demo" in banner[1], banner
+        assert serve.homes() == ["default"]

@@ -190,6 +190,10 @@ def serve(options: ServeOptions, *, reread: Callable[[], ServeOptions] | None = 
         if home_set.discovering:
             echo(f"serving the Hermes root {home_set.root} and its profiles; new ones appear within "
                  f"{scan_interval_s(refresh_s) * 2:g} s")
+            if not Path(home_set.root).is_dir():   # a machine without Hermes (yet): say so up front
+                echo(f"note: {home_set.root} does not exist (no Hermes here yet?): the panel shows "
+                     "home_not_found until it does; pass --home ID=PATH for another directory, or "
+                     "--demo to try the panel on the built-in emulator")
         if demo:
             echo(f"demo homes in {demo_dir}")   # the console only: HTTP clients see ids
         if not token_given:

@@ -510,12 +510,14 @@ def homes_command(config_path: str | None, home_specs: tuple[str, ...], as_json:
         rows = list(pool.map(row, found.items()))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    id_width = max(len(r["id"]) for r in rows)
-    path_width = max(len(r["path"]) for r in rows)
-    for r in rows:
-        what = r["error"] or (", ".join(r["providers"]) or "(no provider credentials)")
-        click.echo(f"{r['id']:<{id_width}}  {r['path']:<{path_width}}  {what}")
+    else:
+        id_width = max(len(r["id"]) for r in rows)
+        path_width = max(len(r["path"]) for r in rows)
+        for r in rows:
+            what = r["error"] or (", ".join(r["providers"]) or "(no provider credentials)")
+            click.echo(f"{r['id']:<{id_width}}  {r['path']:<{path_width}}  {what}")
+    if any(r["error"] for r in rows):   # as `probe fetch`: a home that cannot be read is a failure
+        raise SystemExit(1)
 
 
 @main.command()

@@ -185,3 +185,13 @@ def test_served_homes_swap_whole_and_report_what_changed(tmp_path):
     assert changes.added == ("c",) and changes.removed == {"a": tmp_path / "a"} and changes.moved == {"b": tmp_path / "b"}
     assert list(served) == ["b", "c"] and dict(view) == {str(tmp_path / "b2"): "b", str(tmp_path / "c"): "c"}
     assert not served.replace({"b": tmp_path / "b2", "c": tmp_path / "c"})
+
+
+def test_probe_homes_exits_1_when_a_home_cannot_be_read(tmp_path):
+    """No Hermes on this machine: ``probe homes`` printed the home_not_found line and
+    exited 0, unlike ``probe fetch`` -- a script could not tell."""
+    missing = tmp_path / "no-hermes"
+    text = run_cli("homes", env={"HERMES_HOME": str(missing)})
+    assert text.returncode == 1 and "does not exist" in text.stdout, text.stdout + text.stderr
+    rows = run_cli("homes", "--json", env={"HERMES_HOME": str(missing)})
+    assert rows.returncode == 1 and json.loads(rows.stdout)[0]["error"]

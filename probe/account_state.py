@@ -40,7 +40,6 @@ def account_key(key: tuple, account_id: str) -> tuple[str, str, str]:
 
 @dataclass
 class _Entry:
-    key: tuple
     generation: int
     #: account id -> its last reading without an error
     good: dict[str, Account] = field(default_factory=dict)
@@ -116,7 +115,7 @@ class AccountReadings:
         with self._lock:
             entry = self._entry(key, generation)
             if entry is None:
-                entry = self._entries[key[:2]] = _Entry(key, generation)
+                entry = self._entries[key[:2]] = _Entry(generation)
             ids = {a.id for a in snap.accounts}
             entry.good = {i: a for i, a in entry.good.items() if i in ids}
             entry.good.update({a.id: a for a in snap.accounts if a.error is None and a.available and a.fetched_at})

@@ -111,6 +111,8 @@ class SnapshotCache:
         stale, with ``credentials_unreadable`` (SPEC §2) -- not hidden by a fresh-looking
         cache entry until the TTL runs out. Nothing rotates: no generation bump."""
         names = set(providers)
+        if not names:   # the usual list read: no scan of every home's entries under the lock
+            return
         with self._lock:
             for key in [k for k in self._entries if k[0] == str(home) and k[1] in names]:
                 expires, snap = self._entries[key]
@@ -123,6 +125,8 @@ class SnapshotCache:
         file back is no change\"), so what was cached before it broke still answers."""
         names = set(providers)
         with self._lock:
+            if not self._held:   # nothing was expired: nothing to give back
+                return
             for key in [k for k in self._held if k[0] == str(home) and k[1] in names]:
                 expires = self._held.pop(key)
                 if key in self._entries:

@@ -485,7 +485,7 @@ class ProbeService:
         backing off is answered from its last good reading, no request). Such a partial
         read is not cached as the provider's."""
         fingerprint = self._notice_rotation(home_dir, deadline, started)
-        key = (str(home_dir), provider, self._digests.key_part(home_dir, provider, fingerprint))
+        key = self._cache_key(home_dir, provider, fingerprint)
         generation = self._cache.generation(home_dir)
         cached = None if refresh else self._cache.get(key)
         if cached is not None and cached.account(account) is not None:
@@ -501,13 +501,19 @@ class ProbeService:
                                              (account,) if blocked else (), remember=False)
         return self._record(snap)
 
+    def _cache_key(self, home_dir: Path, provider: str, fingerprint: tuple) -> tuple:
+        """(home, provider, its credential part): the provider's digest, or the files' stat
+        until the home is first listed (``probe.digests``) -- the one key the caches, the
+        back-off and the per-account state are reached by."""
+        return (str(home_dir), provider, self._digests.key_part(home_dir, provider, fingerprint))
+
     def _begin(self, provider: str, home_dir: Path, fingerprint: tuple, refresh: bool, started: float,
                deadline: float) -> tuple[Fetch, Snapshot | None]:
         """The steps before a probe, for one (home, provider): the fetch, and the answer
         when none is needed -- a fresh cached snapshot (unless ``refresh``) or the
         provider's rate-limit back-off (``refresh`` does not bypass that)."""
         shared_backoff, shared_generation = self._sync_cluster(home_dir, provider)
-        key = (str(home_dir), provider, self._digests.key_part(home_dir, provider, fingerprint))
+        key = self._cache_key(home_dir, provider, fingerprint)
         generation = self._cache.generation(home_dir)
         fetch = Fetch(provider, home_dir, key, generation, started, deadline, refresh,
                       shared_generation=shared_generation, fingerprint=fingerprint)
@@ -782,10 +788,7 @@ class ProbeService:
         if snap.accounts:
             snap = self._account_readings.settle(snap, fetch.key, fetch.generation, self._backoff, fetch.skip)
             self._share_backoff(fetch, snap)
-            if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
-                self._shared.write(fetch, snap, self._config.cache_ttl_s)
-            return self._record(snap)
-        if snap.error is None:
+        elif snap.error is None:
             self._backoff.succeeded(fetch.key[:2])
         elif snap.error.code == "rate_limited" and snap.source != POOL_RECORDS:
             # (Hermes' own records answered without a request: nothing to back off from --
@@ -795,7 +798,8 @@ class ProbeService:
                 self._cluster.share_backoff(fetch, wait_s, snap.error.message)
         if self._cache.put(fetch.key, snap, fetch.generation) and self._shared is not None:
             self._shared.write(fetch, snap, self._config.cache_ttl_s)
-        return self._record(self._stale_if_possible(snap, fetch.key, fetch.generation))
+        # (a snapshot with accounts went stale per account above)
+        return self._record(snap if snap.accounts else self._stale_if_possible(snap, fetch.key, fetch.generation))
 
     def _share_backoff(self, fetch: Fetch, snap: Snapshot) -> None:
         """Cluster mode (SPEC §15), a snapshot settled per account: when no account is

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.result import ProbeFailure, epoch_seconds, iso_utc, number
+from workers.result import SECRET_KEY_PARTS, ProbeFailure, epoch_seconds, iso_utc, number
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
@@ -106,7 +106,6 @@ UNAUTHORIZED_COOLDOWN_S = 300.0
 SOLE_COOLDOWN_S = 60.0
 DEFAULT_COOLDOWN_S = 3600.0
 _SECRETISH = re.compile(r"[A-Za-z0-9_-]{24,}|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
-_SECRET_FIELD_PARTS = ("token", "key", "secret", "password")
 
 
 @dataclass
@@ -374,7 +373,7 @@ def label_secrets(rows: Iterable[dict[str, Any]], *homes: "HomeCredentials | Non
             secrets |= {v.strip() for v in creds.env.values() if isinstance(v, str) and len(v.strip()) >= 8}
     for row in rows:
         secrets |= {v.strip() for k, v in row.items() if isinstance(k, str) and isinstance(v, str)
-                    and len(v.strip()) >= 8 and any(part in k.lower() for part in _SECRET_FIELD_PARTS)}
+                    and len(v.strip()) >= 8 and any(part in k.lower() for part in SECRET_KEY_PARTS)}
     return secrets
 
 

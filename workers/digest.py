@@ -42,13 +42,11 @@ import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from workers.result import ProbeFailure
+from workers.result import SECRET_KEY_PARTS, ProbeFailure
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
 
-#: key fragments that name a secret in ``auth.json`` (``credential_pool.SECRET_KEY_PARTS``)
-SECRET_KEY_PARTS = ("token", "key", "secret", "password")
 #: how deep the undeclared-plugin walk goes into ``auth.json``
 MAX_DEPTH = 16
 

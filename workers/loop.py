@@ -232,8 +232,7 @@ class Loop:
         from workers.listing import home_listing
 
         if not self.home or not os.path.isdir(self.home):
-            return {"ok": False, "error": {"code": "home_not_found",
-                                           "message": "The worker's home directory does not exist."}}
+            return HOME_GONE
         return {"ok": True, **home_listing(self.credentials())}
 
     def active_provider(self) -> dict:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from workers.accounts import MAX_ACCOUNTS, _rows, clean_label, cooldown_until, label_secrets, machine_wide
 from workers.providers.credential_pool import unreadable
-from workers.result import ProbeFailure, iso_utc
+from workers.result import UNREADABLE, ProbeFailure, iso_utc
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
@@ -40,7 +40,7 @@ def pool_only_accounts(provider: str, home: "HomeCredentials", now: float) -> li
     (SPEC §2): an unreadable file is not an empty pool."""
     why = unreadable(home)
     if why is not None:
-        raise ProbeFailure("credentials_unreadable", why)
+        raise ProbeFailure(UNREADABLE, why)
     indexed = [(index, row) for index, row in _rows(home.auth, provider) if not machine_wide(row)][:MAX_ACCOUNTS]
     if not indexed:
         return None

@@ -26,6 +26,9 @@ _MILLISECONDS_FROM = 1e11
 #: SPEC §4: a credential file (or a secret it refers to) that cannot be read right now; the
 #: provider stays listed and the parent keeps its last good reading (stale)
 UNREADABLE = "credentials_unreadable"
+#: fragments of a key name that says its value is a secret (``access_token``, ``api_key``,
+#: ``client_secret``, ``password``): what label checks, digests and pool-entry lines treat so
+SECRET_KEY_PARTS = ("token", "key", "secret", "password")
 
 
 class ProbeFailure(Exception):

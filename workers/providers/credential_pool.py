@@ -42,14 +42,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from workers.result import ProbeFailure, iso_utc, number, provider_text, result
+from workers.result import SECRET_KEY_PARTS, UNREADABLE, ProbeFailure, iso_utc, number, provider_text, result
 
 if TYPE_CHECKING:
     from workers.credentials import HomeCredentials
 
 SOURCE = "credential_pool"
 TITLE = "Hermes credential pool"
-SECRET_KEY_PARTS = ("token", "key", "secret", "password")
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def read_records(provider: str, home: "HomeCredentials", now: float) -> dict[str
     why = unreadable(home)
     if why is not None:
         # the parent lists a pool-only id it saw before the file broke: it stays, with why
-        return failure(provider, "credentials_unreadable", why, title=TITLE, source=SOURCE)
+        return failure(provider, UNREADABLE, why, title=TITLE, source=SOURCE)
     pool = _pool(home)
     if provider not in pool:
         return None

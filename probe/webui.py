@@ -48,10 +48,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from probe.home_config import Unanswered
+from probe.pace import parse_instant
 from probe.snapshot import Snapshot, Window, utc_now_iso
 from workers.plugins import NAME_PATTERN
 from workers.providers import provider_names
@@ -327,16 +327,9 @@ def credential_row(account: Any, hidden: Iterable[tuple[str, str]] = ()) -> dict
 
 def _earliest_reset(rows: list[dict[str, Any]]) -> str | None:
     """hermes-webui's ``next_reset_at``: the earliest window reset among the rows."""
-    found = [(_instant(w["reset_at"]), w["reset_at"]) for row in rows for w in row["windows"] if w["reset_at"]]
+    found = [(parse_instant(w["reset_at"]), w["reset_at"]) for row in rows for w in row["windows"] if w["reset_at"]]
     found = [(when, text) for when, text in found if when is not None]
     return min(found)[1] if found else None
-
-
-def _instant(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _counts(accounts: tuple) -> dict[str, int]:

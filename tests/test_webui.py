@@ -889,3 +889,19 @@ def test_every_providers_accounts_show_as_hermes_webuis_pool(webui, tmp_path):
     rows = {row["label"]: row for row in pool["credentials"]}
     assert session["remaining_percent"] == max(row["windows"][0]["remaining_percent"] for row in rows.values())
     assert limits["windows"][0]["detail"] == "Best of 2 available credentials"
+
+
+def test_a_route_whose_translation_raises_still_answers_hermes_webuis_200(webui, tmp_path, monkeypatch, caplog):
+    """SPEC §19: always 200. The failure branch logged through a module the server no
+    longer imported, so a raising translation was a NameError -- a 500."""
+    import probe.webui
+
+    client = webui({"main": write_home(tmp_path, "raises", provider="openrouter")})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sk-or-v1-never-shown")
+
+    monkeypatch.setattr(probe.webui, "answer", broken)
+    result = quota(client, provider="openrouter")
+    assert result["status"] == "unavailable" and result["message"] == "Quota status is temporarily unavailable."
+    assert "RuntimeError" in caplog.text and "never-shown" not in caplog.text

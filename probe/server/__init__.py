@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -52,6 +53,8 @@ from probe.snapshot import Snapshot
 from probe import webui
 from workers.providers import provider_names
 from workers.version import quota_probe_version
+
+log = logging.getLogger("probe.server")
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_QUERY_VALUE = 256
@@ -240,7 +243,7 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
         return JSONResponse(payload, headers=headers)
 
     def webui_answer(provider: str | None, home_id: str, home: Path, refresh: bool) -> dict[str, Any]:
-        hidden = ((str(home.resolve()), home_id), (str(home), home_id))
+        hidden = ((str(home), home_id),)   # served homes are resolved paths already (probe.home_set)
         reads = webui.service_reads(service, home, hidden,
                                     fetch=lambda name, fresh: read_one(name, home_id, home, fresh))
         return webui.answer(provider, reads, refresh=refresh)
@@ -266,7 +269,7 @@ def create_app(service: ProbeService, homes: Mapping[str, Path], token: str, *,
         try:
             body = await in_thread(webui_answer, provider, home_id, home, refresh)
         except Exception as exc:  # noqa: BLE001 -- the route always answers 200 (SPEC §19); the type is logged, never a text
-            logging.getLogger("probe.server").warning("GET /api/provider/quota failed: %s", type(exc).__name__)
+            log.warning("GET /api/provider/quota failed: %s", type(exc).__name__)
             body = webui.unavailable(provider, "Quota status is temporarily unavailable.")
         return JSONResponse(body, headers=headers)
 
